@@ -1,0 +1,25 @@
+"""Transfer learning for PyTorch networks as first-class scikit-learn estimators.
+
+Pretrain a network on a source task with ``fit_source``, fine-tune it on a
+target task with ``fit``, and use it like any scikit-learn estimator.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from ._base import fit_source
+from ._classifier import TransferClassifier
+from ._modules import MLP
+from ._regressor import TransferRegressor
+
+try:
+    __version__ = version("sktransfer")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0"
+
+__all__ = [
+    "MLP",
+    "TransferClassifier",
+    "TransferRegressor",
+    "__version__",
+    "fit_source",
+]

@@ -1,0 +1,505 @@
+"""The shared base of the transfer estimators.
+
+It owns the parameters, ``fit_source`` (pretraining), the ``fit``
+orchestration (validate → build net → load shared weights → rebuild head →
+freeze → train) and the clone protocol that carries pretrained weights into
+clones. Classification and regression specifics live in ``_classifier.py`` and
+``_regressor.py``.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, clone
+from sklearn.pipeline import Pipeline
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted, check_X_y, validate_data
+from skorch import NeuralNet
+from skorch.callbacks import EarlyStopping
+from skorch.utils import to_tensor
+from torch import nn
+
+from . import _layers
+from ._compat import _fit_context
+from ._modules import MLP, n_flat_features
+
+# How every array reaching a network is checked: float32, finite, dense; samples
+# may have any shape (N x C x H x W images too).
+_CHECK_X = {
+    "dtype": np.float32,
+    "allow_nd": True,
+    "accept_sparse": False,
+    "ensure_all_finite": True,
+}
+
+# Offsets added to the seed so that pretraining and fine-tuning draw different
+# random numbers from one ``random_state``.
+_PHASE_SEED = {"source": 0, "target": 1}
+
+
+@dataclass(frozen=True)
+class _Pretrained:
+    """What ``fit_source`` learnt: prior knowledge for ``fit``, never changed by it."""
+
+    state_dict: dict[str, torch.Tensor]
+    sample_shape: tuple[int, ...]
+    n_outputs: int
+    classes: np.ndarray | None
+    history: list
+
+
+@contextmanager
+def _unchanged_on_error(estimator):
+    """Restore the estimator's attributes if the block raises."""
+    saved = dict(vars(estimator))
+    try:
+        yield
+    except BaseException:
+        vars(estimator).clear()
+        vars(estimator).update(saved)
+        raise
+
+
+@contextmanager
+def _seeded(random_state, phase):
+    """Seed torch inside the block without touching the caller's global RNG."""
+    if random_state is None:
+        yield
+        return
+    seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+    with torch.random.fork_rng():
+        torch.manual_seed(seed + _PHASE_SEED[phase])
+        yield
+
+
+def _writable(X):
+    """Return ``X`` as an array torch can wrap without a warning."""
+    return X if X.flags.writeable else X.copy()
+
+
+class _BaseTransfer(BaseEstimator):
+    """Base class of the transfer estimators; not for direct use."""
+
+    # Set by the subclasses.
+    _net_class: type[NeuralNet]
+    _default_criterion: type[nn.Module]
+    _multi_output: bool
+    _output_kind: str
+
+    _parameter_constraints: dict = {
+        # Checked by _template, which gives the precise TypeError.
+        "net": "no_validation",
+        "head": [str, list, tuple, None],
+        "frozen": [str, list, tuple],
+        "source_params": [dict, None],
+        "freeze_bn_stats": ["boolean"],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        net=None,
+        *,
+        head="auto",
+        frozen=(),
+        source_params=None,
+        freeze_bn_stats=True,
+        random_state=None,
+        verbose=0,
+    ):
+        self.net = net
+        self.head = head
+        self.frozen = frozen
+        self.source_params = source_params
+        self.freeze_bn_stats = freeze_bn_stats
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ public
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit_source(self, X, y):
+        """Pretrain the network on the source task.
+
+        Every layer trains (``frozen`` applies to fine-tuning only), with the
+        ``net`` template's settings updated by ``source_params``. The weights it
+        learns are kept as the starting point of every later :meth:`fit`,
+        also in clones made by :func:`sklearn.base.clone`. The source may have
+        other classes (other values, another number) or other targets than the
+        target task; its samples must have the target's shape.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, ...)
+            Source samples; image arrays such as (n, C, H, W) are accepted.
+        y : array-like of shape (n_samples,) or (n_samples, n_targets)
+            Source labels or targets.
+
+        Returns
+        -------
+        self : object
+            The estimator, pretrained and not yet fitted on the target.
+        """
+        X, y = check_X_y(
+            X, y, **_CHECK_X, multi_output=self._multi_output, estimator=self
+        )
+        y_enc, n_outputs, fitted = self._encode_y(y)
+        with _unchanged_on_error(self), _seeded(self.random_state, "source"):
+            X = _writable(X)
+            net = self._build_net(X, n_outputs, phase="source")
+            self._announce("Pretraining on the source task", X, n_outputs)
+            net.partial_fit(X, y_enc)
+            self._pretrained = _Pretrained(
+                state_dict={
+                    key: value.detach().to("cpu", copy=True)
+                    for key, value in net.module_.state_dict().items()
+                },
+                sample_shape=tuple(X.shape[1:]),
+                n_outputs=n_outputs,
+                classes=fitted.get("classes_"),
+                history=net.history_.to_list(),
+            )
+        return self
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y):
+        """Fine-tune on the target task.
+
+        The shared layers start from the pretrained weights (from
+        :meth:`fit_source`, or from the module instance held by ``net``), the
+        head is created afresh for the target's outputs, and the parameters
+        matching ``frozen`` are not updated. Without pretrained weights the
+        network trains from scratch. The pretrained weights are never modified.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, ...)
+            Target samples, with the source's sample shape.
+        y : array-like of shape (n_samples,) or (n_samples, n_targets)
+            Target labels or targets.
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        with _unchanged_on_error(self):
+            X, y = validate_data(
+                self, X, y, **_CHECK_X, multi_output=self._multi_output
+            )
+            X = _writable(X)
+            y_enc, n_outputs, fitted = self._encode_y(y)
+            pretrained = getattr(self, "_pretrained", None)
+            if pretrained is not None and pretrained.sample_shape != X.shape[1:]:
+                msg = (
+                    f"The target samples have shape {X.shape[1:]} but the network "
+                    f"was pretrained on samples of shape {pretrained.sample_shape}; "
+                    "source and target must share the input shape."
+                )
+                raise ValueError(msg)
+            with _seeded(self.random_state, "target"):
+                net = self._build_net(X, n_outputs, phase="target")
+                self._announce("Fine-tuning on the target task", X, n_outputs)
+                net.partial_fit(X, y_enc)
+            for name, value in fitted.items():
+                setattr(self, name, value)
+            self._sample_shape = tuple(X.shape[1:])
+            self.net_ = net
+        return self
+
+    @property
+    def source_weights_(self):
+        """The pretrained weights: the ``state_dict`` after :meth:`fit_source`.
+
+        A dict of parameter and buffer names to CPU tensors; read-only.
+        """
+        return self._get_pretrained().state_dict
+
+    @property
+    def source_history_(self):
+        """The pretraining epochs: skorch's history as a list of dicts."""
+        return self._get_pretrained().history
+
+    # ------------------------------------------------------- scikit-learn API
+
+    def __sklearn_is_fitted__(self):
+        # Pretraining alone does not make the estimator fitted.
+        return hasattr(self, "net_")
+
+    def __sklearn_clone__(self):
+        # Pretrained weights are prior knowledge, like a hyper-parameter: clones
+        # (cross-validation folds, grid-search candidates) fine-tune from them.
+        new = super().__sklearn_clone__()
+        pretrained = getattr(self, "_pretrained", None)
+        if pretrained is not None:
+            new._pretrained = pretrained
+        return new
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        device = self.net.device if isinstance(self.net, NeuralNet) else "cpu"
+        # CUDA kernels (atomics in backward passes) are not bit-reproducible.
+        tags.non_deterministic = str(device).startswith("cuda")
+        return tags
+
+    def set_params(self, **params):
+        """Set the parameters of this estimator.
+
+        Nested parameters of the skorch template are set as ``net__<name>``,
+        e.g. ``net__lr`` or ``net__module__hidden_layer_sizes``; they need
+        ``net`` to be a skorch net.
+
+        Parameters
+        ----------
+        **params : dict
+            Estimator parameters.
+
+        Returns
+        -------
+        self : object
+            The estimator.
+        """
+        nested = sorted(key for key in params if key.startswith("net__"))
+        net = params.get("net", self.net)
+        if nested and not isinstance(net, NeuralNet):
+            msg = (
+                f"Cannot set {', '.join(nested)}: net is {net!r}, not a skorch net. "
+                f"Pass net={self._net_class.__name__}(module, ...) to tune its "
+                "settings as net__<name>."
+            )
+            raise ValueError(msg)
+        return super().set_params(**params)
+
+    # --------------------------------------------------------------- internals
+
+    def _get_pretrained(self):
+        pretrained = getattr(self, "_pretrained", None)
+        if pretrained is None:
+            msg = (
+                f"This {type(self).__name__} has no pretrained weights; call "
+                "fit_source(X, y) first."
+            )
+            raise AttributeError(msg)
+        return pretrained
+
+    def _default_net_params(self):
+        """Return the settings of a net built around a module or the default MLP."""
+        return {
+            "criterion": self._default_criterion,
+            "optimizer": torch.optim.Adam,
+            "lr": 1e-3,
+            "max_epochs": 200,
+            "batch_size": 200,
+            "train_split": None,
+            "iterator_train__shuffle": True,
+            "callbacks": [
+                (
+                    "early_stopping",
+                    EarlyStopping(
+                        monitor="train_loss",
+                        patience=10,
+                        threshold=1e-4,
+                        threshold_mode="abs",
+                    ),
+                )
+            ],
+        }
+
+    def _template(self):
+        """Return a fresh, unfitted skorch net built from ``net``."""
+        net, cls = self.net, self._net_class
+        if net is None:
+            return cls(MLP, **self._default_net_params())
+        if isinstance(net, NeuralNet):
+            if not isinstance(net, cls):
+                msg = (
+                    f"{type(self).__name__} needs net to be a skorch "
+                    f"{cls.__name__}, got a {type(net).__name__}."
+                )
+                raise TypeError(msg)
+            if getattr(net, "initialized_", False):
+                msg = (
+                    f"net is an initialized {type(net).__name__}; it is used as an "
+                    "unfitted template and its trained weights would be lost. To "
+                    "start from them, pass the trained module instead: "
+                    f"{type(self).__name__}(net.module_) or "
+                    f"{type(self).__name__}({cls.__name__}(net.module_, ...))."
+                )
+                raise ValueError(msg)
+            return clone(net)
+        if isinstance(net, nn.Module):
+            return cls(copy.deepcopy(net), **self._default_net_params())
+        if isinstance(net, type) and issubclass(net, nn.Module):
+            return cls(net, **self._default_net_params())
+        msg = (
+            f"net must be None, a skorch {cls.__name__}, or a torch.nn.Module class "
+            f"or instance; got {net!r} of type {type(net).__name__}."
+        )
+        raise TypeError(msg)
+
+    def _build_net(self, X, n_outputs, *, phase):
+        """Build and initialise the skorch net for one phase, ready to train.
+
+        Source phase: the network as given, every parameter trainable, the head
+        resized to the source's outputs. Target phase: shared weights loaded
+        from the pretrained ones, head re-initialised and resized, ``frozen``
+        parameters frozen.
+        """
+        net = self._template()
+        params = {"verbose": int(self.verbose)}
+        if phase == "source" and self.source_params:
+            params.update(self.source_params)
+        try:
+            net.set_params(**params)
+        except ValueError as exc:
+            msg = f"Invalid source_params {self.source_params!r}: {exc}"
+            raise ValueError(msg) from exc
+        net.set_params(**self._module_sizes(net, X, n_outputs))
+
+        net.initialize()
+        module = net.module_
+        head = _layers.resolve_head(module, self.head)
+        frozen = _layers.match_parameters(
+            module, _layers.check_patterns(self.frozen, "frozen")
+        )
+        pretrained = getattr(self, "_pretrained", None)
+        if phase == "target":
+            if pretrained is not None:
+                if not head and pretrained.n_outputs != n_outputs:
+                    msg = (
+                        f"head=None transfers every weight, but the source task has "
+                        f"{pretrained.n_outputs} outputs and the target task "
+                        f"{n_outputs}. Name the head (head='auto' or a submodule) so "
+                        "that it is rebuilt for the target."
+                    )
+                    raise ValueError(msg)
+                _layers.transfer_weights(module, pretrained.state_dict, skip=head)
+            _layers.reset_head(module, head)
+        _layers.resize_head(module, head, n_outputs)
+        shape = _layers.output_shape(module, to_tensor(X[:1], device=net.device))
+        if shape != (n_outputs,):
+            msg = (
+                f"The network's output has shape {shape} per sample, but the "
+                f"{phase} task needs ({n_outputs},). With head={self.head!r}, "
+                "sktransfer resizes the head's last nn.Linear layer; name the head "
+                "so that it contains the output layer."
+            )
+            raise ValueError(msg)
+        if phase == "target":
+            self._freeze(net, frozen)
+        net.initialize_optimizer()
+        return net
+
+    def _freeze(self, net, frozen):
+        """Freeze the ``frozen`` parameters of ``net.module_`` in place."""
+        module = net.module_
+        if not frozen:
+            return
+        names = [name for name, _ in module.named_parameters()]
+        if len(frozen) == len(names):
+            msg = (
+                f"frozen={self.frozen!r} matches every parameter of "
+                f"{type(module).__name__}, so fine-tuning would train nothing. "
+                "Leave at least the head out of frozen."
+            )
+            raise ValueError(msg)
+        _layers.freeze(module, frozen)
+        if self.freeze_bn_stats:
+            _layers.hold_frozen_norm_layers(module, frozen)
+
+    @staticmethod
+    def _module_sizes(net, X, n_outputs):
+        """``module__n_features_in`` / ``module__n_outputs`` the module accepts.
+
+        Filled for a module class whose constructor takes them, unless the
+        template sets them already.
+        """
+        if not isinstance(net.module, type):
+            return {}
+        accepted = inspect.signature(net.module).parameters
+        given = net.get_params(deep=False)
+        sizes = {"n_features_in": n_flat_features(X.shape[1:]), "n_outputs": n_outputs}
+        return {
+            f"module__{name}": value
+            for name, value in sizes.items()
+            if name in accepted and f"module__{name}" not in given
+        }
+
+    def _announce(self, what, X, n_outputs):
+        """Label the epoch table that skorch prints at ``verbose > 0``."""
+        if self.verbose:
+            kind = self._output_kind
+            print(f"[sktransfer] {what}: {len(X)} samples, {n_outputs} {kind}")
+
+    def _validate_X(self, X):
+        """Check ``X`` for prediction against what ``fit`` saw."""
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, **_CHECK_X)
+        if tuple(X.shape[1:]) != self._sample_shape:
+            msg = (
+                f"X has samples of shape {tuple(X.shape[1:])}, but "
+                f"{type(self).__name__} was fitted on samples of shape "
+                f"{self._sample_shape}."
+            )
+            raise ValueError(msg)
+        return _writable(X)
+
+
+def fit_source(estimator, X, y):
+    """Pretrain a transfer estimator, or the one that ends a pipeline.
+
+    For a :class:`~sklearn.pipeline.Pipeline`, the source data passes through
+    the pipeline's own transformers first (a clone of them, fitted on the
+    source data and then discarded), and the final transfer estimator is
+    pretrained on the result. The pipeline's transformers stay unfitted, so
+    fitting the pipeline on the target task fits them on the target data,
+    as :func:`~sklearn.model_selection.cross_val_score` expects.
+
+    Parameters
+    ----------
+    estimator : TransferClassifier, TransferRegressor or Pipeline
+        The estimator to pretrain; a pipeline must end in a transfer estimator.
+    X : array-like
+        Source samples, as the pipeline's first step takes them.
+    y : array-like
+        Source labels or targets.
+
+    Returns
+    -------
+    estimator : object
+        The same estimator, pretrained.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> from skorch import NeuralNetClassifier
+    >>> from sktransfer import MLP, TransferClassifier, fit_source
+    >>> X, y = load_iris(return_X_y=True)
+    >>> net = NeuralNetClassifier(MLP, max_epochs=2, train_split=None, verbose=0)
+    >>> pipe = make_pipeline(StandardScaler(), TransferClassifier(net, random_state=0))
+    >>> pipe = fit_source(pipe, X[y < 2], y[y < 2])
+    >>> pipe.fit(X[y > 0], y[y > 0]).score(X[y > 0], y[y > 0]) > 0.0
+    True
+    """
+    if isinstance(estimator, Pipeline):
+        if len(estimator) > 1:
+            X = clone(estimator[:-1]).fit_transform(X, y)
+        fit_source(estimator[-1], X, y)
+        return estimator
+    if not hasattr(estimator, "fit_source"):
+        msg = (
+            "fit_source needs a TransferClassifier, a TransferRegressor or a Pipeline "
+            f"ending in one; got {type(estimator).__name__}."
+        )
+        raise TypeError(msg)
+    estimator.fit_source(X, y)
+    return estimator

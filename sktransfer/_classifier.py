@@ -1,0 +1,172 @@
+"""TransferClassifier: label encoding and probabilities around the shared base."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import ClassifierMixin
+from sklearn.utils.multiclass import check_classification_targets
+from skorch import NeuralNetClassifier
+from torch import nn
+
+from ._base import _BaseTransfer
+
+
+class TransferClassifier(ClassifierMixin, _BaseTransfer):
+    """Classifier that pretrains a PyTorch network on a source task and fine-tunes it.
+
+    A scikit-learn meta-estimator around a skorch
+    :class:`~skorch.classifier.NeuralNetClassifier`. :meth:`fit_source`
+    pretrains the whole network on a source task; :meth:`fit` fine-tunes it on
+    the target task: the shared layers start from the pretrained weights, the
+    head (the task-specific layers) is created anew for the target's classes,
+    and the parameters matching ``frozen`` are not updated. Source and target
+    may have different classes, in number and in name. Without
+    :meth:`fit_source`, :meth:`fit` trains from scratch, or from the weights of
+    the module instance that ``net`` holds.
+
+    Parameters
+    ----------
+    net : NeuralNetClassifier, torch.nn.Module class or instance, or None, \
+            default=None
+        The network. A skorch ``NeuralNetClassifier`` is an unfitted template:
+        it is cloned, never changed, and its settings are reachable as
+        ``net__lr``, ``net__module__<name>``, ... A module class or instance is
+        wrapped in a ``NeuralNetClassifier`` with the defaults below; an
+        instance's own weights are the pretrained weights. ``None`` uses
+        :class:`~sktransfer.MLP` with one hidden layer of 100 units. The
+        defaults: ``CrossEntropyLoss`` (the module returns logits), Adam with
+        ``lr=1e-3``, ``batch_size=200``, up to ``max_epochs=200`` with early
+        stopping once the training loss has not improved by 1e-4 for 10 epochs,
+        shuffled batches, no validation split. A module class whose constructor
+        takes ``n_features_in`` or ``n_outputs`` gets them from the data of each
+        task (the flattened sample size, the number of classes).
+    head : "auto", str, list or tuple of str, or None, default="auto"
+        The target-specific layers: submodule names as
+        ``module.named_modules()`` gives them. They are not transferred but
+        initialised afresh for the target, and the last ``nn.Linear`` among
+        them is resized to the number of classes. ``"auto"`` is the module's
+        last ``nn.Linear`` layer. ``None`` transfers every weight (the source
+        and target tasks must then have as many classes).
+    frozen : str, list or tuple of str, default=()
+        Glob patterns (``fnmatch``; ``*`` also matches dots) over parameter
+        names as ``module.named_parameters()`` gives them, e.g. ``"features.*"``.
+        Matching parameters are not updated by :meth:`fit`. Pretraining trains
+        every parameter. A pattern that matches nothing is an error.
+    source_params : dict, default=None
+        skorch settings used only while pretraining, e.g.
+        ``{"max_epochs": 5, "lr": 1e-2}``; they update the ``net`` template.
+    freeze_bn_stats : bool, default=True
+        Keep BatchNorm layers whose parameters are all frozen in evaluation
+        mode while fine-tuning, so that their running statistics stay the
+        pretrained ones (as Keras does). ``False`` lets them adapt to the
+        target's batches, as skorch's ``Freezer`` callback does.
+    random_state : int, RandomState instance or None, default=None
+        Seeds weight initialisation, shuffling and dropout (torch's global RNG
+        is restored afterwards). ``None`` uses torch's global RNG.
+    verbose : int, default=0
+        ``0`` is silent; ``1`` prints skorch's epoch table of pretraining and
+        fine-tuning, each under a header. Overrides the template's ``verbose``.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        The target's class labels.
+    net_ : NeuralNetClassifier
+        The fine-tuned skorch net; ``net_.history`` holds the fine-tuning
+        epochs.
+    n_features_in_ : int
+        Number of features seen during :meth:`fit` (the channels, for images).
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Feature names seen during :meth:`fit`, when ``X`` has string column
+        names.
+    source_classes_ : ndarray
+        The source's class labels; set by :meth:`fit_source`.
+    source_weights_ : dict of str to torch.Tensor
+        The pretrained ``state_dict``; set by :meth:`fit_source`.
+    source_history_ : list of dict
+        skorch's history of the pretraining epochs.
+
+    See Also
+    --------
+    TransferRegressor : The same for continuous targets.
+    fit_source : Pretrain the transfer estimator at the end of a pipeline.
+
+    Notes
+    -----
+    Pretrained weights are prior knowledge rather than fitted state:
+    :func:`sklearn.base.clone` keeps them (through ``__sklearn_clone__``), so
+    ``cross_val_score`` and ``GridSearchCV`` fine-tune every fold and candidate
+    from the same pretrained weights, and never pretrain again. They survive
+    pickling too.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from skorch import NeuralNetClassifier
+    >>> from sktransfer import MLP, TransferClassifier
+    >>> X, y = load_digits(return_X_y=True)
+    >>> X = X / 16
+    >>> net = NeuralNetClassifier(MLP, max_epochs=5, lr=0.1, train_split=None)
+    >>> clf = TransferClassifier(net, frozen="features.*", random_state=0)
+    >>> clf = clf.fit_source(X[y < 5], y[y < 5])
+    >>> clf = clf.fit(X[y >= 5][:50], y[y >= 5][:50])
+    >>> clf.classes_
+    array([5, 6, 7, 8, 9])
+    >>> clf.predict_proba(X[y >= 5][:2]).shape
+    (2, 5)
+    """
+
+    _net_class = NeuralNetClassifier
+    _default_criterion = nn.CrossEntropyLoss
+    _multi_output = False
+    _output_kind = "classes"
+
+    @property
+    def source_classes_(self):
+        """The class labels of the source task, an ndarray."""
+        return self._get_pretrained().classes
+
+    def _encode_y(self, y):
+        """Encode labels as 0..n_classes-1; return them, the count and ``classes_``."""
+        check_classification_targets(y)
+        classes, encoded = np.unique(y, return_inverse=True)
+        if len(classes) < 2:
+            msg = (
+                f"{type(self).__name__} needs at least 2 classes in y; got 1 class: "
+                f"{classes!r}."
+            )
+            raise ValueError(msg)
+        return encoded.astype(np.int64), len(classes), {"classes_": classes}
+
+    def predict_proba(self, X):
+        """Return the probability of each class for each sample.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, ...)
+            Samples.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+            Probabilities in the order of ``classes_``; each row sums to one.
+        """
+        X = self._validate_X(X)
+        proba = np.asarray(self.net_.predict_proba(X), dtype=np.float64)
+        return proba / proba.sum(axis=1, keepdims=True)
+
+    def predict(self, X):
+        """Return the most probable class of each sample.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, ...)
+            Samples.
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,)
+            Class labels from ``classes_``.
+        """
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]

@@ -1,0 +1,10 @@
+"""The one place where private scikit-learn helpers are imported.
+
+scikit-learn's own estimators use these; if a release moves them, only this
+module changes.
+"""
+
+from sklearn.base import _fit_context
+from sklearn.utils._param_validation import Interval, StrOptions
+
+__all__ = ["Interval", "StrOptions", "_fit_context"]

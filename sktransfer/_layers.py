@@ -1,0 +1,386 @@
+"""Pure functions over torch modules: frozen specs, heads and weight transfer.
+
+Nothing here trains or knows about estimators; every function takes a module
+(and plain data) and is unit-tested on its own.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping, Sequence
+from fnmatch import fnmatchcase
+
+import torch
+from skorch.utils import freeze_parameter
+from torch import nn
+from torch.nn.modules.batchnorm import _NormBase
+
+__all__ = [
+    "check_patterns",
+    "hold_frozen_norm_layers",
+    "match_parameters",
+    "output_shape",
+    "reset_head",
+    "resize_head",
+    "resolve_head",
+    "freeze",
+    "transfer_weights",
+]
+
+_MAX_LISTED = 12
+
+
+def _listing(names: Sequence[str]) -> str:
+    """Return ``names`` for an error message, shortened when there are many."""
+    shown = ", ".join(repr(n) for n in names[:_MAX_LISTED])
+    more = len(names) - _MAX_LISTED
+    return shown + (f", ... ({more} more)" if more > 0 else "")
+
+
+def _nearest(name: str, names: Sequence[str]) -> str:
+    """Return a ' Did you mean ...?' hint with the names closest to ``name``."""
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+    return f" Did you mean {_listing(close)}?" if close else ""
+
+
+def check_patterns(spec: object, param: str) -> tuple[str, ...]:
+    """Return a glob spec (a string or a sequence of strings) as a tuple.
+
+    Parameters
+    ----------
+    spec : str or sequence of str
+        The value the user gave.
+    param : str
+        The parameter's name, used in error messages.
+
+    Returns
+    -------
+    patterns : tuple of str
+        ``(spec,)`` for a string, else the strings of the sequence.
+
+    Raises
+    ------
+    TypeError
+        If ``spec`` is not a string or a list/tuple of strings.
+    """
+    if isinstance(spec, str):
+        return (spec,)
+    if isinstance(spec, (list, tuple)) and all(isinstance(s, str) for s in spec):
+        return tuple(spec)
+    msg = (
+        f"{param} must be a string or a list/tuple of strings (glob patterns over "
+        f"parameter names), got {spec!r}."
+    )
+    raise TypeError(msg)
+
+
+def match_parameters(
+    module: nn.Module, patterns: Iterable[str], *, param: str = "frozen"
+) -> list[str]:
+    """Return the names of ``module``'s parameters matching any glob pattern.
+
+    Names are those of ``module.named_parameters()``, e.g. ``"features.0.weight"``.
+    Patterns use :func:`fnmatch.fnmatchcase` (``*`` also matches dots).
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The network.
+    patterns : iterable of str
+        Glob patterns, e.g. ``"features.*"``.
+    param : str, default="frozen"
+        The estimator parameter the patterns come from, for error messages.
+
+    Returns
+    -------
+    names : list of str
+        Matching parameter names in the module's order.
+
+    Raises
+    ------
+    ValueError
+        If a pattern matches no parameter; the message lists the nearest names.
+    """
+    names = [name for name, _ in module.named_parameters()]
+    matched: set[str] = set()
+    for pattern in patterns:
+        hits = {name for name in names if fnmatchcase(name, pattern)}
+        if not hits:
+            msg = (
+                f"{param} pattern {pattern!r} matches no parameter of "
+                f"{type(module).__name__}.{_nearest(pattern, names)} "
+                f"Parameter names are: {_listing(names)}."
+            )
+            raise ValueError(msg)
+        matched |= hits
+    return [name for name in names if name in matched]
+
+
+def resolve_head(
+    module: nn.Module, head: str | Sequence[str] | None
+) -> tuple[str, ...]:
+    """Return the names of the submodules that form the task-specific head.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The network.
+    head : "auto", str, sequence of str or None
+        ``"auto"`` picks the last ``nn.Linear`` in ``module.named_modules()``
+        order; a string or sequence of strings names submodules; ``None`` (or an
+        empty sequence) means the network has no head: every weight is shared.
+
+    Returns
+    -------
+    names : tuple of str
+        Submodule names, in the order given.
+
+    Raises
+    ------
+    ValueError
+        If a name is not a submodule, or ``"auto"`` finds no ``nn.Linear``.
+    """
+    if head is None:
+        return ()
+    modules = dict(module.named_modules())
+    if head == "auto":
+        linear = [name for name, sub in modules.items() if isinstance(sub, nn.Linear)]
+        if not linear or linear[-1] == "":
+            msg = (
+                f"head='auto' found no nn.Linear layer inside {type(module).__name__} "
+                "to use as the head. Name the head's submodule(s) with head=..., "
+                "or pass head=None to transfer every weight. Submodules are: "
+                f"{_listing([n for n in modules if n])}."
+            )
+            raise ValueError(msg)
+        return (linear[-1],)
+    names = check_patterns(head, "head")
+    for name in names:
+        if name == "" or name not in modules:
+            candidates = [n for n in modules if n]
+            msg = (
+                f"head={name!r} is not a submodule of {type(module).__name__}."
+                f"{_nearest(name, candidates)} Submodules are: {_listing(candidates)}."
+            )
+            raise ValueError(msg)
+    return names
+
+
+def _under(key: str, prefixes: Sequence[str]) -> bool:
+    """Whether the state key ``key`` belongs to one of the submodules ``prefixes``."""
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def transfer_weights(
+    module: nn.Module, state: Mapping[str, torch.Tensor], skip: Sequence[str] = ()
+) -> list[str]:
+    """Copy the shared weights (parameters and buffers) from ``state`` into ``module``.
+
+    Every entry of ``module.state_dict()`` that is not under a submodule named in
+    ``skip`` must be present in ``state`` with the same shape. Entries of
+    ``state`` the module does not have (the source's head) are ignored.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The network to load into; modified in place.
+    state : mapping of str to torch.Tensor
+        The source weights, e.g. a ``state_dict()``.
+    skip : sequence of str, default=()
+        Submodule names (the head) whose weights are not transferred.
+
+    Returns
+    -------
+    keys : list of str
+        The state keys copied.
+
+    Raises
+    ------
+    ValueError
+        Naming every missing entry and every shape mismatch, before anything is
+        copied.
+    """
+    target = module.state_dict()
+    keys = [key for key in target if not _under(key, skip)]
+    problems = []
+    for key in keys:
+        if key not in state:
+            problems.append(f"{key!r} is missing from the source weights")
+        elif tuple(state[key].shape) != tuple(target[key].shape):
+            problems.append(
+                f"{key!r} has shape {tuple(target[key].shape)} in the network but "
+                f"{tuple(state[key].shape)} in the source weights"
+            )
+    if problems:
+        msg = (
+            "The source weights do not fit the network: "
+            + "; ".join(problems)
+            + ". Shared layers must have the same names and shapes in the source "
+            "and the target network; layers listed in head are exempt."
+        )
+        raise ValueError(msg)
+    with torch.no_grad():
+        for key in keys:
+            target[key].copy_(state[key])
+    return keys
+
+
+def reset_head(module: nn.Module, head: Sequence[str]) -> None:
+    """Re-initialise the head's layers with their own ``reset_parameters``.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The network; modified in place.
+    head : sequence of str
+        Submodule names, as returned by :func:`resolve_head`.
+    """
+    for name in head:
+        for sub in module.get_submodule(name).modules():
+            reset = getattr(sub, "reset_parameters", None)
+            if callable(reset):
+                reset()
+
+
+def resize_head(module: nn.Module, head: Sequence[str], n_outputs: int) -> str | None:
+    """Give the head's last ``nn.Linear`` layer ``n_outputs`` outputs.
+
+    The last ``nn.Linear`` among the head's submodules (in the order given, then
+    module order) is replaced by a freshly initialised one with the same input
+    size, bias, device and dtype when its output size differs from ``n_outputs``.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The network; modified in place.
+    head : sequence of str
+        Submodule names, as returned by :func:`resolve_head`.
+    n_outputs : int
+        The number of outputs the task needs.
+
+    Returns
+    -------
+    name : str or None
+        The name of the replaced layer, or ``None`` if nothing changed.
+    """
+    last = None
+    for name in head:
+        for sub_name, sub in module.get_submodule(name).named_modules():
+            if isinstance(sub, nn.Linear):
+                last = (f"{name}.{sub_name}" if sub_name else name, sub)
+    if last is None or last[1].out_features == n_outputs:
+        return None
+    name, old = last
+    new = nn.Linear(
+        old.in_features,
+        n_outputs,
+        bias=old.bias is not None,
+        device=old.weight.device,
+        dtype=old.weight.dtype,
+    )
+    module.set_submodule(name, new)
+    return name
+
+
+def freeze(module: nn.Module, names: Iterable[str]) -> None:
+    """Stop gradient updates of the named parameters (``requires_grad=False``)."""
+    params = dict(module.named_parameters())
+    for name in names:
+        freeze_parameter(params[name])
+
+
+def _hold_eval(norm: nn.Module, args: tuple) -> None:
+    """Forward pre-hook: run a frozen normalisation layer in evaluation mode."""
+    if norm.training:
+        norm.train(False)
+
+
+def hold_frozen_norm_layers(module: nn.Module, frozen: Iterable[str]) -> list[str]:
+    """Keep the running statistics of fully frozen BatchNorm layers fixed.
+
+    skorch puts the whole network in training mode before every batch, where a
+    BatchNorm layer normalises with batch statistics and updates its running
+    mean and variance even when its affine parameters are frozen. For every
+    BatchNorm-like layer (``torch.nn.modules.batchnorm._NormBase`` with running
+    statistics) whose parameters are all in ``frozen``, this registers a forward
+    pre-hook that switches the layer to evaluation mode, as Keras does for
+    frozen layers. A layer without parameters (``affine=False``) counts as
+    frozen when every parameter of its enclosing block is frozen.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The network; hooks are registered in place (they pickle with it).
+    frozen : iterable of str
+        Names of the frozen parameters.
+
+    Returns
+    -------
+    names : list of str
+        The layers held in evaluation mode.
+    """
+    frozen = set(frozen)
+    all_params = [name for name, _ in module.named_parameters()]
+    held = []
+    for name, sub in module.named_modules():
+        if not isinstance(sub, _NormBase) or not sub.track_running_stats:
+            continue
+        prefix = f"{name}." if name else ""
+        params = [prefix + p for p, _ in sub.named_parameters()]
+        if not params:
+            # No affine parameters: judge by the parameters of the enclosing block.
+            parent = name.rpartition(".")[0]
+            params = [p for p in all_params if parent and _under(p, [parent])]
+        if not params or not all(p in frozen for p in params):
+            continue
+        if _hold_eval not in sub._forward_pre_hooks.values():
+            sub.register_forward_pre_hook(_hold_eval)
+        held.append(name)
+    return held
+
+
+def output_shape(module: nn.Module, X: torch.Tensor) -> tuple[int, ...]:
+    """Return the shape of ``module(X)`` for one sample, without side effects.
+
+    The module runs once in evaluation mode without gradients (so BatchNorm
+    statistics do not change) and is put back in the mode it was in.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The network.
+    X : torch.Tensor
+        A batch of samples, on the module's device; only the first is used.
+
+    Returns
+    -------
+    shape : tuple of int
+        The output's shape without the batch dimension.
+
+    Raises
+    ------
+    ValueError
+        If the module cannot process a sample of this shape.
+    """
+    modes = {sub: sub.training for sub in module.modules()}
+    module.eval()
+    try:
+        with torch.no_grad():
+            out = module(X[:1])
+    except RuntimeError as exc:
+        msg = (
+            f"{type(module).__name__} failed on a sample of shape "
+            f"{tuple(X.shape[1:])}: {exc}. Check that the network's input layer "
+            "fits the data."
+        )
+        raise ValueError(msg) from exc
+    finally:
+        for sub, training in modes.items():
+            sub.training = training
+    if not isinstance(out, torch.Tensor):
+        msg = (
+            f"{type(module).__name__} returned {type(out).__name__}; the estimators "
+            "need a network whose forward returns a single tensor."
+        )
+        raise TypeError(msg)
+    return tuple(out.shape[1:])

@@ -1,0 +1,30 @@
+"""Shared fixtures: seeded randomness and tiny networks and data sets."""
+
+import os
+
+# scikit-learn's array-API check (one of the estimator checks) runs only when
+# SciPy sees this before it is imported; the tests import SciPy after this file.
+os.environ.setdefault("SCIPY_ARRAY_API", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from sktransfer.datasets import make_digits_transfer  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything():
+    np.random.seed(0)  # noqa: NPY002 (seeds code that uses the legacy global RNG)
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """Digits 0-4 as the source task, 10 labelled digits 5-9 per class as target."""
+    return make_digits_transfer(10, random_state=0)
+
+
+@pytest.fixture(scope="session")
+def digit_images():
+    return make_digits_transfer(10, random_state=0, images=True)
