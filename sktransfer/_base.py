@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -247,6 +248,7 @@ class _BaseTransfer(BaseEstimator):
         device = self.net.device if isinstance(self.net, NeuralNet) else "cpu"
         # CUDA kernels (atomics in backward passes) are not bit-reproducible.
         tags.non_deterministic = str(device).startswith("cuda")
+        tags.input_tags.three_d_array = True  # image arrays (N x C x H x W) too
         return tags
 
     def set_params(self, **params):
@@ -382,22 +384,31 @@ class _BaseTransfer(BaseEstimator):
                     raise ValueError(msg)
                 _layers.transfer_weights(module, pretrained.state_dict, skip=head)
             _layers.reset_head(module, head)
-        _layers.resize_head(module, head, n_outputs)
-        shape = _layers.output_shape(module, to_tensor(X[:1], device=net.device))
+        resized = _layers.resize_head(module, head, n_outputs)
+        hint = (
+            f"head={self.head!r} resolved to {list(head)}; sktransfer resizes the "
+            "last nn.Linear layer of the head to the task's outputs"
+            + (f" (here {resized!r})" if resized else "")
+            + ". Name the head's submodules so that they end in the output layer."
+        )
+        try:
+            shape = _layers.output_shape(module, to_tensor(X[:1], device=net.device))
+        except ValueError as exc:
+            if not resized:
+                raise
+            raise ValueError(f"{exc} {hint}") from exc
         if shape != (n_outputs,):
             msg = (
                 f"The network's output has shape {shape} per sample, but the "
-                f"{phase} task needs ({n_outputs},). With head={self.head!r}, "
-                "sktransfer resizes the head's last nn.Linear layer; name the head "
-                "so that it contains the output layer."
+                f"{phase} task needs ({n_outputs},). {hint}"
             )
             raise ValueError(msg)
         if phase == "target":
-            self._freeze(net, frozen)
+            self._freeze(net, frozen, head)
         net.initialize_optimizer()
         return net
 
-    def _freeze(self, net, frozen):
+    def _freeze(self, net, frozen, head):
         """Freeze the ``frozen`` parameters of ``net.module_`` in place."""
         module = net.module_
         if not frozen:
@@ -410,6 +421,14 @@ class _BaseTransfer(BaseEstimator):
                 "Leave at least the head out of frozen."
             )
             raise ValueError(msg)
+        in_head = [name for name in frozen if _layers.is_under(name, head)]
+        if in_head:
+            msg = (
+                f"frozen={self.frozen!r} freezes parameters of the head "
+                f"({', '.join(in_head)}), which fit initialises afresh: they keep "
+                "random values. Leave the head out of frozen to train it."
+            )
+            warnings.warn(msg, UserWarning, stacklevel=5)  # to the fit call
         _layers.freeze(module, frozen)
         if self.freeze_bn_stats:
             _layers.hold_frozen_norm_layers(module, frozen)

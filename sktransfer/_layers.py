@@ -18,6 +18,7 @@ from torch.nn.modules.batchnorm import _NormBase
 __all__ = [
     "check_patterns",
     "hold_frozen_norm_layers",
+    "is_under",
     "match_parameters",
     "output_shape",
     "reset_head",
@@ -166,7 +167,7 @@ def resolve_head(
     return names
 
 
-def _under(key: str, prefixes: Sequence[str]) -> bool:
+def is_under(key: str, prefixes: Sequence[str]) -> bool:
     """Whether the state key ``key`` belongs to one of the submodules ``prefixes``."""
     return any(key == p or key.startswith(p + ".") for p in prefixes)
 
@@ -201,7 +202,7 @@ def transfer_weights(
         copied.
     """
     target = module.state_dict()
-    keys = [key for key in target if not _under(key, skip)]
+    keys = [key for key in target if not is_under(key, skip)]
     problems = []
     for key in keys:
         if key not in state:
@@ -278,7 +279,8 @@ def resize_head(module: nn.Module, head: Sequence[str], n_outputs: int) -> str |
         device=old.weight.device,
         dtype=old.weight.dtype,
     )
-    module.set_submodule(name, new)
+    parent, _, child = name.rpartition(".")
+    setattr(module.get_submodule(parent), child, new)
     return name
 
 
@@ -330,7 +332,7 @@ def hold_frozen_norm_layers(module: nn.Module, frozen: Iterable[str]) -> list[st
         if not params:
             # No affine parameters: judge by the parameters of the enclosing block.
             parent = name.rpartition(".")[0]
-            params = [p for p in all_params if parent and _under(p, [parent])]
+            params = [p for p in all_params if parent and is_under(p, [parent])]
         if not params or not all(p in frozen for p in params):
             continue
         if _hold_eval not in sub._forward_pre_hooks.values():

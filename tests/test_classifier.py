@@ -310,3 +310,31 @@ def test_bad_input_is_a_clear_error_and_changes_nothing(X, y, error, match):
         with pytest.raises(error, match=match):
             method(X, y)
         assert vars(clf) == vars(TransferClassifier(clf.net))
+
+
+class OutputDefinedFirst(nn.Module):
+    """The output layer is defined before the hidden one, so 'auto' picks wrong."""
+
+    def __init__(self):
+        super().__init__()
+        self.out = nn.Linear(16, 10)
+        self.hidden = nn.Linear(64, 16)
+
+    def forward(self, X):
+        return self.out(torch.relu(self.hidden(X)))
+
+
+def test_a_wrongly_guessed_head_is_explained(digits):
+    clf = TransferClassifier(tiny_classifier_net(OutputDefinedFirst))
+    with pytest.raises(ValueError, match=r"head='auto' resolved to \['hidden'\]"):
+        clf.fit(digits.X_target, digits.y_target)
+    clf.set_params(head="out").fit(digits.X_target, digits.y_target)
+    assert clf.net_.module_.out.out_features == 5
+
+
+def test_freezing_the_fresh_head_warns(digits):
+    clf = TransferClassifier(tiny_classifier_net(), frozen=("features.*", "head.bias"))
+    with pytest.warns(
+        UserWarning, match=r"freezes parameters of the head \(head.bias\)"
+    ):
+        clf.fit(digits.X_target, digits.y_target)
