@@ -413,12 +413,18 @@ class _BaseTransfer(BaseEstimator):
         module = net.module_
         if not frozen:
             return
-        names = [name for name, _ in module.named_parameters()]
-        if len(frozen) == len(names):
+        frozen_set = set(frozen)
+        trainable = [
+            name
+            for name, param in module.named_parameters()
+            if param.requires_grad and name not in frozen_set
+        ]
+        if not trainable:
             msg = (
-                f"frozen={self.frozen!r} matches every parameter of "
-                f"{type(module).__name__}, so fine-tuning would train nothing. "
-                "Leave at least the head out of frozen."
+                f"frozen={self.frozen!r} leaves no trainable parameter in "
+                f"{type(module).__name__} (it matches every parameter that does not "
+                "already have requires_grad=False), so fine-tuning would train "
+                "nothing. Leave at least the head out of frozen."
             )
             raise ValueError(msg)
         in_head = [name for name in frozen if _layers.is_under(name, head)]
@@ -442,7 +448,10 @@ class _BaseTransfer(BaseEstimator):
         """
         if not isinstance(net.module, type):
             return {}
-        accepted = inspect.signature(net.module).parameters
+        try:
+            accepted = inspect.signature(net.module).parameters
+        except (TypeError, ValueError):  # a class without an inspectable signature
+            return {}
         given = net.get_params(deep=False)
         sizes = {"n_features_in": n_flat_features(X.shape[1:]), "n_outputs": n_outputs}
         return {

@@ -230,7 +230,13 @@ def test_frozen_pattern_that_matches_nothing_lists_the_names(digits):
 
 def test_freezing_everything_is_an_error(digits):
     clf = TransferClassifier(tiny_classifier_net(), frozen="*")
-    with pytest.raises(ValueError, match="matches every parameter"):
+    with pytest.raises(ValueError, match="leaves no trainable parameter in MLP"):
+        clf.fit(digits.X_target, digits.y_target)
+
+    module = MLP(n_features_in=64, n_outputs=5, hidden_layer_sizes=(8,))
+    module.head.requires_grad_(False)  # frozen by hand in the instance
+    clf = TransferClassifier(module, head=None, frozen="features.*")
+    with pytest.raises(ValueError, match="leaves no trainable parameter"):
         clf.fit(digits.X_target, digits.y_target)
 
 
