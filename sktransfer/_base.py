@@ -12,8 +12,10 @@ from __future__ import annotations
 import copy
 import inspect
 import warnings
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -29,6 +31,10 @@ from torch import nn
 from . import _layers
 from ._compat import _fit_context
 from ._modules import MLP, n_flat_features
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+    from typing_extensions import Self
 
 # How every array reaching a network is checked: float32, finite, dense; samples
 # may have any shape (N x C x H x W images too).
@@ -106,15 +112,15 @@ class _BaseTransfer(BaseEstimator):
 
     def __init__(
         self,
-        net=None,
+        net: Any = None,
         *,
-        head="auto",
-        frozen=(),
-        source_params=None,
-        freeze_bn_stats=True,
-        random_state=None,
-        verbose=0,
-    ):
+        head: str | Sequence[str] | None = "auto",
+        frozen: str | Sequence[str] = (),
+        source_params: dict[str, Any] | None = None,
+        freeze_bn_stats: bool = True,
+        random_state: int | np.random.RandomState | None = None,
+        verbose: int = 0,
+    ) -> None:
         self.net = net
         self.head = head
         self.frozen = frozen
@@ -126,7 +132,7 @@ class _BaseTransfer(BaseEstimator):
     # ------------------------------------------------------------------ public
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit_source(self, X, y):
+    def fit_source(self, X: ArrayLike, y: ArrayLike) -> Self:
         """Pretrain the network on the source task.
 
         Every layer trains (``frozen`` applies to fine-tuning only), with the
@@ -170,7 +176,7 @@ class _BaseTransfer(BaseEstimator):
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):
+    def fit(self, X: ArrayLike, y: ArrayLike) -> Self:
         """Fine-tune on the target task.
 
         The shared layers start from the pretrained weights (from
@@ -216,7 +222,7 @@ class _BaseTransfer(BaseEstimator):
         return self
 
     @property
-    def source_weights_(self):
+    def source_weights_(self) -> dict[str, torch.Tensor]:
         """The pretrained weights: the ``state_dict`` after :meth:`fit_source`.
 
         A dict of parameter and buffer names to CPU tensors; read-only.
@@ -224,7 +230,7 @@ class _BaseTransfer(BaseEstimator):
         return self._get_pretrained().state_dict
 
     @property
-    def source_history_(self):
+    def source_history_(self) -> list[dict]:
         """The pretraining epochs: skorch's history as a list of dicts."""
         return self._get_pretrained().history
 
@@ -251,7 +257,7 @@ class _BaseTransfer(BaseEstimator):
         tags.input_tags.three_d_array = True  # image arrays (N x C x H x W) too
         return tags
 
-    def set_params(self, **params):
+    def set_params(self, **params: Any) -> Self:
         """Set the parameters of this estimator.
 
         Nested parameters of the skorch template are set as ``net__<name>``,
@@ -480,7 +486,7 @@ class _BaseTransfer(BaseEstimator):
         return _writable(X)
 
 
-def fit_source(estimator, X, y):
+def fit_source(estimator: Any, X: ArrayLike, y: ArrayLike) -> Any:
     """Pretrain a transfer estimator, or the one that ends a pipeline.
 
     For a :class:`~sklearn.pipeline.Pipeline`, the source data passes through

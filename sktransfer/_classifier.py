@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from sklearn.base import ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
@@ -9,6 +11,9 @@ from skorch import NeuralNetClassifier
 from torch import nn
 
 from ._base import _BaseTransfer
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 
 class TransferClassifier(ClassifierMixin, _BaseTransfer):
@@ -122,7 +127,7 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
     _output_kind = "classes"
 
     @property
-    def source_classes_(self):
+    def source_classes_(self) -> np.ndarray:
         """The class labels of the source task, an ndarray."""
         return self._get_pretrained().classes
 
@@ -138,7 +143,7 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
             raise ValueError(msg)
         return encoded.astype(np.int64), len(classes), {"classes_": classes}
 
-    def predict_proba(self, X):
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """Return the probability of each class for each sample.
 
         Parameters
@@ -155,7 +160,7 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         proba = np.asarray(self.net_.predict_proba(X), dtype=np.float64)
         return proba / proba.sum(axis=1, keepdims=True)
 
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """Return the most probable class of each sample.
 
         Parameters

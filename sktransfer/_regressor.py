@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from sklearn.base import RegressorMixin
 from skorch import NeuralNetRegressor
 from torch import nn
 
 from ._base import _BaseTransfer
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 
 class TransferRegressor(RegressorMixin, _BaseTransfer):
@@ -105,7 +110,7 @@ class TransferRegressor(RegressorMixin, _BaseTransfer):
         y2d = y.reshape(len(y), -1)
         return y2d, y2d.shape[1], {"n_outputs_": y2d.shape[1], "_y_ndim": y.ndim}
 
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """Return the predicted targets.
 
         Parameters

@@ -1,13 +1,14 @@
 """TransferClassifier: pretraining, fine-tuning, frozen layers, heads and errors."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
 from nets import ConvNet, FixedOutputNet, tiny_classifier_net
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
-from skorch import NeuralNetRegressor
+from skorch import NeuralNetClassifier, NeuralNetRegressor
 from torch import nn
 
 from sktransfer import MLP, TransferClassifier
@@ -344,3 +345,26 @@ def test_freezing_the_fresh_head_warns(digits):
         UserWarning, match=r"freezes parameters of the head \(head.bias\)"
     ):
         clf.fit(digits.X_target, digits.y_target)
+
+
+def test_skorch_net_holding_a_trained_instance_starts_from_it(digits):
+    module = MLP(n_features_in=64, n_outputs=10, hidden_layer_sizes=(16,))
+    weights = module.features[1].weight.detach().clone()
+    net = NeuralNetClassifier(
+        module, criterion=nn.CrossEntropyLoss, max_epochs=2, train_split=None
+    )
+    clf = TransferClassifier(net, frozen="features.*", random_state=0)
+    clf.fit(digits.X_target, digits.y_target)
+    assert torch.equal(clf.net_.module_.features[1].weight, weights)
+    assert clf.net_.module_.head.out_features == 5
+
+
+def test_dataframe_feature_names_are_remembered(digits):
+    columns = [f"pixel{i}" for i in range(64)]
+    X = pd.DataFrame(digits.X_target, columns=columns)
+    clf = TransferClassifier(tiny_classifier_net(), random_state=0).fit(
+        X, pd.Series(digits.y_target)
+    )
+    np.testing.assert_array_equal(clf.feature_names_in_, columns)
+    with pytest.raises(ValueError, match="feature names should match"):
+        clf.predict(X[columns[::-1]])
