@@ -6,9 +6,9 @@ target task with ``fit``, and use it like any scikit-learn estimator.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from ._base import fit_source
 from ._classifier import TransferClassifier
 from ._modules import MLP
+from ._pipeline import fit_source
 from ._regressor import TransferRegressor
 
 try:

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, clone
-from sklearn.pipeline import Pipeline
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, check_X_y, validate_data
 from skorch import NeuralNet
@@ -484,56 +483,3 @@ class _BaseTransfer(BaseEstimator):
             )
             raise ValueError(msg)
         return _writable(X)
-
-
-def fit_source(estimator: Any, X: ArrayLike, y: ArrayLike) -> Any:
-    """Pretrain a transfer estimator, or the one that ends a pipeline.
-
-    For a :class:`~sklearn.pipeline.Pipeline`, the source data passes through
-    the pipeline's own transformers first (a clone of them, fitted on the
-    source data and then discarded), and the final transfer estimator is
-    pretrained on the result. The pipeline's transformers stay unfitted, so
-    fitting the pipeline on the target task fits them on the target data,
-    as :func:`~sklearn.model_selection.cross_val_score` expects.
-
-    Parameters
-    ----------
-    estimator : TransferClassifier, TransferRegressor or Pipeline
-        The estimator to pretrain; a pipeline must end in a transfer estimator.
-    X : array-like
-        Source samples, as the pipeline's first step takes them.
-    y : array-like
-        Source labels or targets.
-
-    Returns
-    -------
-    estimator : object
-        The same estimator, pretrained.
-
-    Examples
-    --------
-    >>> from sklearn.datasets import load_iris
-    >>> from sklearn.pipeline import make_pipeline
-    >>> from sklearn.preprocessing import StandardScaler
-    >>> from skorch import NeuralNetClassifier
-    >>> from sktransfer import MLP, TransferClassifier, fit_source
-    >>> X, y = load_iris(return_X_y=True)
-    >>> net = NeuralNetClassifier(MLP, max_epochs=2, train_split=None, verbose=0)
-    >>> pipe = make_pipeline(StandardScaler(), TransferClassifier(net, random_state=0))
-    >>> pipe = fit_source(pipe, X[y < 2], y[y < 2])
-    >>> pipe.fit(X[y > 0], y[y > 0]).score(X[y > 0], y[y > 0]) > 0.0
-    True
-    """
-    if isinstance(estimator, Pipeline):
-        if len(estimator) > 1:
-            X = clone(estimator[:-1]).fit_transform(X, y)
-        fit_source(estimator[-1], X, y)
-        return estimator
-    if not hasattr(estimator, "fit_source"):
-        msg = (
-            "fit_source needs a TransferClassifier, a TransferRegressor or a Pipeline "
-            f"ending in one; got {type(estimator).__name__}."
-        )
-        raise TypeError(msg)
-    estimator.fit_source(X, y)
-    return estimator
