@@ -7,6 +7,7 @@ target task with ``fit``, and use it like any scikit-learn estimator.
 from importlib.metadata import PackageNotFoundError, version
 
 from ._classifier import TransferClassifier
+from ._data import ArrayLoader
 from ._modules import MLP
 from ._pipeline import fit_source
 from ._regressor import TransferRegressor
@@ -17,6 +18,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0"
 
 __all__ = [
+    "ArrayLoader",
     "MLP",
     "TransferClassifier",
     "TransferRegressor",

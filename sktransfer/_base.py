@@ -26,9 +26,11 @@ from skorch import NeuralNet
 from skorch.callbacks import EarlyStopping
 from skorch.utils import to_tensor
 from torch import nn
+from torch.utils.data import DataLoader
 
-from . import _layers
-from ._compat import _fit_context
+from . import _cache, _layers
+from ._compat import StrOptions, _fit_context
+from ._data import ArrayLoader
 from ._modules import MLP, n_flat_features
 
 if TYPE_CHECKING:
@@ -43,6 +45,10 @@ _CHECK_X = {
     "accept_sparse": False,
     "ensure_all_finite": True,
 }
+
+# "auto" caches a frozen stage whose outputs for the training set take at most
+# this many bytes, or at most as much as the training set itself if that is more.
+_CACHE_LIMIT = 2**30
 
 # Offsets added to the seed so that pretraining and fine-tuning draw different
 # random numbers from one ``random_state``.
@@ -84,6 +90,12 @@ def _seeded(random_state, phase):
         yield
 
 
+def _predict_batch_size(net, n_samples):
+    """Return the batch size the skorch ``net`` predicts with."""
+    size = net.get_params_for("iterator_valid").get("batch_size", net.batch_size)
+    return n_samples if size == -1 else size
+
+
 def _writable(X):
     """Return ``X`` as an array torch can wrap without a warning."""
     return X if X.flags.writeable else X.copy()
@@ -105,6 +117,7 @@ class _BaseTransfer(BaseEstimator):
         "frozen": [str, list, tuple],
         "source_params": [dict, None],
         "freeze_bn_stats": ["boolean"],
+        "cache_frozen": [StrOptions({"auto"}), "boolean"],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -117,6 +130,7 @@ class _BaseTransfer(BaseEstimator):
         frozen: str | Sequence[str] = (),
         source_params: dict[str, Any] | None = None,
         freeze_bn_stats: bool = True,
+        cache_frozen: bool | str = "auto",
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
     ) -> None:
@@ -125,6 +139,7 @@ class _BaseTransfer(BaseEstimator):
         self.frozen = frozen
         self.source_params = source_params
         self.freeze_bn_stats = freeze_bn_stats
+        self.cache_frozen = cache_frozen
         self.random_state = random_state
         self.verbose = verbose
 
@@ -213,10 +228,18 @@ class _BaseTransfer(BaseEstimator):
             with _seeded(self.random_state, "target"):
                 net = self._build_net(X, n_outputs, phase="target")
                 self._announce("Fine-tuning on the target task", X, n_outputs)
-                net.partial_fit(X, y_enc)
+                split, cache = self._frozen_stage(net, X)
+                if split is None:
+                    net.partial_fit(X, y_enc)
+                else:
+                    size = _predict_batch_size(net, len(X))
+                    Z = split.transform(X, batch_size=size, device=net.device)
+                    with split.training_rest(net):
+                        net.partial_fit(Z, y_enc)
             for name, value in fitted.items():
                 setattr(self, name, value)
             self._sample_shape = tuple(X.shape[1:])
+            self.frozen_cache_ = cache
             self.net_ = net
         return self
 
@@ -361,6 +384,10 @@ class _BaseTransfer(BaseEstimator):
         """
         net = self._template()
         params = {"verbose": int(self.verbose)}
+        # The fast data path, unless the template brings its own iterators.
+        for name in ("iterator_train", "iterator_valid"):
+            if getattr(net, name) is DataLoader:
+                params[name] = ArrayLoader
         if phase == "source" and self.source_params:
             params.update(self.source_params)
         try:
@@ -443,6 +470,21 @@ class _BaseTransfer(BaseEstimator):
         _layers.freeze(module, frozen)
         if self.freeze_bn_stats:
             _layers.hold_frozen_norm_layers(module, frozen)
+
+    def _frozen_stage(self, net, X):
+        """Split off the frozen leading stage of ``net.module_`` if it is cached.
+
+        Returns the split (None: fine-tune the whole network) and the report
+        kept as ``frozen_cache_``.
+        """
+        return _cache.plan(
+            net.module_,
+            X,
+            cache_frozen=self.cache_frozen,
+            limit=max(_CACHE_LIMIT, X.nbytes),
+            device=net.device,
+            verbose=self.verbose,
+        )
 
     @staticmethod
     def _module_sizes(net, X, n_outputs):

@@ -65,6 +65,18 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         mode while fine-tuning, so that their running statistics stay the
         pretrained ones (as Keras does). ``False`` lets them adapt to the
         target's batches, as skorch's ``Freezer`` callback does.
+    cache_frozen : "auto" or bool, default="auto"
+        Compute the frozen layers once per :meth:`fit` instead of once per
+        epoch, when they form the network's leading stage (what the input
+        goes through before the first trainable layer) and that stage computes
+        the same while training as while predicting (no active dropout;
+        BatchNorm held by ``freeze_bn_stats``). The rest of the network then
+        trains on the stage's outputs, to the same weights. ``"auto"``
+        caches when that is safe and the outputs take at most the size of
+        ``X`` or 1 GiB, whichever is larger, and otherwise fine-tunes uncached
+        (``verbose=1`` says why); ``True`` caches whatever the size and raises
+        a ValueError saying why when it cannot; ``False`` never caches. See
+        Notes.
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation, shuffling and dropout (torch's global RNG
         is restored afterwards). ``None`` uses torch's global RNG.
@@ -86,6 +98,11 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         names.
     source_classes_ : ndarray
         The source's class labels; set by :meth:`fit_source`.
+    frozen_cache_ : dict
+        What :meth:`fit` did with the frozen layers: ``"cached"`` (bool),
+        ``"stage"`` (the traced node the network was cut after, or None),
+        ``"nbytes"`` (the size of the cached outputs) and ``"reason"`` (why
+        they were not cached, or None).
     source_weights_ : dict of str to torch.Tensor
         The pretrained ``state_dict``; set by :meth:`fit_source`.
     source_history_ : list of dict
@@ -103,6 +120,20 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
     ``cross_val_score`` and ``GridSearchCV`` fine-tune every fold and candidate
     from the same pretrained weights, and never pretrain again. They survive
     pickling too.
+
+    Fine-tuning batches are slices of whole tensors (:class:`ArrayLoader`)
+    rather than skorch's per-sample ``DataLoader``, with the same batches and
+    results for the same seed; a template with its own ``iterator_train`` or
+    ``iterator_valid`` keeps it.
+
+    Frozen-stage caching traces ``forward`` with :mod:`torch.fx` and cuts the
+    graph after the last node that is computed from the input by frozen layers
+    alone and that alone feeds everything after it (a skip connection inside
+    the stage is fine; one around it is not). A probe on a few samples checks
+    that the stage gives the same output in training and evaluation mode and
+    that the cut network reproduces the whole one. The cache holds
+    ``n_samples`` times the stage's output size in float32, on the CPU, for
+    the duration of :meth:`fit`; :meth:`predict` always runs the whole network.
 
     Examples
     --------

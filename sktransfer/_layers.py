@@ -297,6 +297,11 @@ def _hold_eval(norm: nn.Module, args: tuple) -> None:
         norm.train(False)
 
 
+def is_held(layer: nn.Module) -> bool:
+    """Whether ``hold_frozen_norm_layers`` holds ``layer`` in evaluation mode."""
+    return _hold_eval in layer._forward_pre_hooks.values()
+
+
 def hold_frozen_norm_layers(module: nn.Module, frozen: Iterable[str]) -> list[str]:
     """Keep the running statistics of fully frozen BatchNorm layers fixed.
 
@@ -335,7 +340,7 @@ def hold_frozen_norm_layers(module: nn.Module, frozen: Iterable[str]) -> list[st
             params = [p for p in all_params if parent and is_under(p, [parent])]
         if not params or not all(p in frozen for p in params):
             continue
-        if _hold_eval not in sub._forward_pre_hooks.values():
+        if not is_held(sub):
             sub.register_forward_pre_hook(_hold_eval)
         held.append(name)
     return held

@@ -58,6 +58,16 @@ class TransferRegressor(RegressorMixin, _BaseTransfer):
         Keep BatchNorm layers whose parameters are all frozen in evaluation
         mode while fine-tuning, so that their running statistics stay the
         pretrained ones. ``False`` lets them adapt to the target's batches.
+    cache_frozen : "auto" or bool, default="auto"
+        Compute the frozen layers once per :meth:`fit` instead of once per
+        epoch, when they form the network's leading stage (what the input
+        goes through before the first trainable layer) and that stage computes
+        the same while training as while predicting (no active dropout;
+        BatchNorm held by ``freeze_bn_stats``). The rest of the network then
+        trains on the stage's outputs, to the same weights. ``"auto"``
+        caches when that is safe and takes at most the size of ``X`` or 1 GiB;
+        ``True`` always caches or raises a ValueError saying why not;
+        ``False`` never caches. See :class:`TransferClassifier`.
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation, shuffling and dropout (torch's global RNG
         is restored afterwards). ``None`` uses torch's global RNG.
@@ -76,6 +86,11 @@ class TransferRegressor(RegressorMixin, _BaseTransfer):
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Feature names seen during :meth:`fit`, when ``X`` has string column
         names.
+    frozen_cache_ : dict
+        What :meth:`fit` did with the frozen layers: ``"cached"`` (bool),
+        ``"stage"`` (the traced node the network was cut after, or None),
+        ``"nbytes"`` (the size of the cached outputs) and ``"reason"`` (why
+        they were not cached, or None).
     source_weights_ : dict of str to torch.Tensor
         The pretrained ``state_dict``; set by :meth:`fit_source`.
     source_history_ : list of dict

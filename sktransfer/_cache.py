@@ -1,0 +1,386 @@
+"""Frozen layers computed once: find a network's frozen leading stage and split it off.
+
+When the frozen parameters make up the first stage of a network (a backbone
+applied to the input before the trainable rest), fine-tuning recomputes that
+stage's output for every sample in every epoch although it never changes. This
+module finds such a stage with :mod:`torch.fx`, proves it safe to cache, and
+splits the network into the stage and the rest, two graph modules that share
+the original module's layers and parameters. Pure functions over torch
+modules; the estimators decide when to use them.
+
+A stage is cached only when all of these hold, and the reason is given when
+one does not:
+
+- ``torch.fx`` can trace the network's ``forward`` (no data-dependent control
+  flow) and it takes one input;
+- a node of the traced graph (the *cut*) is computed from the input by frozen
+  layers and parameter-free operations only, and nothing after the cut reads
+  the input or any value before the cut;
+- no layer of the stage behaves differently while training: no active dropout,
+  no BatchNorm normalising with batch statistics (``freeze_bn_stats=False``);
+- a probe confirms it: on a few samples, the stage gives the same output in
+  training mode (twice, with different random seeds) as in evaluation mode, and
+  the split network gives the same output as the whole one.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from skorch.utils import to_tensor
+from torch import fx, nn
+from torch.nn.modules.batchnorm import _NormBase
+from torch.nn.modules.dropout import _DropoutNd
+
+from ._layers import is_held
+
+
+@dataclass(frozen=True)
+class FrozenStage:
+    """A network split at the end of its frozen leading stage.
+
+    Attributes
+    ----------
+    stage : torch.fx.GraphModule
+        The frozen stage: the network's input to the cut's output.
+    rest : torch.fx.GraphModule
+        The trainable rest: the cut's output to the network's output. Its
+        layers and parameters are the original module's own objects.
+    cut : str
+        The traced node the network is cut after, e.g. ``"features_4"``.
+    sample_shape : tuple of int
+        The shape of the stage's output for one sample.
+    dtype : torch.dtype
+        The dtype of the stage's output.
+    """
+
+    stage: fx.GraphModule
+    rest: fx.GraphModule
+    cut: str
+    sample_shape: tuple[int, ...]
+    dtype: torch.dtype
+
+    def nbytes(self, n_samples):
+        """Return the size of the cached outputs of ``n_samples`` samples."""
+        per_sample = torch.Size(self.sample_shape).numel()
+        return n_samples * per_sample * self.dtype.itemsize
+
+    def transform(self, X, *, batch_size, device):
+        """Return the stage's output for ``X`` (computed in batches, on the CPU).
+
+        The stage runs in evaluation mode without gradients; the modes of its
+        layers are restored afterwards.
+        """
+        X = torch.as_tensor(X)
+        with _modes_restored(self.stage), torch.no_grad():
+            self.stage.eval()
+            out = None
+            for start in range(0, len(X), batch_size):
+                chunk = self.stage(X[start : start + batch_size].to(device)).cpu()
+                if out is None:
+                    out = torch.empty((len(X), *chunk.shape[1:]), dtype=chunk.dtype)
+                out[start : start + len(chunk)] = chunk
+        return out
+
+    @contextmanager
+    def training_rest(self, net):
+        """Let the skorch ``net`` train the rest, on cached stage outputs, inside."""
+        module = net.module_
+        net.module_ = self.rest
+        try:
+            yield
+        finally:
+            net.module_ = module
+
+
+@contextmanager
+def _modes_restored(module):
+    modes = [(sub, sub.training) for sub in module.modules()]
+    try:
+        yield
+    finally:
+        for sub, training in modes:
+            sub.training = training
+
+
+def _leaf_problem(name, layer):
+    """Why a frozen layer may not be cached, or None when it may."""
+    if any(param.requires_grad for param in layer.parameters()):
+        return None  # trainable: ends the stage, not a problem
+    kind = type(layer).__name__
+    if isinstance(layer, _DropoutNd) and layer.p > 0:
+        return f"{name} ({kind}, p={layer.p}) is random while training"
+    if isinstance(layer, nn.RReLU):
+        return f"{name} ({kind}) is random while training"
+    if isinstance(layer, _NormBase) and layer.track_running_stats:
+        if not is_held(layer):
+            return (
+                f"{name} ({kind}) normalises with batch statistics while "
+                "training (freeze_bn_stats=False, or parameters of it trainable)"
+            )
+    return None
+
+
+def _trainable(layer):
+    return any(param.requires_grad for param in layer.parameters(recurse=True))
+
+
+def _stage_region(graph_module):
+    """Nodes computed from the input by frozen, deterministic operations only.
+
+    Returns the region (a set of nodes) and the first reason a frozen node was
+    left out of it, if any.
+    """
+    region, problem = set(), None
+    for node in graph_module.graph.nodes:
+        if node.op == "output":
+            continue
+        if not all(arg in region for arg in node.all_input_nodes):
+            continue
+        if node.op == "call_module":
+            layer = graph_module.get_submodule(node.target)
+            if _trainable(layer):
+                continue
+            why = _leaf_problem(node.target, layer)
+            if why is not None:
+                problem = problem or why
+                continue
+        elif node.op == "get_attr":
+            value = _get_attr(graph_module, node.target)
+            if isinstance(value, torch.Tensor) and value.requires_grad:
+                continue
+        region.add(node)
+    return region, problem
+
+
+def _get_attr(graph_module, target):
+    obj = graph_module
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _ancestors(node):
+    seen, todo = set(), [node]
+    while todo:
+        current = todo.pop()
+        for arg in current.all_input_nodes:
+            if arg not in seen:
+                seen.add(arg)
+                todo.append(arg)
+    return seen
+
+
+def _find_cut(graph_module, region):
+    """Return the last node of ``region`` that alone carries the stage onwards.
+
+    The stage must hold a frozen parameter: caching parameter-free operations
+    alone saves nothing.
+    """
+    placeholder = next(n for n in graph_module.graph.nodes if n.op == "placeholder")
+    best = None
+    for node in graph_module.graph.nodes:
+        if node not in region or node.op in ("placeholder", "get_attr"):
+            continue
+        before = _ancestors(node)
+        if placeholder not in before:
+            continue
+        leaks = any(
+            user is not node and user not in before
+            for inner in before
+            if inner.op != "get_attr"
+            for user in inner.users
+        )
+        part = before | {node}
+        if not leaks and any(_holds_parameters(graph_module, n) for n in part):
+            best = (node, part)
+    return best
+
+
+def _holds_parameters(graph_module, node):
+    """Whether ``node`` is a layer with parameters or reads a parameter."""
+    if node.op == "call_module":
+        layer = graph_module.get_submodule(node.target)
+        return any(True for _ in layer.parameters())
+    if node.op == "get_attr":
+        return isinstance(_get_attr(graph_module, node.target), nn.Parameter)
+    return False
+
+
+def _split(graph_module, cut, part):
+    """Return the stage (input to cut) and the rest (cut to output) as modules."""
+    stage_graph, env = fx.Graph(), {}
+    for node in graph_module.graph.nodes:
+        if node in part:
+            env[node] = stage_graph.node_copy(node, lambda arg: env[arg])
+    stage_graph.output(env[cut])
+
+    rest_graph = fx.Graph()
+    env = {cut: rest_graph.placeholder("stage_output")}
+    for node in graph_module.graph.nodes:
+        if node in part and node.op != "get_attr":
+            continue
+        env[node] = rest_graph.node_copy(node, lambda arg: env[arg])
+    rest = fx.GraphModule(graph_module, rest_graph)
+    rest.graph.eliminate_dead_code()  # frozen parameters only the stage reads
+    rest.recompile()
+    return fx.GraphModule(graph_module, stage_graph), rest
+
+
+def find_frozen_stage(module: nn.Module, probe: torch.Tensor):
+    """Split ``module`` after its frozen leading stage, if that is safe to cache.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The network, with its frozen parameters already at
+        ``requires_grad=False`` and frozen BatchNorm layers held in evaluation
+        mode. It is not changed (its buffers and modes are restored after the
+        probe).
+    probe : torch.Tensor
+        A few samples on the module's device, for the checks.
+
+    Returns
+    -------
+    stage : FrozenStage or None
+        The split network, or None when caching is not provably safe.
+    reason : str or None
+        Why not, when ``stage`` is None.
+    """
+    if module._forward_hooks or module._forward_pre_hooks:
+        return None, f"{type(module).__name__} has forward hooks of its own"
+    with _modes_restored(module):
+        module.train()  # trace the forward that fine-tuning runs
+        try:
+            traced = fx.symbolic_trace(module)
+        except Exception as exc:  # noqa: BLE001 (any tracing failure: no cache)
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            return None, f"torch.fx cannot trace {type(module).__name__}: {first}"
+    if sum(node.op == "placeholder" for node in traced.graph.nodes) != 1:
+        return None, "the network's forward takes more than one input"
+    region, problem = _stage_region(traced)
+    found = _find_cut(traced, region)
+    if found is None:
+        return None, problem or (
+            "no frozen stage feeds the trainable layers on its own: the first "
+            "layer with parameters is trainable, or later layers also read the "
+            "input or intermediate values of the frozen layers"
+        )
+    cut, part = found
+    stage, rest = _split(traced, cut, part)
+    why, out = _probe(module, stage, rest, probe)
+    if why is not None:
+        return None, why
+    split = FrozenStage(stage, rest, cut.name, tuple(out.shape[1:]), out.dtype)
+    return split, None
+
+
+def plan(module, X, *, cache_frozen, limit, device, verbose):
+    """Decide whether ``fit`` computes the frozen stage of ``module`` once.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The network, frozen and ready to fine-tune.
+    X : ndarray
+        The training samples.
+    cache_frozen : "auto" or bool
+        The estimator's parameter: ``"auto"`` caches when it is safe and the
+        cache takes at most ``limit`` bytes, ``True`` whenever it is safe
+        (else a ValueError saying why), ``False`` never.
+    limit : int
+        The most bytes ``"auto"`` lets the cache take.
+    device : str or torch.device
+        Where the module is.
+    verbose : int
+        Print what was decided, and why, when positive.
+
+    Returns
+    -------
+    split : FrozenStage or None
+        The split network, or None to fine-tune the whole network.
+    report : dict
+        ``cached``, ``stage``, ``nbytes`` and ``reason``, for ``frozen_cache_``.
+    """
+    report = {"cached": False, "stage": None, "nbytes": 0, "reason": None}
+    if cache_frozen is False:
+        report["reason"] = "cache_frozen=False"
+        return None, report
+    if all(param.requires_grad for param in module.parameters()):
+        split, why = None, "no parameter is frozen"
+    else:
+        split, why = find_frozen_stage(module, to_tensor(X[:8], device=device))
+    if split is not None:
+        report["nbytes"] = nbytes = split.nbytes(len(X))
+        if cache_frozen == "auto" and nbytes > limit:
+            split = None
+            why = (
+                f"its outputs would take {nbytes / 2**20:.0f} MiB, more than the "
+                f"training data or 1 GiB ({limit / 2**20:.0f} MiB); "
+                "cache_frozen=True caches them anyway"
+            )
+    if split is None:
+        if cache_frozen is True:
+            msg = (
+                f"cache_frozen=True, but the frozen layers cannot be computed once: "
+                f"{why}. Set cache_frozen='auto' to fine-tune without the cache "
+                "when it cannot be used."
+            )
+            raise ValueError(msg)
+        report["reason"] = why
+        if verbose and why != "no parameter is frozen":
+            print(f"[sktransfer] Not caching the frozen layers: {why}.")
+        return None, report
+    report.update(cached=True, stage=split.cut)
+    if verbose:
+        print(
+            f"[sktransfer] Frozen layers computed once, up to {split.cut!r}: "
+            f"{split.sample_shape} per sample, {nbytes / 2**20:.1f} MiB"
+        )
+    return split, report
+
+
+def _probe(module, stage, rest, X):
+    """Check on ``X`` that the stage is deterministic and the split faithful.
+
+    Returns why not (None if it is) and the stage's output.
+    """
+    buffers = {name: buf.clone() for name, buf in module.named_buffers()}
+    try:
+        with _modes_restored(module), torch.no_grad(), torch.random.fork_rng():
+            module.eval()
+            expected = stage(X)
+            whole = module(X)
+            if not isinstance(expected, torch.Tensor):
+                return "the frozen stage's output is not a single tensor", None
+            if not _close(rest(expected), whole):
+                why = "the split network does not reproduce the network's output"
+                return why, None
+            module.train()
+            for seed in (0, 1):
+                torch.manual_seed(seed)
+                if not _close(stage(X), expected):
+                    why = (
+                        "the frozen stage's output changes while training "
+                        "(random or batch-dependent operations)"
+                    )
+                    return why, None
+    except Exception as exc:  # noqa: BLE001 (a failing probe only means: no cache)
+        why = f"the split network fails on a probe batch ({type(exc).__name__}: {exc})"
+        return why, None
+    finally:
+        with torch.no_grad():
+            for name, buf in module.named_buffers():
+                buf.copy_(buffers[name])
+    return None, expected
+
+
+def _close(a, b):
+    return (
+        isinstance(a, torch.Tensor)
+        and isinstance(b, torch.Tensor)
+        and a.shape == b.shape
+        and torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+    )

@@ -1,0 +1,212 @@
+"""The fast batch iterator: mini-batches as slices of whole tensors.
+
+skorch's default data path is a :class:`torch.utils.data.DataLoader` over a
+:class:`skorch.dataset.Dataset`: one ``__getitem__`` per sample, then
+``default_collate`` stacks the samples of each batch. For data that is already
+in memory that per-sample Python work is most of skorch's overhead over a
+hand-written loop. :class:`ArrayLoader` is a drop-in replacement for skorch's
+``iterator_train`` / ``iterator_valid``: it wraps the arrays as tensors once
+and makes each batch with one indexing operation. It draws from torch's random
+number generator exactly as ``DataLoader`` does, so a seeded fit gives the same
+batches, and the same weights, on either path. Anything it does not handle (a
+custom dataset, a ``collate_fn``, a sampler) goes to ``DataLoader`` unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import torch
+from skorch.dataset import Dataset
+from torch.utils.data import DataLoader, Subset, TensorDataset
+
+# DataLoader settings that only matter for worker processes or pinned memory;
+# batches sliced from tensors in memory need neither, so they are accepted and
+# have no effect (pin_memory is honoured).
+_IGNORED = frozenset(
+    {
+        "num_workers",
+        "worker_init_fn",
+        "persistent_workers",
+        "prefetch_factor",
+        "timeout",
+        "pin_memory_device",
+    }
+)
+
+
+def _as_tensor(array):
+    """Return ``array`` as a tensor sharing its memory, or None if it cannot."""
+    if isinstance(array, torch.Tensor):
+        return array
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "biuf":
+        return None
+    with warnings.catch_warnings():
+        # A read-only array is only ever read here.
+        warnings.filterwarnings("ignore", message=".*not writable.*")
+        return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def _tensors_of(dataset):
+    """``(X, y, indices)`` of a dataset made of whole arrays, else None.
+
+    ``y`` is None where skorch would give a placeholder; ``indices`` selects
+    the rows of a :class:`~torch.utils.data.Subset` (None: every row).
+    """
+    indices = None
+    if isinstance(dataset, Subset):
+        indices = torch.as_tensor(np.asarray(dataset.indices), dtype=torch.int64)
+        dataset = dataset.dataset
+        if isinstance(dataset, Subset):
+            return None
+    # Subclasses of skorch's Dataset may transform samples: not ours to slice.
+    if type(dataset) is Dataset:
+        X = _as_tensor(dataset.X)
+        y = None if dataset.y is None else _as_tensor(dataset.y)
+        if X is None or (dataset.y is not None and y is None):
+            return None
+        if X.ndim == 0 or (y is not None and len(y) != len(X)):
+            return None
+        return X, y, indices
+    if type(dataset) is TensorDataset and len(dataset.tensors) == 2:
+        X, y = dataset.tensors
+        return X, y, indices
+    return None
+
+
+class ArrayLoader:
+    """Mini-batches of in-memory arrays, one indexing operation per batch.
+
+    A drop-in replacement for :class:`torch.utils.data.DataLoader` as skorch's
+    ``iterator_train`` and ``iterator_valid``, which the transfer estimators
+    use by default. For a :class:`skorch.dataset.Dataset` of NumPy arrays or
+    tensors (what skorch makes of in-memory ``X`` and ``y``), a
+    :class:`~torch.utils.data.TensorDataset` of two tensors, or a
+    :class:`~torch.utils.data.Subset` of either (skorch's validation split),
+    each batch is a slice (or, shuffled, one ``index_select``) of the whole
+    tensors, which share memory with the arrays. Batches stay on the CPU;
+    skorch moves each batch to the net's device.
+
+    Shuffling draws from torch's random number generator exactly as
+    ``DataLoader`` with a ``RandomSampler`` does, so that for the same seed
+    both give the same batches in the same order, and the same random
+    numbers to dropout after them.
+
+    Any other dataset, or a setting this class does not implement
+    (``collate_fn``, ``sampler``, ``batch_sampler``, ...), is handed to
+    ``DataLoader`` with all the settings given.
+
+    Parameters
+    ----------
+    dataset : torch.utils.data.Dataset
+        The data, as skorch's ``get_dataset`` returns it.
+    batch_size : int, default=1
+        Samples per batch.
+    shuffle : bool, default=False
+        Draw a new random order of the samples for each epoch.
+    drop_last : bool, default=False
+        Leave out the last batch when it is smaller than ``batch_size``.
+    generator : torch.Generator, default=None
+        Random number generator for the order; torch's global one if None.
+    pin_memory : bool, default=False
+        Copy each batch into pinned memory (for faster copies to a GPU).
+    **kwargs : dict
+        Other ``DataLoader`` settings. Those about worker processes are
+        accepted and unneeded; any other sends the data through
+        ``DataLoader``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skorch.dataset import Dataset
+    >>> from sktransfer import ArrayLoader
+    >>> X = np.arange(10, dtype=np.float32).reshape(5, 2)
+    >>> loader = ArrayLoader(Dataset(X, np.arange(5)), batch_size=2)
+    >>> [len(yb) for Xb, yb in loader]
+    [2, 2, 1]
+    """
+
+    def __init__(
+        self,
+        dataset,
+        batch_size=1,
+        shuffle=False,
+        drop_last=False,
+        generator=None,
+        pin_memory=False,
+        **kwargs,
+    ):
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.generator = generator
+        self.pin_memory = pin_memory
+        tensors = None if set(kwargs) - _IGNORED else _tensors_of(dataset)
+        self._fallback = None
+        if tensors is None:
+            self._fallback = DataLoader(
+                dataset,
+                batch_size=batch_size,
+                shuffle=shuffle,
+                drop_last=drop_last,
+                generator=generator,
+                pin_memory=pin_memory,
+                **kwargs,
+            )
+        else:
+            self._X, self._y, self._indices = tensors
+
+    @property
+    def fast(self):
+        """Whether batches are sliced from whole tensors (False: ``DataLoader``)."""
+        return self._fallback is None
+
+    def __len__(self):
+        if self._fallback is not None:
+            return len(self._fallback)
+        n = self._n_samples()
+        if self.drop_last:
+            return n // self.batch_size
+        return math.ceil(n / self.batch_size)
+
+    def _n_samples(self):
+        return len(self._X) if self._indices is None else len(self._indices)
+
+    def __iter__(self):
+        if self._fallback is not None:
+            return iter(self._fallback)
+        # DataLoader draws a base seed for its workers each time it is
+        # iterated, and RandomSampler a seed for its own generator; both draws
+        # are repeated so that the random numbers used after them match.
+        torch.empty((), dtype=torch.int64).random_(generator=self.generator)
+        return self._batches()
+
+    def _batches(self):
+        n, size = self._n_samples(), self.batch_size
+        order = self._indices
+        if self.shuffle:
+            generator = self.generator
+            if generator is None:
+                seed = int(torch.empty((), dtype=torch.int64).random_().item())
+                generator = torch.Generator()
+                generator.manual_seed(seed)
+            perm = torch.randperm(n, generator=generator)
+            order = perm if order is None else order[perm]
+        stop = n - n % size if self.drop_last else n
+        for start in range(0, stop, size):
+            if order is None:
+                Xb = self._X[start : start + size]
+                yb = None if self._y is None else self._y[start : start + size]
+            else:
+                idx = order[start : start + size]
+                Xb = self._X.index_select(0, idx)
+                yb = None if self._y is None else self._y.index_select(0, idx)
+            if yb is None:
+                # skorch's placeholder target, as DataLoader would collate it.
+                yb = torch.zeros(len(Xb), 1)
+            if self.pin_memory:
+                Xb, yb = Xb.pin_memory(), yb.pin_memory()
+            yield Xb, yb

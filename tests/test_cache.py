@@ -1,0 +1,271 @@
+"""Frozen layers computed once: when, that it changes nothing, and why not."""
+
+import pickle
+import re
+
+import numpy as np
+import pytest
+import torch
+from nets import ConvNet, tiny_classifier_net
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV
+from sklearn.utils._param_validation import InvalidParameterError
+from skorch.dataset import ValidSplit
+from torch import nn
+
+from sktransfer import TransferClassifier, _base, _cache, _layers
+
+
+class InputDropout(nn.Module):
+    """Dropout on the input of the frozen layers: the stage is random while training."""
+
+    def __init__(self, n_outputs=10, p=0.5):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Flatten(), nn.Dropout(p), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 32)
+        )
+        self.head = nn.Linear(32, n_outputs)
+
+    def forward(self, X):
+        return self.head(self.features(X))
+
+
+class Residual(nn.Module):
+    """A trainable layer also reads the input: no stage feeds the rest alone."""
+
+    def __init__(self, n_outputs=10):
+        super().__init__()
+        self.flat = nn.Flatten()
+        self.features = nn.Linear(64, 64)
+        self.mid = nn.Linear(64, 64)
+        self.head = nn.Linear(64, n_outputs)
+
+    def forward(self, X):
+        X = self.flat(X)
+        return self.head(self.mid(self.features(X)) + X)
+
+
+class ResidualInStage(Residual):
+    """The skip connection is inside the frozen stage: its sum is cached."""
+
+    def forward(self, X):
+        X = self.flat(X)
+        return self.head(self.mid(self.features(X) + X))
+
+
+class Branching(nn.Module):
+    """Control flow on the data: torch.fx cannot trace it."""
+
+    def __init__(self, n_outputs=10):
+        super().__init__()
+        self.features = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU())
+        self.head = nn.Linear(16, n_outputs)
+
+    def forward(self, X):
+        Z = self.features(X)
+        if Z.sum() > 0:
+            Z = Z * 2
+        return self.head(Z)
+
+
+class Wide(nn.Module):
+    """A frozen stage whose output is 8 times bigger than its input."""
+
+    def __init__(self, n_outputs=10):
+        super().__init__()
+        self.features = nn.Sequential(nn.Flatten(), nn.Linear(64, 512), nn.ReLU())
+        self.head = nn.Linear(512, n_outputs)
+
+    def forward(self, X):
+        return self.head(self.features(X))
+
+
+@pytest.fixture(scope="module")
+def pretrained_cnn(digit_images):
+    net = tiny_classifier_net(ConvNet, max_epochs=4)
+    clf = TransferClassifier(net, frozen="features.*", random_state=0)
+    return clf.fit_source(digit_images.X_source, digit_images.y_source)
+
+
+def _fit_both(estimator, X, y):
+    cached = clone(estimator).set_params(cache_frozen=True).fit(X, y)
+    uncached = clone(estimator).set_params(cache_frozen=False).fit(X, y)
+    return cached, uncached
+
+
+def _assert_same_weights(a, b):
+    state_b = b.net_.module_.state_dict()
+    for key, value in a.net_.module_.state_dict().items():
+        torch.testing.assert_close(value, state_b[key], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("split", [None, ValidSplit(4, stratified=False)])
+def test_cached_and_uncached_fine_tuning_agree(pretrained_cnn, digit_images, split):
+    estimator = clone(pretrained_cnn).set_params(net__train_split=split)
+    cached, uncached = _fit_both(
+        estimator, digit_images.X_target, digit_images.y_target
+    )
+    assert cached.frozen_cache_["cached"]
+    assert cached.frozen_cache_["stage"] == "features_4"
+    assert cached.frozen_cache_["nbytes"] == len(digit_images.X_target) * 64 * 4
+    assert not uncached.frozen_cache_["cached"]
+    _assert_same_weights(cached, uncached)
+    np.testing.assert_allclose(
+        cached.net_.history[:, "train_loss"], uncached.net_.history[:, "train_loss"]
+    )
+    # predict runs the whole network, restored in the fitted net.
+    assert isinstance(cached.net_.module_, ConvNet)
+    np.testing.assert_allclose(
+        cached.predict_proba(digit_images.X_test),
+        uncached.predict_proba(digit_images.X_test),
+        rtol=1e-4,
+        atol=1e-6,
+    )
+    # The frozen stage, BatchNorm statistics included, is still the source's.
+    for key in ("features.0.weight", "features.1.running_mean"):
+        assert torch.equal(
+            cached.net_.module_.state_dict()[key], pretrained_cnn.source_weights_[key]
+        )
+
+
+def test_auto_caches_a_frozen_backbone_and_survives_pickling(
+    pretrained_cnn, digit_images
+):
+    clf = clone(pretrained_cnn).fit(digit_images.X_target, digit_images.y_target)
+    assert clf.frozen_cache_["cached"]
+    restored = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(
+        restored.predict(digit_images.X_test), clf.predict(digit_images.X_test)
+    )
+
+
+def test_the_stage_ends_before_batchnorm_that_adapts(pretrained_cnn, digit_images):
+    estimator = clone(pretrained_cnn).set_params(freeze_bn_stats=False)
+    cached, uncached = _fit_both(
+        estimator, digit_images.X_target, digit_images.y_target
+    )
+    # Only the convolution is cached; BatchNorm trains on batch statistics.
+    assert cached.frozen_cache_["stage"] == "features_0"
+    _assert_same_weights(cached, uncached)
+    running = "features.1.running_mean"
+    assert not torch.equal(
+        cached.net_.module_.state_dict()[running],
+        pretrained_cnn.source_weights_[running],
+    )
+
+
+@pytest.mark.parametrize(
+    ("module", "frozen", "reason"),
+    [
+        (InputDropout, "features.*", r"features\.1 \(Dropout, p=0\.5\) is random"),
+        (Residual, "features.*", "no frozen stage feeds the trainable layers"),
+        (Branching, "features.*", "torch.fx cannot trace Branching"),
+        (nn.Module, None, "no parameter is frozen"),
+    ],
+)
+def test_caching_is_refused_and_the_reason_given(
+    digits, module, frozen, reason, capsys
+):
+    if module is nn.Module:
+        net, frozen = tiny_classifier_net(), ()
+    else:
+        net = tiny_classifier_net(module)
+    clf = TransferClassifier(net, frozen=frozen, random_state=0, verbose=1)
+    clf.fit(digits.X_target, digits.y_target)
+    assert not clf.frozen_cache_["cached"]
+    assert re.search(reason, clf.frozen_cache_["reason"])
+    out = capsys.readouterr().out
+    if module is not nn.Module:  # nothing frozen: nothing to explain
+        assert re.search(reason, out)
+        assert "Not caching the frozen layers" in out
+
+    strict = clone(clf).set_params(cache_frozen=True, verbose=0)
+    with pytest.raises(ValueError, match="cache_frozen=True, but the frozen layers"):
+        strict.fit(digits.X_target, digits.y_target)
+    assert not hasattr(strict, "net_")
+
+
+def test_without_dropout_the_same_stage_is_cached(digits):
+    net = tiny_classifier_net(InputDropout, module__p=0.0)
+    clf = TransferClassifier(net, frozen="features.*", random_state=0)
+    cached, uncached = _fit_both(clf, digits.X_target, digits.y_target)
+    assert cached.frozen_cache_["stage"] == "features_4"
+    _assert_same_weights(cached, uncached)
+
+
+def test_the_stage_ends_at_the_first_dropout(digits):
+    # Dropout after the first frozen layers goes to the trainable rest, which
+    # draws the same random numbers cached or not.
+    net = tiny_classifier_net(module__hidden_layer_sizes=(16, 16), module__dropout=0.3)
+    clf = TransferClassifier(net, frozen="features.*", random_state=0)
+    cached, uncached = _fit_both(clf, digits.X_target, digits.y_target)
+    assert cached.frozen_cache_["stage"] == "features_2"  # Flatten, Linear, ReLU
+    _assert_same_weights(cached, uncached)
+
+
+def test_a_skip_connection_inside_the_stage_is_cached(digits):
+    clf = TransferClassifier(
+        tiny_classifier_net(ResidualInStage), frozen="features.*", random_state=0
+    )
+    cached, uncached = _fit_both(clf, digits.X_target, digits.y_target)
+    assert cached.frozen_cache_["stage"] == "add"
+    _assert_same_weights(cached, uncached)
+
+
+def test_auto_bounds_the_memory_of_the_cache(digits, monkeypatch):
+    clf = TransferClassifier(
+        tiny_classifier_net(Wide), frozen="features.*", random_state=0
+    )
+    monkeypatch.setattr(_base, "_CACHE_LIMIT", 0)
+    clf.fit(digits.X_target, digits.y_target)
+    # 512 float32 outputs per sample, eight times the 64 input features.
+    assert not clf.frozen_cache_["cached"]
+    assert "more than the training data" in clf.frozen_cache_["reason"]
+    clf.set_params(cache_frozen=True).fit(digits.X_target, digits.y_target)
+    assert clf.frozen_cache_["cached"]
+    assert clf.frozen_cache_["nbytes"] == len(digits.X_target) * 512 * 4
+    monkeypatch.setattr(_base, "_CACHE_LIMIT", 2**30)
+    clf.set_params(cache_frozen="auto").fit(digits.X_target, digits.y_target)
+    assert clf.frozen_cache_["cached"]
+
+
+def test_cache_frozen_is_validated_and_grid_searchable(pretrained_cnn, digit_images):
+    with pytest.raises(InvalidParameterError, match="cache_frozen"):
+        clone(pretrained_cnn).set_params(cache_frozen="always").fit(
+            digit_images.X_target, digit_images.y_target
+        )
+    search = GridSearchCV(
+        clone(pretrained_cnn), {"cache_frozen": [True, False]}, cv=2
+    ).fit(digit_images.X_target, digit_images.y_target)
+    scores = search.cv_results_["mean_test_score"]
+    assert scores[0] == pytest.approx(scores[1], abs=0.02)
+    assert (
+        search.best_estimator_.frozen_cache_["cached"]
+        == (search.best_params_["cache_frozen"])
+    )
+
+
+def test_find_frozen_stage_leaves_the_module_as_it_was():
+    torch.manual_seed(0)
+    module = ConvNet(3)
+    frozen = _layers.match_parameters(module, ("features.*",))
+    _layers.freeze(module, frozen)
+    _layers.hold_frozen_norm_layers(module, frozen)
+    module.head.eval()
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    modes = [m.training for m in module.modules()]
+    probe = torch.rand(8, 1, 8, 8)
+    rng = torch.get_rng_state()
+    split, reason = _cache.find_frozen_stage(module, probe)
+    assert reason is None
+    assert split.sample_shape == (64,)
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert [m.training for m in module.modules()] == modes
+    for key, value in module.state_dict().items():
+        assert torch.equal(value, before[key])
+    # The rest shares the module's parameters: training it trains the module.
+    assert split.rest.get_parameter("head.0.weight") is module.head[0].weight
+    X = torch.rand(5, 1, 8, 8)
+    module.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(split.rest(split.stage(X)), module(X))
