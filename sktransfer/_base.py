@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from numbers import Real
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,8 +29,8 @@ from skorch.utils import to_tensor
 from torch import nn
 from torch.utils.data import DataLoader
 
-from . import _cache, _layers
-from ._compat import StrOptions, _fit_context
+from . import _cache, _finetune, _layers
+from ._compat import Interval, StrOptions, _fit_context
 from ._data import ArrayLoader
 from ._modules import MLP, n_flat_features
 
@@ -90,6 +91,14 @@ def _seeded(random_state, phase):
         yield
 
 
+def _split_parameters(module, head):
+    """Return the shared parameters of ``module`` and those of its ``head``."""
+    shared, specific = [], []
+    for name, param in module.named_parameters():
+        (specific if _layers.is_under(name, head) else shared).append(param)
+    return shared, specific
+
+
 def _predict_batch_size(net, n_samples):
     """Return the batch size the skorch ``net`` predicts with."""
     size = net.get_params_for("iterator_valid").get("batch_size", net.batch_size)
@@ -118,6 +127,10 @@ class _BaseTransfer(BaseEstimator):
         "source_params": [dict, None],
         "freeze_bn_stats": ["boolean"],
         "cache_frozen": [StrOptions({"auto"}), "boolean"],
+        "l2sp": [Interval(Real, 0, None, closed="left")],
+        "l2sp_head": [Interval(Real, 0, None, closed="left")],
+        "shared_lr_scale": [Interval(Real, 0, None, closed="neither")],
+        "unfreeze": [list, tuple, None],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -131,6 +144,10 @@ class _BaseTransfer(BaseEstimator):
         source_params: dict[str, Any] | None = None,
         freeze_bn_stats: bool = True,
         cache_frozen: bool | str = "auto",
+        l2sp: float = 0.0,
+        l2sp_head: float = 0.0,
+        shared_lr_scale: float = 1.0,
+        unfreeze: Sequence[tuple[int, str | Sequence[str]]] | None = None,
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
     ) -> None:
@@ -140,6 +157,10 @@ class _BaseTransfer(BaseEstimator):
         self.source_params = source_params
         self.freeze_bn_stats = freeze_bn_stats
         self.cache_frozen = cache_frozen
+        self.l2sp = l2sp
+        self.l2sp_head = l2sp_head
+        self.shared_lr_scale = shared_lr_scale
+        self.unfreeze = unfreeze
         self.random_state = random_state
         self.verbose = verbose
 
@@ -174,7 +195,7 @@ class _BaseTransfer(BaseEstimator):
         y_enc, n_outputs, fitted = self._encode_y(y)
         with _unchanged_on_error(self), _seeded(self.random_state, "source"):
             X = _writable(X)
-            net = self._build_net(X, n_outputs, phase="source")
+            net, _ = self._build_net(X, n_outputs, phase="source")
             self._announce("Pretraining on the source task", X, n_outputs)
             net.partial_fit(X, y_enc)
             self._pretrained = _Pretrained(
@@ -218,6 +239,14 @@ class _BaseTransfer(BaseEstimator):
             X = _writable(X)
             y_enc, n_outputs, fitted = self._encode_y(y)
             pretrained = getattr(self, "_pretrained", None)
+            if self.l2sp and not self._has_source_weights():
+                msg = (
+                    f"l2sp={self.l2sp!r} pulls the shared weights toward pretrained "
+                    f"ones, but this {type(self).__name__} has none: call "
+                    "fit_source(X, y) first, pass a module instance with trained "
+                    "weights as net, or set l2sp=0."
+                )
+                raise ValueError(msg)
             if pretrained is not None and pretrained.sample_shape != X.shape[1:]:
                 msg = (
                     f"The target samples have shape {X.shape[1:]} but the network "
@@ -226,16 +255,20 @@ class _BaseTransfer(BaseEstimator):
                 )
                 raise ValueError(msg)
             with _seeded(self.random_state, "target"):
-                net = self._build_net(X, n_outputs, phase="target")
+                net, head = self._build_net(X, n_outputs, phase="target")
                 self._announce("Fine-tuning on the target task", X, n_outputs)
                 split, cache = self._frozen_stage(net, X)
-                if split is None:
-                    net.partial_fit(X, y_enc)
-                else:
-                    size = _predict_batch_size(net, len(X))
-                    Z = split.transform(X, batch_size=size, device=net.device)
-                    with split.training_rest(net):
-                        net.partial_fit(Z, y_enc)
+                shared, specific = _split_parameters(net.module_, head)
+                with _finetune.l2sp_penalty(
+                    net, shared, specific, self.l2sp, self.l2sp_head
+                ):
+                    if split is None:
+                        net.partial_fit(X, y_enc)
+                    else:
+                        size = _predict_batch_size(net, len(X))
+                        Z = split.transform(X, batch_size=size, device=net.device)
+                        with split.training_rest(net):
+                            net.partial_fit(Z, y_enc)
             for name, value in fitted.items():
                 setattr(self, name, value)
             self._sample_shape = tuple(X.shape[1:])
@@ -269,6 +302,8 @@ class _BaseTransfer(BaseEstimator):
         pretrained = getattr(self, "_pretrained", None)
         if pretrained is not None:
             new._pretrained = pretrained
+        if getattr(self, "_reinitialise", False):
+            new._reinitialise = True
         return new
 
     def __sklearn_tags__(self):
@@ -308,6 +343,29 @@ class _BaseTransfer(BaseEstimator):
         return super().set_params(**params)
 
     # --------------------------------------------------------------- internals
+
+    def _has_source_weights(self):
+        """Whether ``fit`` starts from pretrained weights rather than from scratch."""
+        if getattr(self, "_reinitialise", False):
+            return False
+        if getattr(self, "_pretrained", None) is not None:
+            return True
+        module = self.net.module if isinstance(self.net, NeuralNet) else self.net
+        return isinstance(module, nn.Module)
+
+    def _from_scratch(self):
+        """Return an unfitted clone that trains the same network from fresh weights.
+
+        Nothing frozen, no L2-SP, no learning-rate scale, no unfreezing, and no
+        pretrained weights, also not those of a module instance held by ``net``
+        (its layers are re-initialised with their ``reset_parameters``).
+        """
+        scratch = clone(self).set_params(
+            frozen=(), l2sp=0.0, l2sp_head=0.0, shared_lr_scale=1.0, unfreeze=None
+        )
+        scratch.__dict__.pop("_pretrained", None)
+        scratch._reinitialise = True
+        return scratch
 
     def _get_pretrained(self):
         pretrained = getattr(self, "_pretrained", None)
@@ -415,6 +473,8 @@ class _BaseTransfer(BaseEstimator):
                     )
                     raise ValueError(msg)
                 _layers.transfer_weights(module, pretrained.state_dict, skip=head)
+            elif getattr(self, "_reinitialise", False):
+                _layers.reset_all(module)  # a module instance's weights: not used
             _layers.reset_head(module, head)
         resized = _layers.resize_head(module, head, n_outputs)
         hint = (
@@ -435,10 +495,17 @@ class _BaseTransfer(BaseEstimator):
                 f"{phase} task needs ({n_outputs},). {hint}"
             )
             raise ValueError(msg)
-        if phase == "target":
-            self._freeze(net, frozen, head)
-        net.initialize_optimizer()
-        return net
+        if phase == "source":
+            net.initialize_optimizer()
+            return net, head
+        self._freeze(net, frozen, head)
+        schedule = _finetune.check_schedule(self.unfreeze, module)
+        if schedule:
+            callback = _finetune.Unfreeze(schedule, module).initialize()
+            net.callbacks_.append(("sktransfer_unfreeze", callback))
+        shared, _ = _split_parameters(module, head)
+        _finetune.initialize_scaled_optimizer(net, shared, self.shared_lr_scale)
+        return net, head
 
     def _freeze(self, net, frozen, head):
         """Freeze the ``frozen`` parameters of ``net.module_`` in place."""
@@ -477,9 +544,15 @@ class _BaseTransfer(BaseEstimator):
         Returns the split (None: fine-tune the whole network) and the report
         kept as ``frozen_cache_``.
         """
+        later = {
+            name: epoch
+            for epoch, names in _finetune.check_schedule(self.unfreeze, net.module_)
+            for name in names
+        }
         return _cache.plan(
             net.module_,
             X,
+            unfrozen_later=later,
             cache_frozen=self.cache_frozen,
             limit=max(_CACHE_LIMIT, X.nbytes),
             device=net.device,

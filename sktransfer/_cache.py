@@ -277,7 +277,7 @@ def find_frozen_stage(module: nn.Module, probe: torch.Tensor):
     return split, None
 
 
-def plan(module, X, *, cache_frozen, limit, device, verbose):
+def plan(module, X, *, unfrozen_later, cache_frozen, limit, device, verbose):
     """Decide whether ``fit`` computes the frozen stage of ``module`` once.
 
     Parameters
@@ -286,6 +286,9 @@ def plan(module, X, *, cache_frozen, limit, device, verbose):
         The network, frozen and ready to fine-tune.
     X : ndarray
         The training samples.
+    unfrozen_later : dict of str to int
+        Frozen parameters that an unfreezing schedule trains from an epoch on;
+        a stage holding one of them is not cached.
     cache_frozen : "auto" or bool
         The estimator's parameter: ``"auto"`` caches when it is safe and the
         cache takes at most ``limit`` bytes, ``True`` whenever it is safe
@@ -312,6 +315,16 @@ def plan(module, X, *, cache_frozen, limit, device, verbose):
         split, why = None, "no parameter is frozen"
     else:
         split, why = find_frozen_stage(module, to_tensor(X[:8], device=device))
+    if split is not None:
+        thawed = [n for n, _ in split.stage.named_parameters() if n in unfrozen_later]
+        if thawed:
+            split, why = (
+                None,
+                (
+                    f"unfreeze trains {thawed[0]} of the frozen stage from epoch "
+                    f"{unfrozen_later[thawed[0]]}"
+                ),
+            )
     if split is not None:
         report["nbytes"] = nbytes = split.nbytes(len(X))
         if cache_frozen == "auto" and nbytes > limit:

@@ -77,6 +77,24 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         (``verbose=1`` says why); ``True`` caches whatever the size and raises
         a ValueError saying why when it cannot; ``False`` never caches. See
         Notes.
+    l2sp : float, default=0.0
+        Strength of the L2-SP penalty (Li et al., ICML 2018): :meth:`fit` adds
+        ``l2sp / 2 * sum ||w - w_source||^2`` over the shared parameters that
+        are trainable to the training loss, keeping them near the pretrained
+        weights rather than fixed. Needs pretrained weights; ``0`` adds nothing.
+    l2sp_head : float, default=0.0
+        Plain L2 penalty ``l2sp_head / 2 * sum ||w||^2`` on the head's
+        trainable parameters, the paper's second term.
+    shared_lr_scale : float, default=1.0
+        The shared parameters train with the learning rate times this factor
+        and the head with the learning rate itself (discriminative learning
+        rates). Applied within each of skorch's optimizer parameter groups
+        (``net__optimizer__param_groups``), for any torch optimizer.
+    unfreeze : sequence of (int, str or sequence of str) pairs, default=None
+        Gradual unfreezing: when each given epoch begins (the first epoch is
+        1), the parameters matching the glob patterns become trainable, e.g.
+        ``((3, "features.2.*"), (6, "features.*"))``. BatchNorm layers held by
+        ``freeze_bn_stats`` train again once their parameters unfreeze.
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation, shuffling and dropout (torch's global RNG
         is restored afterwards). ``None`` uses torch's global RNG.

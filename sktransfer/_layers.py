@@ -226,6 +226,14 @@ def transfer_weights(
     return keys
 
 
+def reset_all(module: nn.Module) -> None:
+    """Re-initialise every layer of ``module`` that has ``reset_parameters``."""
+    for sub in module.modules():
+        reset = getattr(sub, "reset_parameters", None)
+        if callable(reset):
+            reset()
+
+
 def reset_head(module: nn.Module, head: Sequence[str]) -> None:
     """Re-initialise the head's layers with their own ``reset_parameters``.
 
@@ -329,21 +337,62 @@ def hold_frozen_norm_layers(module: nn.Module, frozen: Iterable[str]) -> list[st
     frozen = set(frozen)
     all_params = [name for name, _ in module.named_parameters()]
     held = []
-    for name, sub in module.named_modules():
-        if not isinstance(sub, _NormBase) or not sub.track_running_stats:
-            continue
-        prefix = f"{name}." if name else ""
-        params = [prefix + p for p, _ in sub.named_parameters()]
-        if not params:
-            # No affine parameters: judge by the parameters of the enclosing block.
-            parent = name.rpartition(".")[0]
-            params = [p for p in all_params if parent and is_under(p, [parent])]
-        if not params or not all(p in frozen for p in params):
+    for name, sub in _norm_layers(module):
+        if not _all_frozen(name, sub, frozen, all_params):
             continue
         if not is_held(sub):
             sub.register_forward_pre_hook(_hold_eval)
         held.append(name)
     return held
+
+
+def release_norm_layers(module: nn.Module) -> list[str]:
+    """Let held BatchNorm layers train again once a parameter of theirs is trainable.
+
+    The inverse of :func:`hold_frozen_norm_layers` after parameters were
+    unfrozen: a held layer whose parameters (or, without any, whose enclosing
+    block's parameters) are no longer all frozen (``requires_grad=False``)
+    loses its hook and follows the network's mode again.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The network; hooks are removed in place.
+
+    Returns
+    -------
+    names : list of str
+        The layers released.
+    """
+    frozen = {name for name, p in module.named_parameters() if not p.requires_grad}
+    all_params = [name for name, _ in module.named_parameters()]
+    released = []
+    for name, sub in _norm_layers(module):
+        if is_held(sub) and not _all_frozen(name, sub, frozen, all_params):
+            hooks = sub._forward_pre_hooks
+            for key in [k for k, hook in hooks.items() if hook is _hold_eval]:
+                del hooks[key]
+            sub.train(module.training)
+            released.append(name)
+    return released
+
+
+def _norm_layers(module):
+    """BatchNorm-like layers that keep running statistics, with their names."""
+    for name, sub in module.named_modules():
+        if isinstance(sub, _NormBase) and sub.track_running_stats:
+            yield name, sub
+
+
+def _all_frozen(name, layer, frozen, all_params):
+    """Whether a normalisation layer counts as frozen (see hold_frozen_norm_layers)."""
+    prefix = f"{name}." if name else ""
+    params = [prefix + p for p, _ in layer.named_parameters()]
+    if not params:
+        # No affine parameters: judge by the parameters of the enclosing block.
+        parent = name.rpartition(".")[0]
+        params = [p for p in all_params if parent and is_under(p, [parent])]
+    return bool(params) and all(p in frozen for p in params)
 
 
 def output_shape(module: nn.Module, X: torch.Tensor) -> tuple[int, ...]:

@@ -68,6 +68,16 @@ class TransferRegressor(RegressorMixin, _BaseTransfer):
         caches when that is safe and takes at most the size of ``X`` or 1 GiB;
         ``True`` always caches or raises a ValueError saying why not;
         ``False`` never caches. See :class:`TransferClassifier`.
+    l2sp : float, default=0.0
+        Strength of the L2-SP penalty ``l2sp / 2 * sum ||w - w_source||^2``
+        over the trainable shared parameters, added to the training loss.
+    l2sp_head : float, default=0.0
+        Plain L2 penalty ``l2sp_head / 2 * sum ||w||^2`` on the head.
+    shared_lr_scale : float, default=1.0
+        Factor on the learning rate of the shared parameters.
+    unfreeze : sequence of (int, str or sequence of str) pairs, default=None
+        Gradual unfreezing: ``((epoch, patterns), ...)``; see
+        :class:`TransferClassifier`.
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation, shuffling and dropout (torch's global RNG
         is restored afterwards). ``None`` uses torch's global RNG.

@@ -1,0 +1,183 @@
+"""Fine-tuning beyond freezing: L2-SP, discriminative learning rates, unfreezing.
+
+Each plugs into skorch where skorch expects it, so skorch's one training loop
+runs them: the L2-SP penalty into the net's ``get_loss``, the learning rates
+into the optimizer's parameter groups, the unfreezing schedule into a
+callback. The estimators decide when to use them.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+from contextlib import contextmanager
+
+import torch
+from skorch.callbacks import Callback
+
+from . import _layers
+
+
+class L2SPLoss:
+    """The net's ``get_loss`` plus the L2-SP penalty while training.
+
+    ``alpha / 2 * sum ||w - w_source||^2`` over the shared parameters that are
+    trainable at the time (frozen ones do not move, so they add nothing) and
+    ``beta / 2 * sum ||w||^2`` over the head's trainable parameters, as in
+    Li et al., "Explicit inductive bias for transfer learning with
+    convolutional networks" (ICML 2018). The source weights are copied once,
+    on the parameters' device, when the loss is made.
+    """
+
+    def __init__(self, net, shared, head, alpha, beta):
+        self.net = net
+        self.get_loss = type(net).get_loss
+        self.shared = [(param, param.detach().clone()) for param in shared]
+        self.head = list(head)
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+
+    def penalty(self):
+        """Return the penalty for the current weights, a scalar tensor."""
+        total = 0.0
+        if self.alpha:
+            drift = [
+                (param - source).pow(2).sum()
+                for param, source in self.shared
+                if param.requires_grad
+            ]
+            if drift:
+                total = total + self.alpha / 2 * torch.stack(drift).sum()
+        if self.beta:
+            size = [param.pow(2).sum() for param in self.head if param.requires_grad]
+            if size:
+                total = total + self.beta / 2 * torch.stack(size).sum()
+        return total
+
+    def __call__(self, y_pred, y_true, X=None, training=False):
+        loss = self.get_loss(self.net, y_pred, y_true, X=X, training=training)
+        if training:
+            loss = loss + self.penalty()
+        return loss
+
+
+@contextmanager
+def l2sp_penalty(net, shared, head, alpha, beta):
+    """Add the L2-SP penalty to ``net``'s training loss inside the block.
+
+    ``shared`` and ``head`` are parameters of ``net.module_``; their values
+    now are the source weights the penalty pulls the shared ones toward.
+    Nothing changes when ``alpha`` and ``beta`` are both zero.
+    """
+    if not alpha and not beta:
+        yield
+        return
+    net.get_loss = L2SPLoss(net, shared, head, alpha, beta)
+    try:
+        yield
+    finally:
+        del net.get_loss
+
+
+def initialize_scaled_optimizer(net, shared, scale):
+    """Initialise ``net.optimizer_`` with the ``shared`` parameters' lr scaled.
+
+    The parameter groups are skorch's own (``optimizer__param_groups`` and the
+    rest); each is split into its shared parameters, which train with the
+    group's learning rate times ``scale``, and the others, which keep it.
+    """
+    if scale == 1.0:
+        net.initialize_optimizer()
+        return
+    named = list(net.get_all_learnable_params())
+    (pgroups,), kwargs = net.get_params_for_optimizer("optimizer", named)
+    shared_ids = {id(param) for param in shared}
+    groups = []
+    for group in pgroups:
+        options = {key: value for key, value in group.items() if key != "params"}
+        params = group["params"]
+        others = [p for p in params if id(p) not in shared_ids]
+        scaled = [p for p in params if id(p) in shared_ids]
+        if others:
+            groups.append({**options, "params": others})
+        if scaled:
+            lr = options.get("lr", kwargs["lr"]) * scale
+            groups.append({**options, "params": scaled, "lr": lr})
+    net.optimizer_ = net.optimizer(groups, **kwargs)
+
+
+def check_schedule(unfreeze, module):
+    """Validate ``unfreeze`` against ``module``; return ``((epoch, names), ...)``.
+
+    Raises
+    ------
+    ValueError
+        When it is not a sequence of ``(epoch, patterns)`` pairs with a
+        positive int epoch, or a pattern matches no parameter.
+    """
+    if unfreeze is None:
+        return ()
+    example = "e.g. unfreeze=((3, 'features.2.*'), (6, 'features.*'))"
+    if isinstance(unfreeze, str) or not isinstance(unfreeze, Sequence):
+        msg = (
+            f"unfreeze must be None or a sequence of (epoch, patterns) pairs, "
+            f"{example}; got {unfreeze!r}."
+        )
+        raise ValueError(msg)
+    schedule = []
+    for step in unfreeze:
+        if isinstance(step, str) or not isinstance(step, Sequence) or len(step) != 2:
+            msg = (
+                f"Each step of unfreeze must be an (epoch, patterns) pair, "
+                f"{example}; got {step!r}."
+            )
+            raise ValueError(msg)
+        epoch, patterns = step
+        if (
+            isinstance(epoch, bool)
+            or not isinstance(epoch, numbers.Integral)
+            or epoch < 1
+        ):
+            msg = (
+                f"The epoch of each unfreeze step must be a positive int (the "
+                f"first epoch is 1); got {epoch!r} in {tuple(step)!r}."
+            )
+            raise ValueError(msg)
+        patterns = _layers.check_patterns(patterns, "unfreeze")
+        if not patterns:
+            msg = (
+                f"The unfreeze step {tuple(step)!r} names no pattern; give one or "
+                "more glob patterns over parameter names."
+            )
+            raise ValueError(msg)
+        names = _layers.match_parameters(module, patterns, param="unfreeze")
+        schedule.append((int(epoch), tuple(names)))
+    return tuple(schedule)
+
+
+class Unfreeze(Callback):
+    """skorch callback: make parameters trainable at the start of given epochs.
+
+    Parameters
+    ----------
+    schedule : tuple of (int, tuple of str)
+        Epochs (from 1, counted in the net's history) and the names of the
+        parameters that become trainable when that epoch begins.
+    module : torch.nn.Module
+        The network the names refer to. BatchNorm layers held in evaluation
+        mode while frozen train again once a parameter of theirs unfreezes.
+    """
+
+    def __init__(self, schedule, module):
+        self.schedule = schedule
+        self.module = module
+
+    def on_epoch_begin(self, net, **kwargs):
+        epoch = len(net.history)
+        names = [name for at, step in self.schedule if at == epoch for name in step]
+        if not names:
+            return
+        params = dict(self.module.named_parameters())
+        for name in names:
+            params[name].requires_grad_(True)
+        _layers.release_norm_layers(self.module)
