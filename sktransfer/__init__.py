@@ -7,9 +7,11 @@ target task with ``fit``, and use it like any scikit-learn estimator.
 from importlib.metadata import PackageNotFoundError, version
 
 from ._classifier import TransferClassifier
+from ._compare import NegativeTransferWarning, TransferComparison, compare_transfer
 from ._data import ArrayLoader
 from ._modules import MLP
 from ._pipeline import fit_source
+from ._plot import plot_history
 from ._regressor import TransferRegressor
 
 try:
@@ -18,10 +20,14 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0"
 
 __all__ = [
-    "ArrayLoader",
     "MLP",
+    "ArrayLoader",
+    "NegativeTransferWarning",
     "TransferClassifier",
+    "TransferComparison",
     "TransferRegressor",
     "__version__",
+    "compare_transfer",
     "fit_source",
+    "plot_history",
 ]

@@ -160,7 +160,10 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
     >>> from sktransfer import MLP, TransferClassifier
     >>> X, y = load_digits(return_X_y=True)
     >>> X = X / 16
-    >>> net = NeuralNetClassifier(MLP, max_epochs=5, lr=0.1, train_split=None)
+    >>> from torch import nn
+    >>> net = NeuralNetClassifier(
+    ...     MLP, criterion=nn.CrossEntropyLoss, max_epochs=5, lr=0.1, train_split=None
+    ... )
     >>> clf = TransferClassifier(net, frozen="features.*", random_state=0)
     >>> clf = clf.fit_source(X[y < 5], y[y < 5])
     >>> clf = clf.fit(X[y >= 5][:50], y[y >= 5][:50])

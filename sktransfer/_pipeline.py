@@ -41,12 +41,15 @@ def fit_source(estimator: Any, X: ArrayLike, y: ArrayLike) -> Any:
     >>> from sklearn.pipeline import make_pipeline
     >>> from sklearn.preprocessing import StandardScaler
     >>> from skorch import NeuralNetClassifier
+    >>> from torch import nn
     >>> from sktransfer import MLP, TransferClassifier, fit_source
     >>> X, y = load_iris(return_X_y=True)
-    >>> net = NeuralNetClassifier(MLP, max_epochs=2, train_split=None, verbose=0)
+    >>> net = NeuralNetClassifier(
+    ...     MLP, criterion=nn.CrossEntropyLoss, lr=0.1, max_epochs=20, train_split=None
+    ... )
     >>> pipe = make_pipeline(StandardScaler(), TransferClassifier(net, random_state=0))
     >>> pipe = fit_source(pipe, X[y < 2], y[y < 2])
-    >>> pipe.fit(X[y > 0], y[y > 0]).score(X[y > 0], y[y > 0]) > 0.0
+    >>> pipe.fit(X[y > 0], y[y > 0]).score(X[y > 0], y[y > 0]) > 0.9
     True
     """
     if isinstance(estimator, Pipeline):

@@ -12,6 +12,10 @@ import torch  # noqa: E402
 
 from sktransfer.datasets import make_digits_transfer  # noqa: E402
 
+# The tests' networks have a few dozen units: torch's intra-op threads gain them
+# nothing and, on 2 cores, cost several times the run time in synchronisation.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _seed_everything():

@@ -67,3 +67,23 @@ def test_mnist_checksums_match_the_real_mirrors(tmp_path):
         X, y = datasets.fetch_mnist(dataset, subset="test", data_home=tmp_path)
         assert X.shape == (10000, 28, 28)
         assert sorted(set(y.tolist())) == list(range(10))
+
+
+def test_compare_methods_runs_and_saves_its_plot(tmp_path, capsys):
+    example = load_example("compare_methods")
+    output = tmp_path / "methods.png"
+    comparison = example.main(
+        [
+            "--labels-per-class", "4",
+            "--folds", "2",
+            "--epochs", "2",
+            "--source-epochs", "1",
+            "--output", str(output),
+        ]
+    )  # fmt: skip
+    assert list(comparison.scores) == ["scratch", "transfer", *example.SETTINGS]
+    assert all(len(scores) == 2 for scores in comparison.scores.values())
+    assert output.read_bytes().startswith(b"\x89PNG")
+    printed = capsys.readouterr().out
+    assert "Verdict:" in printed
+    assert "gradual unfreezing" in printed
