@@ -20,7 +20,7 @@ from sklearn.model_selection import check_cv, cross_val_score
 from sklearn.pipeline import Pipeline
 from sklearn.utils import check_random_state
 
-from ._base import _BaseTransfer
+from ._pipeline import transfer_step
 from ._plot import _plot_comparison
 
 if TYPE_CHECKING:
@@ -288,18 +288,6 @@ class TransferComparison:
         return _plot_comparison(self.scores, self.scoring, ax)
 
 
-def _transfer_step(estimator):
-    """Return the transfer estimator that is or ends ``estimator``."""
-    step = estimator[-1] if isinstance(estimator, Pipeline) else estimator
-    if not isinstance(step, _BaseTransfer):
-        msg = (
-            "compare_transfer needs a TransferClassifier, a TransferRegressor or a "
-            f"Pipeline ending in one; got {type(step).__name__}."
-        )
-        raise TypeError(msg)
-    return step
-
-
 def _from_scratch(estimator):
     """Return an unfitted copy of ``estimator`` that trains from fresh weights."""
     if isinstance(estimator, Pipeline):
@@ -370,7 +358,7 @@ def _with_params(estimator, name, params, seed):
     candidate = _seed(clone(estimator), seed)
     try:
         candidate.set_params(**params)
-        _transfer_step(candidate)._validate_params()
+        transfer_step(candidate, "compare_transfer")._validate_params()
     except (TypeError, ValueError) as exc:
         msg = f"Invalid parameters {dict(params)!r} in the setting {name!r}: {exc}"
         raise type(exc)(msg) from exc
@@ -523,7 +511,7 @@ def compare_transfer(
     >>> comparison.scores["transfer"].shape
     (3,)
     """
-    transfer = _transfer_step(estimator)
+    transfer = transfer_step(estimator, "compare_transfer")
     if not transfer._has_source_weights():
         msg = (
             "compare_transfer compares fine-tuning from pretrained weights with "

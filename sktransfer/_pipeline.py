@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 
+from ._base import _BaseTransfer
+
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
 
@@ -65,3 +67,21 @@ def fit_source(estimator: Any, X: ArrayLike, y: ArrayLike) -> Any:
         raise TypeError(msg)
     estimator.fit_source(X, y)
     return estimator
+
+
+def transfer_step(estimator: Any, caller: str) -> _BaseTransfer:
+    """Return the transfer estimator that is ``estimator`` or ends its pipeline.
+
+    Raises
+    ------
+    TypeError
+        If there is none; the message names ``caller``.
+    """
+    step = estimator[-1] if isinstance(estimator, Pipeline) else estimator
+    if not isinstance(step, _BaseTransfer):
+        msg = (
+            f"{caller} needs a TransferClassifier, a TransferRegressor or a "
+            f"Pipeline ending in one; got {type(step).__name__}."
+        )
+        raise TypeError(msg)
+    return step

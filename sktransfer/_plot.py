@@ -10,9 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.exceptions import NotFittedError
-from sklearn.pipeline import Pipeline
 
-from ._base import _BaseTransfer
+from ._pipeline import transfer_step
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -109,13 +108,7 @@ def plot_history(estimator: Any, ax: Axes | None = None) -> Axes:
     ['pretraining: train loss', 'fine-tuning: train loss']
     """
     plt = _import_pyplot("plot_history")
-    transfer = estimator[-1] if isinstance(estimator, Pipeline) else estimator
-    if not isinstance(transfer, _BaseTransfer):
-        msg = (
-            "plot_history needs a TransferClassifier, a TransferRegressor or a "
-            f"Pipeline ending in one; got {type(transfer).__name__}."
-        )
-        raise TypeError(msg)
+    transfer = transfer_step(estimator, "plot_history")
     pretrained = getattr(transfer, "_pretrained", None)
     source = [] if pretrained is None else list(pretrained.history)
     fitted = hasattr(transfer, "net_")
