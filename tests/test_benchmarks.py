@@ -1,0 +1,120 @@
+"""benchmarks/run.py keeps working: a --quick run gives every row it promises.
+
+Speed is measured by the benchmarks, never asserted here: these tests check
+what a reader of the table relies on, not the figures in it.
+"""
+
+import contextlib
+import importlib.util
+import io
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+RUN_PY = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
+
+ROWS_PER_SECTION = {
+    "finetune": 4,
+    "frozen": 3,
+    "gridsearch": 3,
+    "memory": 2,
+    "predict": 2,
+}
+
+
+@pytest.fixture(scope="module")
+def quick_run():
+    # Imported under its file's name and without its folder on sys.path: the
+    # memory benchmark's spawned processes must still find its worker.
+    assert str(RUN_PY.parent) not in sys.path
+    spec = importlib.util.spec_from_file_location("run", RUN_PY)
+    run = importlib.util.module_from_spec(spec)
+    sys.modules["run"] = run
+    try:
+        spec.loader.exec_module(run)
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            rows = run.main(["--quick"])
+        yield run, rows, out.getvalue()
+    finally:
+        del sys.modules["run"]
+    assert str(RUN_PY.parent) not in sys.path
+
+
+def test_every_section_produced_its_rows(quick_run):
+    run, rows, _ = quick_run
+    assert set(ROWS_PER_SECTION) == set(run.SECTIONS)
+    for section, n_rows in ROWS_PER_SECTION.items():
+        assert sum(row["section"] == section for row in rows) == n_rows, section
+
+
+def test_every_figure_and_ratio_is_a_finite_positive_number(quick_run):
+    _, rows, _ = quick_run
+    for row in rows:
+        for key in ("sktransfer", "baseline", "ratio"):
+            value = row[key]
+            assert isinstance(value, (int, float)), (row["benchmark"], key)
+            assert math.isfinite(value), (row["benchmark"], key)
+            assert value > 0, (row["benchmark"], key)
+        assert row["met"] in (True, False, None)
+        assert (row["met"] is None) == (row["goal"] is None)
+
+
+def test_frozen_stage_was_cached_and_predicts_as_without_the_cache(quick_run):
+    _, rows, _ = quick_run
+    frozen = [row for row in rows if row["section"] == "frozen"]
+    assert all(row["cached"] is True for row in frozen)
+    assert all(row["frozen_cache"]["stage"] for row in frozen)
+    (agreement,) = [row["agreement"] for row in frozen if "agreement" in row]
+    assert agreement >= 0.99
+
+
+def test_predict_proba_agrees_with_the_module_and_plain_skorch(quick_run):
+    _, rows, _ = quick_run
+    for row in rows:
+        if row["section"] == "predict":
+            assert row["max_abs_deviation"] < 1e-5
+
+
+def test_memory_children_fine_tuned_each_way(quick_run):
+    _, rows, _ = quick_run
+    cached = {
+        "uncached" in row["benchmark"]: row["cached"]
+        for row in rows
+        if row["section"] == "memory"
+    }
+    assert cached == {True: False, False: True}
+
+
+def test_naive_search_pretrains_in_every_fit_and_shared_search_never(quick_run):
+    run, rows, _ = quick_run
+    search = [row for row in rows if row["section"] == "gridsearch"]
+    assert run.GRID_FITS == 13  # 4 candidates x 3 folds + the refit
+    for row in search:
+        assert row["calls_naive"] == run.GRID_FITS
+        assert row["calls_shared_before_search"] == 1
+        assert row["calls_shared_in_search"] == 0
+        assert row["same_scores"]
+
+
+def test_prints_versions_then_one_markdown_table(quick_run):
+    run, rows, out = quick_run
+    lines = out.strip().splitlines()
+    first = lines[0]
+    for name in ("python", "torch", "skorch", "scikit-learn", "sktransfer"):
+        assert f"{name} " in first
+    assert "get_num_threads()=" in first
+    assert "repetitions" in first
+    table = [line for line in lines if line.startswith("|")]
+    assert len(table) == len(rows) + 2  # header and rule
+    assert table[0].split("|")[1:-1] == [
+        f" {name.ljust(len(cell) - 2)} "
+        for name, cell in zip(
+            ("benchmark", "sktransfer", "baseline", "ratio", "goal", "met"),
+            table[0].split("|")[1:-1],
+            strict=True,
+        )
+    ]
+    assert run.format_table(rows) in out
