@@ -553,6 +553,7 @@ class _BaseTransfer(BaseEstimator):
             net.module_,
             X,
             unfrozen_later=later,
+            callbacks=net.callbacks_,
             cache_frozen=self.cache_frozen,
             limit=max(_CACHE_LIMIT, X.nbytes),
             device=net.device,

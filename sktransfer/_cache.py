@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
+from skorch import callbacks as skorch_callbacks
 from skorch.utils import to_tensor
 from torch import fx, nn
 from torch.nn.modules.batchnorm import _NormBase
@@ -277,7 +278,7 @@ def find_frozen_stage(module: nn.Module, probe: torch.Tensor):
     return split, None
 
 
-def plan(module, X, *, unfrozen_later, cache_frozen, limit, device, verbose):
+def plan(module, X, *, unfrozen_later, callbacks, cache_frozen, limit, device, verbose):
     """Decide whether ``fit`` computes the frozen stage of ``module`` once.
 
     Parameters
@@ -289,6 +290,12 @@ def plan(module, X, *, unfrozen_later, cache_frozen, limit, device, verbose):
     unfrozen_later : dict of str to int
         Frozen parameters that an unfreezing schedule trains from an epoch on;
         a stage holding one of them is not cached.
+    callbacks : list of (str, Callback)
+        The net's initialised callbacks. While the cache is used, ``module_``
+        is the trainable rest only, so ``"auto"`` does not cache when a
+        callback other than skorch's bookkeeping ones may read or write the
+        module's parameters (e.g. ``Checkpoint``, ``EarlyStopping`` with
+        ``load_best=True``); ``True`` caches anyway.
     cache_frozen : "auto" or bool
         The estimator's parameter: ``"auto"`` caches when it is safe and the
         cache takes at most ``limit`` bytes, ``True`` whenever it is safe
@@ -325,6 +332,17 @@ def plan(module, X, *, unfrozen_later, cache_frozen, limit, device, verbose):
                     f"{unfrozen_later[thawed[0]]}"
                 ),
             )
+    if split is not None and cache_frozen == "auto":
+        name = _callback_on_module(callbacks)
+        if name is not None:
+            split, why = (
+                None,
+                (
+                    f"the callback {name!r} may read or write the module's parameters, "
+                    "which are only the trainable rest's while the cache is used; "
+                    "cache_frozen=True caches anyway"
+                ),
+            )
     if split is not None:
         report["nbytes"] = nbytes = split.nbytes(len(X))
         if cache_frozen == "auto" and nbytes > limit:
@@ -353,6 +371,35 @@ def plan(module, X, *, unfrozen_later, cache_frozen, limit, device, verbose):
             f"{split.sample_shape} per sample, {nbytes / 2**20:.1f} MiB"
         )
     return split, report
+
+
+# skorch callbacks that only keep books, score through predict, or act on the
+# optimizer or gradients: safe while ``module_`` is the trainable rest.
+_SAFE_CALLBACKS = (
+    skorch_callbacks.BatchScoring,
+    skorch_callbacks.EpochScoring,
+    skorch_callbacks.EpochTimer,
+    skorch_callbacks.GradientNormClipping,
+    skorch_callbacks.LRScheduler,
+    skorch_callbacks.PassthroughScoring,
+    skorch_callbacks.PrintLog,
+    skorch_callbacks.ProgressBar,
+    skorch_callbacks.WarmRestartLR,
+)
+
+
+def _callback_on_module(net_callbacks):
+    """Return the name of a callback that may touch the module's parameters."""
+    for name, callback in net_callbacks:
+        if type(callback).__module__.startswith("sktransfer."):
+            continue  # ours hold the whole module
+        if isinstance(callback, skorch_callbacks.EarlyStopping):
+            if callback.load_best:
+                return name
+            continue
+        if not isinstance(callback, _SAFE_CALLBACKS):
+            return name
+    return None
 
 
 def _probe(module, stage, rest, X):

@@ -72,11 +72,14 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         the same while training as while predicting (no active dropout;
         BatchNorm held by ``freeze_bn_stats``). The rest of the network then
         trains on the stage's outputs, to the same weights. ``"auto"``
-        caches when that is safe and the outputs take at most the size of
-        ``X`` or 1 GiB, whichever is larger, and otherwise fine-tunes uncached
-        (``verbose=1`` says why); ``True`` caches whatever the size and raises
-        a ValueError saying why when it cannot; ``False`` never caches. See
-        Notes.
+        caches when that is safe, the outputs take at most the size of ``X``
+        or 1 GiB, whichever is larger, and the net has no callbacks beyond
+        skorch's scoring, printing, timing, learning-rate, gradient-clipping
+        and early-stopping ones (without ``load_best``), since others may read
+        or write the module's parameters while it is only the trainable rest;
+        otherwise it fine-tunes uncached (``verbose=1`` says why). ``True``
+        caches whatever the size and callbacks and raises a ValueError saying
+        why when it cannot; ``False`` never caches. See Notes.
     l2sp : float, default=0.0
         Strength of the L2-SP penalty (Li et al., ICML 2018): :meth:`fit` adds
         ``l2sp / 2 * sum ||w - w_source||^2`` over the shared parameters that

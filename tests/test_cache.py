@@ -10,6 +10,7 @@ from nets import ConvNet, tiny_classifier_net
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
 from sklearn.utils._param_validation import InvalidParameterError
+from skorch.callbacks import Checkpoint, EarlyStopping
 from skorch.dataset import ValidSplit
 from torch import nn
 
@@ -269,3 +270,29 @@ def test_find_frozen_stage_leaves_the_module_as_it_was():
     module.eval()
     with torch.no_grad():
         torch.testing.assert_close(split.rest(split.stage(X)), module(X))
+
+
+def test_auto_does_not_cache_under_callbacks_that_touch_the_module(
+    pretrained_cnn, digit_images, tmp_path
+):
+    X, y = digit_images.X_target, digit_images.y_target
+    safe = clone(pretrained_cnn).set_params(
+        net__callbacks=[("stop", EarlyStopping(monitor="train_loss"))]
+    )
+    assert safe.fit(X, y).frozen_cache_["cached"]
+    for name, callback in (
+        ("checkpoint", Checkpoint(monitor="train_loss_best", dirname=str(tmp_path))),
+        ("best", EarlyStopping(monitor="train_loss", load_best=True)),
+    ):
+        clf = clone(pretrained_cnn).set_params(net__callbacks=[(name, callback)])
+        clf.fit(X, y)
+        assert not clf.frozen_cache_["cached"]
+        assert f"the callback {name!r} may read or write" in clf.frozen_cache_["reason"]
+    # A checkpoint of the uncached fit holds the whole network.
+    state = torch.load(tmp_path / "params.pt", weights_only=True)
+    assert "features.0.weight" in state
+    forced = clone(pretrained_cnn).set_params(
+        cache_frozen=True,
+        net__callbacks=[("best", EarlyStopping(monitor="train_loss", load_best=True))],
+    )
+    assert forced.fit(X, y).frozen_cache_["cached"]
