@@ -544,11 +544,9 @@ class _BaseTransfer(BaseEstimator):
         Returns the split (None: fine-tune the whole network) and the report
         kept as ``frozen_cache_``.
         """
-        later = {
-            name: epoch
-            for epoch, names in _finetune.check_schedule(self.unfreeze, net.module_)
-            for name in names
-        }
+        unfreeze = dict(net.callbacks_).get("sktransfer_unfreeze")
+        schedule = () if unfreeze is None else unfreeze.schedule
+        later = {name: epoch for epoch, names in schedule for name in names}
         return _cache.plan(
             net.module_,
             X,
