@@ -51,6 +51,9 @@ _CHECK_X = {
 # this many bytes, or at most as much as the training set itself if that is more.
 _CACHE_LIMIT = 2**30
 
+# The name of the unfreezing schedule's callback in the fine-tuning net.
+_UNFREEZE_CALLBACK = "sktransfer_unfreeze"
+
 # Offsets added to the seed so that pretraining and fine-tuning draw different
 # random numbers from one ``random_state``.
 _PHASE_SEED = {"source": 0, "target": 1}
@@ -255,10 +258,9 @@ class _BaseTransfer(BaseEstimator):
                 )
                 raise ValueError(msg)
             with _seeded(self.random_state, "target"):
-                net, head = self._build_net(X, n_outputs, phase="target")
+                net, (shared, specific) = self._build_net(X, n_outputs, phase="target")
                 self._announce("Fine-tuning on the target task", X, n_outputs)
                 split, cache = self._frozen_stage(net, X)
-                shared, specific = _split_parameters(net.module_, head)
                 with _finetune.l2sp_penalty(
                     net, shared, specific, self.l2sp, self.l2sp_head
                 ):
@@ -497,15 +499,15 @@ class _BaseTransfer(BaseEstimator):
             raise ValueError(msg)
         if phase == "source":
             net.initialize_optimizer()
-            return net, head
+            return net, None
         self._freeze(net, frozen, head)
         schedule = _finetune.check_schedule(self.unfreeze, module)
         if schedule:
             callback = _finetune.Unfreeze(schedule, module).initialize()
-            net.callbacks_.append(("sktransfer_unfreeze", callback))
-        shared, _ = _split_parameters(module, head)
+            net.callbacks_.append((_UNFREEZE_CALLBACK, callback))
+        shared, specific = _split_parameters(module, head)
         _finetune.initialize_scaled_optimizer(net, shared, self.shared_lr_scale)
-        return net, head
+        return net, (shared, specific)
 
     def _freeze(self, net, frozen, head):
         """Freeze the ``frozen`` parameters of ``net.module_`` in place."""
@@ -544,7 +546,7 @@ class _BaseTransfer(BaseEstimator):
         Returns the split (None: fine-tune the whole network) and the report
         kept as ``frozen_cache_``.
         """
-        unfreeze = dict(net.callbacks_).get("sktransfer_unfreeze")
+        unfreeze = dict(net.callbacks_).get(_UNFREEZE_CALLBACK)
         schedule = () if unfreeze is None else unfreeze.schedule
         later = {name: epoch for epoch, names in schedule for name in names}
         return _cache.plan(

@@ -25,25 +25,35 @@ class L2SPLoss:
     trainable at the time (frozen ones do not move, so they add nothing) and
     ``beta / 2 * sum ||w||^2`` over the head's trainable parameters, as in
     Li et al., "Explicit inductive bias for transfer learning with
-    convolutional networks" (ICML 2018). The source weights are copied once,
-    on the parameters' device, when the loss is made.
+    convolutional networks" (ICML 2018). A shared parameter's source weights
+    are copied once, on its device: when the loss is made for one trainable
+    then, when it first trains for one frozen then (unchanged until it
+    unfreezes), so that a frozen backbone is never copied.
     """
 
     def __init__(self, net, shared, head, alpha, beta):
         self.net = net
         self.get_loss = type(net).get_loss
-        self.shared = [(param, param.detach().clone()) for param in shared]
+        self.shared = list(shared)
+        self.source = {}
+        self._copy_trainable_sources()
         self.head = list(head)
         self.alpha = float(alpha)
         self.beta = float(beta)
+
+    def _copy_trainable_sources(self):
+        for i, param in enumerate(self.shared):
+            if param.requires_grad and i not in self.source:
+                self.source[i] = param.detach().clone()
 
     def penalty(self):
         """Return the penalty for the current weights, a scalar tensor."""
         total = 0.0
         if self.alpha:
+            self._copy_trainable_sources()
             drift = [
-                (param - source).pow(2).sum()
-                for param, source in self.shared
+                (param - self.source[i]).pow(2).sum()
+                for i, param in enumerate(self.shared)
                 if param.requires_grad
             ]
             if drift:

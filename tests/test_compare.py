@@ -309,7 +309,10 @@ def test_more_than_one_score_is_rejected(pretrained, digits, fit_calls):
     assert fit_calls == []
 
 
-@pytest.mark.skipif(sys.version_info < (3, 11), reason="exception notes: 3.11+")
+@pytest.mark.skipif(
+    sys.version_info < (3, 11),
+    reason="the note naming the setting uses BaseException.add_note, new in 3.11",
+)
 def test_an_error_in_a_fold_names_the_setting(pretrained, digits):
     with pytest.raises(
         ValueError, match=r"pattern 'nothing.\*' matches no parameter"
