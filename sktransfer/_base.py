@@ -14,7 +14,6 @@ import inspect
 import warnings
 from collections.abc import Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from numbers import Real
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +32,7 @@ from . import _cache, _finetune, _layers
 from ._compat import Interval, StrOptions, _fit_context
 from ._data import ArrayLoader
 from ._modules import MLP, n_flat_features
+from ._pretrained import _Pretrained
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -57,17 +57,6 @@ _UNFREEZE_CALLBACK = "sktransfer_unfreeze"
 # Offsets added to the seed so that pretraining and fine-tuning draw different
 # random numbers from one ``random_state``.
 _PHASE_SEED = {"source": 0, "target": 1}
-
-
-@dataclass(frozen=True)
-class _Pretrained:
-    """What ``fit_source`` learnt: prior knowledge for ``fit``, never changed by it."""
-
-    state_dict: dict[str, torch.Tensor]
-    sample_shape: tuple[int, ...]
-    n_outputs: int
-    classes: np.ndarray | None
-    history: list
 
 
 @contextmanager
