@@ -13,15 +13,13 @@ import copy
 import inspect
 import warnings
 from collections.abc import Sequence
-from contextlib import contextmanager
 from numbers import Real
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, clone
-from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted, check_X_y, validate_data
+from sklearn.utils.validation import check_is_fitted, validate_data
 from skorch import NeuralNet
 from skorch.callbacks import EarlyStopping
 from skorch.utils import to_tensor
@@ -29,23 +27,15 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from . import _cache, _finetune, _layers
+from ._common import _CHECK_X, _seeded, _unchanged_on_error, _writable
 from ._compat import Interval, StrOptions, _fit_context
 from ._data import ArrayLoader
 from ._modules import MLP, n_flat_features
-from ._pretrained import _Pretrained
+from ._source import _SourceTask
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
     from typing_extensions import Self
-
-# How every array reaching a network is checked: float32, finite, dense; samples
-# may have any shape (N x C x H x W images too).
-_CHECK_X = {
-    "dtype": np.float32,
-    "allow_nd": True,
-    "accept_sparse": False,
-    "ensure_all_finite": True,
-}
 
 # "auto" caches a frozen stage whose outputs for the training set take at most
 # this many bytes, or at most as much as the training set itself if that is more.
@@ -53,34 +43,6 @@ _CACHE_LIMIT = 2**30
 
 # The name of the unfreezing schedule's callback in the fine-tuning net.
 _UNFREEZE_CALLBACK = "sktransfer_unfreeze"
-
-# Offsets added to the seed so that pretraining and fine-tuning draw different
-# random numbers from one ``random_state``.
-_PHASE_SEED = {"source": 0, "target": 1}
-
-
-@contextmanager
-def _unchanged_on_error(estimator):
-    """Restore the estimator's attributes if the block raises."""
-    saved = dict(vars(estimator))
-    try:
-        yield
-    except BaseException:
-        vars(estimator).clear()
-        vars(estimator).update(saved)
-        raise
-
-
-@contextmanager
-def _seeded(random_state, phase):
-    """Seed torch inside the block without touching the caller's global RNG."""
-    if random_state is None:
-        yield
-        return
-    seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
-    with torch.random.fork_rng():
-        torch.manual_seed(seed + _PHASE_SEED[phase])
-        yield
 
 
 def _split_parameters(module, head):
@@ -97,12 +59,7 @@ def _predict_batch_size(net, n_samples):
     return n_samples if size == -1 else size
 
 
-def _writable(X):
-    """Return ``X`` as an array torch can wrap without a warning."""
-    return X if X.flags.writeable else X.copy()
-
-
-class _BaseTransfer(BaseEstimator):
+class _BaseTransfer(_SourceTask, BaseEstimator):
     """Base class of the transfer estimators; not for direct use."""
 
     # Set by the subclasses.
@@ -159,50 +116,6 @@ class _BaseTransfer(BaseEstimator):
     # ------------------------------------------------------------------ public
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit_source(self, X: ArrayLike, y: ArrayLike) -> Self:
-        """Pretrain the network on the source task.
-
-        Every layer trains (``frozen`` applies to fine-tuning only), with the
-        ``net`` template's settings updated by ``source_params``. The weights it
-        learns are kept as the starting point of every later :meth:`fit`,
-        also in clones made by :func:`sklearn.base.clone`. The source may have
-        other classes (other values, another number) or other targets than the
-        target task; its samples must have the target's shape.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features) or (n_samples, ...)
-            Source samples; image arrays such as (n, C, H, W) are accepted.
-        y : array-like of shape (n_samples,) or (n_samples, n_targets)
-            Source labels or targets.
-
-        Returns
-        -------
-        self : object
-            The estimator, pretrained and not yet fitted on the target.
-        """
-        X, y = check_X_y(
-            X, y, **_CHECK_X, multi_output=self._multi_output, estimator=self
-        )
-        y_enc, n_outputs, fitted = self._encode_y(y)
-        with _unchanged_on_error(self), _seeded(self.random_state, "source"):
-            X = _writable(X)
-            net, _ = self._build_net(X, n_outputs, phase="source")
-            self._announce("Pretraining on the source task", X, n_outputs)
-            net.partial_fit(X, y_enc)
-            self._pretrained = _Pretrained(
-                state_dict={
-                    key: value.detach().to("cpu", copy=True)
-                    for key, value in net.module_.state_dict().items()
-                },
-                sample_shape=tuple(X.shape[1:]),
-                n_outputs=n_outputs,
-                classes=fitted.get("classes_"),
-                history=net.history_.to_list(),
-            )
-        return self
-
-    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: ArrayLike, y: ArrayLike) -> Self:
         """Fine-tune on the target task.
 
@@ -239,7 +152,10 @@ class _BaseTransfer(BaseEstimator):
                     "weights as net, or set l2sp=0."
                 )
                 raise ValueError(msg)
-            if pretrained is not None and pretrained.sample_shape != X.shape[1:]:
+            if pretrained is not None and pretrained.sample_shape not in (
+                None,
+                X.shape[1:],
+            ):
                 msg = (
                     f"The target samples have shape {X.shape[1:]} but the network "
                     f"was pretrained on samples of shape {pretrained.sample_shape}; "
@@ -266,19 +182,6 @@ class _BaseTransfer(BaseEstimator):
             self.frozen_cache_ = cache
             self.net_ = net
         return self
-
-    @property
-    def source_weights_(self) -> dict[str, torch.Tensor]:
-        """The pretrained weights: the ``state_dict`` after :meth:`fit_source`.
-
-        A dict of parameter and buffer names to CPU tensors; read-only.
-        """
-        return self._get_pretrained().state_dict
-
-    @property
-    def source_history_(self) -> list[dict]:
-        """The pretraining epochs: skorch's history as a list of dicts."""
-        return self._get_pretrained().history
 
     # ------------------------------------------------------- scikit-learn API
 
@@ -357,16 +260,6 @@ class _BaseTransfer(BaseEstimator):
         scratch.__dict__.pop("_pretrained", None)
         scratch._reinitialise = True
         return scratch
-
-    def _get_pretrained(self):
-        pretrained = getattr(self, "_pretrained", None)
-        if pretrained is None:
-            msg = (
-                f"This {type(self).__name__} has no pretrained weights; call "
-                "fit_source(X, y) first."
-            )
-            raise AttributeError(msg)
-        return pretrained
 
     def _default_net_params(self):
         """Return the settings of a net built around a module or the default MLP."""
@@ -455,7 +348,7 @@ class _BaseTransfer(BaseEstimator):
         pretrained = getattr(self, "_pretrained", None)
         if phase == "target":
             if pretrained is not None:
-                if not head and pretrained.n_outputs != n_outputs:
+                if not head and pretrained.n_outputs not in (None, n_outputs):
                     msg = (
                         f"head=None transfers every weight, but the source task has "
                         f"{pretrained.n_outputs} outputs and the target task "

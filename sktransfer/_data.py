@@ -49,6 +49,38 @@ def _as_tensor(array):
         return torch.from_numpy(np.ascontiguousarray(array))
 
 
+class StreamedArray(torch.utils.data.Dataset):
+    """Samples of an array on disk (a :class:`numpy.memmap`), read batch by batch.
+
+    Only the rows of the current batch are read and converted to float32, so
+    memory holds one batch, not the array. :class:`ArrayLoader` reads whole
+    batches at once; any other loader reads it sample by sample.
+
+    Parameters
+    ----------
+    X : numpy.ndarray of shape (n_samples, ...)
+        The samples, typically a :class:`numpy.memmap`; any numeric dtype.
+    y : numpy.ndarray of shape (n_samples, ...)
+        The targets, in memory, as the loss expects them.
+    """
+
+    def __init__(self, X, y):
+        self.X = X
+        self.y = torch.as_tensor(y)
+
+    def __len__(self):
+        return len(self.X)
+
+    def __getitem__(self, i):
+        return self.rows(i), self.y[i]
+
+    def rows(self, index):
+        """Return the samples at ``index`` (int, slice or index array) as float32."""
+        if isinstance(index, torch.Tensor):
+            index = index.numpy()
+        return torch.from_numpy(np.asarray(self.X[index], dtype=np.float32))
+
+
 def _tensors_of(dataset):
     """``(X, y, indices)`` of a dataset made of whole arrays, else None.
 
@@ -70,10 +102,21 @@ def _tensors_of(dataset):
         if X.ndim == 0 or (y is not None and len(y) != len(X)):
             return None
         return X, y, indices
+    if type(dataset) is StreamedArray:
+        return dataset, dataset.y, indices
     if type(dataset) is TensorDataset and len(dataset.tensors) == 2:
         X, y = dataset.tensors
         return X, y, indices
     return None
+
+
+def _rows(X, index):
+    """Rows of a tensor or a :class:`StreamedArray` at a slice or index tensor."""
+    if isinstance(X, StreamedArray):
+        return X.rows(index)
+    if isinstance(index, slice):
+        return X[index]
+    return X.index_select(0, index)
 
 
 class ArrayLoader:
@@ -86,8 +129,9 @@ class ArrayLoader:
     :class:`~torch.utils.data.TensorDataset` of two tensors, or a
     :class:`~torch.utils.data.Subset` of either (skorch's validation split),
     each batch is a slice (or, shuffled, one ``index_select``) of the whole
-    tensors, which share memory with the arrays. Batches stay on the CPU;
-    skorch moves each batch to the net's device.
+    tensors, which share memory with the arrays. An array on disk
+    (``fit_source`` with a :class:`numpy.memmap`) is read a batch at a time.
+    Batches stay on the CPU; skorch moves each batch to the net's device.
 
     Shuffling draws from torch's random number generator exactly as
     ``DataLoader`` with a ``RandomSampler`` does, so that for the same seed
@@ -198,11 +242,11 @@ class ArrayLoader:
         stop = n - n % size if self.drop_last else n
         for start in range(0, stop, size):
             if order is None:
-                Xb = self._X[start : start + size]
+                Xb = _rows(self._X, slice(start, start + size))
                 yb = None if self._y is None else self._y[start : start + size]
             else:
                 idx = order[start : start + size]
-                Xb = self._X.index_select(0, idx)
+                Xb = _rows(self._X, idx)
                 yb = None if self._y is None else self._y.index_select(0, idx)
             if yb is None:
                 # skorch's placeholder target, as DataLoader would collate it.
@@ -210,3 +254,61 @@ class ArrayLoader:
             if self.pin_memory:
                 Xb, yb = Xb.pin_memory(), yb.pin_memory()
             yield Xb, yb
+
+
+# Rows checked for non-finite values at a time when validating an array on disk.
+_CHECK_CHUNK_BYTES = 64 * 2**20
+
+
+def check_on_disk(X):
+    """Validate a :class:`numpy.memmap` of samples without reading it into memory.
+
+    Numeric, at least 2-D, at least one sample, and finite, checked a chunk of
+    rows at a time.
+    """
+    if X.dtype.kind not in "biuf":
+        msg = (
+            f"The source array on disk has dtype {X.dtype}; sktransfer reads "
+            "numeric samples (bool, integer or float), converted to float32."
+        )
+        raise ValueError(msg)
+    if X.ndim < 2 or len(X) == 0:
+        msg = (
+            f"The source array on disk has shape {X.shape}; it must be "
+            "(n_samples, n_features) or (n_samples, ...) with n_samples >= 1."
+        )
+        raise ValueError(msg)
+    if X.dtype.kind == "f":
+        row_bytes = max(1, X[0].nbytes)
+        step = max(1, _CHECK_CHUNK_BYTES // row_bytes)
+        for start in range(0, len(X), step):
+            if not np.isfinite(X[start : start + step]).all():
+                msg = (
+                    "The source array on disk contains NaN or infinity (in rows "
+                    f"{start} to {min(start + step, len(X)) - 1}); the network "
+                    "needs finite inputs."
+                )
+                raise ValueError(msg)
+
+
+def dataset_targets(dataset):
+    """Return every target of a ``(sample, target)`` dataset as an array.
+
+    Uses the dataset's ``targets`` attribute where it has one (torchvision's
+    convention); otherwise reads the dataset once, keeping only the targets.
+    """
+    targets = getattr(dataset, "targets", None)
+    if targets is not None and len(targets) == len(dataset):
+        return np.asarray(targets.cpu() if torch.is_tensor(targets) else targets)
+    parts = []
+    for batch in DataLoader(dataset, batch_size=256):
+        if not isinstance(batch, (list, tuple)) or len(batch) != 2:
+            msg = (
+                f"A {type(dataset).__name__} given as source data must yield "
+                "(sample, target) pairs; it yields "
+                f"{type(batch).__name__} batches."
+            )
+            raise ValueError(msg)
+        target = batch[1]
+        parts.append(np.asarray(target.cpu() if torch.is_tensor(target) else target))
+    return np.concatenate(parts)

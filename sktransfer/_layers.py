@@ -202,6 +202,23 @@ def transfer_weights(
         copied.
     """
     target = module.state_dict()
+    keys = check_weights(target, state, skip)
+    with torch.no_grad():
+        for key in keys:
+            target[key].copy_(state[key])
+    return keys
+
+
+def check_weights(
+    target: Mapping[str, torch.Tensor],
+    state: Mapping[str, torch.Tensor],
+    skip: Sequence[str] = (),
+) -> list[str]:
+    """Check that ``state`` holds every entry of ``target`` outside ``skip``.
+
+    Returns the keys to copy; raises a ValueError naming every missing entry
+    and every shape mismatch (expected and found shape).
+    """
     keys = [key for key in target if not is_under(key, skip)]
     problems = []
     for key in keys:
@@ -220,9 +237,6 @@ def transfer_weights(
             "and the target network; layers listed in head are exempt."
         )
         raise ValueError(msg)
-    with torch.no_grad():
-        for key in keys:
-            target[key].copy_(state[key])
     return keys
 
 

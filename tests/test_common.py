@@ -7,16 +7,15 @@ from sktransfer import TransferClassifier, TransferRegressor
 
 
 def expected_failed_checks(estimator):
-    if isinstance(estimator, TransferRegressor):
-        return {
-            "check_methods_subset_invariance": (
-                "a float32 network's outputs can differ by one float32 rounding step "
-                "(about 1e-7) with the number of samples in a batch, while this check "
-                "demands a relative agreement of 1e-7; test_subset_predictions_agree_"
-                "to_float32_precision asserts the agreement that holds"
-            )
-        }
-    return {}
+    # Not strict: whether it fails depends on the CPU's matrix-multiply kernels.
+    return {
+        "check_methods_subset_invariance": (
+            "a float32 network's outputs can differ by one float32 rounding step "
+            "(about 1e-7) with the number of samples in a batch, while this check "
+            "demands a relative agreement of 1e-7; test_subset_predictions_agree_"
+            "to_float32_precision asserts the agreement that holds"
+        )
+    }
 
 
 @parametrize_with_checks(
@@ -34,4 +33,9 @@ def test_subset_predictions_agree_to_float32_precision():
     reg = TransferRegressor(random_state=0).fit(X, y)
     full = reg.predict(X)
     parts = np.concatenate([reg.predict(X[i : i + 7]) for i in range(0, 60, 7)])
+    np.testing.assert_allclose(parts, full, rtol=1e-5, atol=1e-6)
+
+    clf = TransferClassifier(random_state=0).fit(X, y > 0)
+    full = clf.predict_proba(X)
+    parts = np.concatenate([clf.predict_proba(X[i : i + 7]) for i in range(0, 60, 7)])
     np.testing.assert_allclose(parts, full, rtol=1e-5, atol=1e-6)

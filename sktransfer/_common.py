@@ -1,0 +1,51 @@
+"""Helpers shared by the estimator's source and target phases."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from sklearn.utils import check_random_state
+
+# How every array reaching a network is checked: float32, finite, dense; samples
+# may have any shape (N x C x H x W images too).
+_CHECK_X = {
+    "dtype": np.float32,
+    "allow_nd": True,
+    "accept_sparse": False,
+    "ensure_all_finite": True,
+}
+
+# Offsets added to the seed so that pretraining and fine-tuning draw different
+# random numbers from one ``random_state``.
+_PHASE_SEED = {"source": 0, "target": 1}
+
+
+@contextmanager
+def _unchanged_on_error(estimator):
+    """Restore the estimator's attributes if the block raises."""
+    saved = dict(vars(estimator))
+    try:
+        yield
+    except BaseException:
+        vars(estimator).clear()
+        vars(estimator).update(saved)
+        raise
+
+
+@contextmanager
+def _seeded(random_state, phase):
+    """Seed torch inside the block without touching the caller's global RNG."""
+    if random_state is None:
+        yield
+        return
+    seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+    with torch.random.fork_rng():
+        torch.manual_seed(seed + _PHASE_SEED[phase])
+        yield
+
+
+def _writable(X):
+    """Return ``X`` as an array torch can wrap without a warning."""
+    return X if X.flags.writeable else X.copy()
