@@ -173,7 +173,12 @@ class _BaseTransfer(_SourceTask, BaseEstimator):
                         net.partial_fit(X, y_enc)
                     else:
                         size = _predict_batch_size(net, len(X))
-                        Z = split.transform(X, batch_size=size, device=net.device)
+                        Z = split.transform(
+                            X,
+                            batch_size=size,
+                            device=net.device,
+                            keep_on=cache["device"],
+                        )
                         with split.training_rest(net):
                             net.partial_fit(Z, y_enc)
             for name, value in fitted.items():

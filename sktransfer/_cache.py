@@ -68,10 +68,11 @@ class FrozenStage:
         per_sample = torch.Size(self.sample_shape).numel()
         return n_samples * per_sample * self.dtype.itemsize
 
-    def transform(self, X, *, batch_size, device):
-        """Return the stage's output for ``X`` (computed in batches, on the CPU).
+    def transform(self, X, *, batch_size, device, keep_on="cpu"):
+        """Return the stage's output for ``X``, computed in batches on ``device``.
 
-        The stage runs in evaluation mode without gradients; the modes of its
+        The outputs are kept on ``keep_on`` (see :func:`cache_device`). The
+        stage runs in evaluation mode without gradients; the modes of its
         layers are restored afterwards.
         """
         X = torch.as_tensor(X)
@@ -79,9 +80,11 @@ class FrozenStage:
             self.stage.eval()
             out = None
             for start in range(0, len(X), batch_size):
-                chunk = self.stage(X[start : start + batch_size].to(device)).cpu()
+                chunk = self.stage(X[start : start + batch_size].to(device))
                 if out is None:
-                    out = torch.empty((len(X), *chunk.shape[1:]), dtype=chunk.dtype)
+                    out = torch.empty(
+                        (len(X), *chunk.shape[1:]), dtype=chunk.dtype, device=keep_on
+                    )
                 out[start : start + len(chunk)] = chunk
         return out
 
@@ -94,6 +97,20 @@ class FrozenStage:
             yield
         finally:
             net.module_ = module
+
+
+def cache_device(device, nbytes):
+    """Where to keep a cache of ``nbytes`` for a network on ``device``.
+
+    On a GPU when it takes at most half of the GPU's free memory, so that no
+    epoch copies it from the host; otherwise on the CPU.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        if nbytes <= free // 2:
+            return device
+    return torch.device("cpu")
 
 
 @contextmanager
@@ -312,9 +329,16 @@ def plan(module, X, *, unfrozen_later, callbacks, cache_frozen, limit, device, v
     split : FrozenStage or None
         The split network, or None to fine-tune the whole network.
     report : dict
-        ``cached``, ``stage``, ``nbytes`` and ``reason``, for ``frozen_cache_``.
+        ``cached``, ``stage``, ``nbytes``, ``device`` (where the cache is
+        kept) and ``reason``, for ``frozen_cache_``.
     """
-    report = {"cached": False, "stage": None, "nbytes": 0, "reason": None}
+    report = {
+        "cached": False,
+        "stage": None,
+        "nbytes": 0,
+        "device": None,
+        "reason": None,
+    }
     if cache_frozen is False:
         report["reason"] = "cache_frozen=False"
         return None, report
@@ -364,11 +388,12 @@ def plan(module, X, *, unfrozen_later, callbacks, cache_frozen, limit, device, v
         if verbose and why != "no parameter is frozen":
             print(f"[sktransfer] Not caching the frozen layers: {why}.")
         return None, report
-    report.update(cached=True, stage=split.cut)
+    keep_on = cache_device(device, nbytes)
+    report.update(cached=True, stage=split.cut, device=str(keep_on))
     if verbose:
         print(
             f"[sktransfer] Frozen layers computed once, up to {split.cut!r}: "
-            f"{split.sample_shape} per sample, {nbytes / 2**20:.1f} MiB"
+            f"{split.sample_shape} per sample, {nbytes / 2**20:.1f} MiB on {keep_on}"
         )
     return split, report
 

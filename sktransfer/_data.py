@@ -116,7 +116,7 @@ def _rows(X, index):
         return X.rows(index)
     if isinstance(index, slice):
         return X[index]
-    return X.index_select(0, index)
+    return X.index_select(0, index.to(X.device))
 
 
 class ArrayLoader:
@@ -247,12 +247,13 @@ class ArrayLoader:
             else:
                 idx = order[start : start + size]
                 Xb = _rows(self._X, idx)
-                yb = None if self._y is None else self._y.index_select(0, idx)
+                yb = None if self._y is None else _rows(self._y, idx)
             if yb is None:
                 # skorch's placeholder target, as DataLoader would collate it.
                 yb = torch.zeros(len(Xb), 1)
             if self.pin_memory:
-                Xb, yb = Xb.pin_memory(), yb.pin_memory()
+                # A cache kept on the GPU is already where it is needed.
+                Xb, yb = (t if t.is_cuda else t.pin_memory() for t in (Xb, yb))
             yield Xb, yb
 
 

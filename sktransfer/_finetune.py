@@ -174,8 +174,9 @@ class Unfreeze(Callback):
         Epochs (from 1, counted in the net's history) and the names of the
         parameters that become trainable when that epoch begins.
     module : torch.nn.Module
-        The network the names refer to. BatchNorm layers held in evaluation
-        mode while frozen train again once a parameter of theirs unfreezes.
+        The network the names refer to (not pickled: after unpickling, the
+        net's ``module_``). BatchNorm layers held in evaluation mode while
+        frozen train again once a parameter of theirs unfreezes.
     """
 
     def __init__(self, schedule, module):
@@ -187,7 +188,16 @@ class Unfreeze(Callback):
         names = [name for at, step in self.schedule if at == epoch for name in step]
         if not names:
             return
-        params = dict(self.module.named_parameters())
+        module = net.module_ if self.module is None else self.module
+        params = dict(module.named_parameters())
         for name in names:
             params[name].requires_grad_(True)
-        _layers.release_norm_layers(self.module)
+        _layers.release_norm_layers(module)
+
+    def __getstate__(self):
+        # The module is the net's own ``module_``, which skorch pickles (moving
+        # GPU weights to the CPU where CUDA is missing); a copy pickled here
+        # would be a second, detached network, and one that needs CUDA to load.
+        state = dict(self.__dict__)
+        state["module"] = None
+        return state

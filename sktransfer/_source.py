@@ -285,7 +285,7 @@ class _SourceTask:
         )
         if record.sample_shape is None and "module__n_features_in" in sizes:
             return
-        net.set_params(verbose=0, **sizes)
+        net.set_params(verbose=0, device="cpu", **sizes)
         with torch.random.fork_rng():
             module = net.initialize().module_
         head = _layers.resolve_head(module, self.head)

@@ -109,6 +109,7 @@ def test_cached_and_uncached_fine_tuning_agree(pretrained_cnn, digit_images, spl
     assert cached.frozen_cache_["cached"]
     assert cached.frozen_cache_["stage"] == "features_4"
     assert cached.frozen_cache_["nbytes"] == len(digit_images.X_target) * 64 * 4
+    assert cached.frozen_cache_["device"] == "cpu"
     assert not uncached.frozen_cache_["cached"]
     _assert_same_weights(cached, uncached)
     np.testing.assert_allclose(

@@ -262,6 +262,21 @@ def test_unfreezing_an_uncached_schedule_matches_plain_fine_tuning_after(
         torch.testing.assert_close(value, _state(unfrozen)[key])
 
 
+def test_a_pickled_schedule_acts_on_the_unpickled_network(pretrained_cnn, digit_images):
+    clf = clone(pretrained_cnn).set_params(
+        unfreeze=((3, "features.1.*"),), net__max_epochs=2
+    )
+    clf.fit(digit_images.X_target, digit_images.y_target)
+    loaded = pickle.loads(pickle.dumps(clf))
+    module = loaded.net_.module_
+    assert not module.features[1].weight.requires_grad
+    # Training on: epoch 3 unfreezes the layer of the network that predicts.
+    loaded.net_.partial_fit(
+        digit_images.X_target, digit_images.y_target.astype(int) - 5
+    )
+    assert module.features[1].weight.requires_grad
+
+
 @pytest.mark.parametrize(
     ("unfreeze", "match"),
     [
