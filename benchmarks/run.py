@@ -8,7 +8,9 @@ Run from the repository root::
 
 It prints a line with the versions, torch's thread count and the repetitions,
 then one markdown table: for each benchmark the sktransfer figure, the
-baseline's, their ratio, the goal and whether the goal is met.
+baseline's, their ratio, the goal and whether the goal is met. The Dask section
+(``benchmarks/dask_workers.py``, skipped without Dask) adds its own detailed
+table after it.
 
 The machine these run on is shared and noisy. Within each repetition the
 contestants run one after the other, in an order rotated from one repetition
@@ -24,8 +26,11 @@ of samples with small seeded noise.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import gc
+import importlib.util
+import io
 import multiprocessing
 import operator
 import platform
@@ -976,12 +981,73 @@ def bench_predict(sizes):
 
 # ------------------------------------------------------------------- report
 
+# ------------------------------------------- 6. grid search on a Dask cluster
+
+
+def bench_dask(sizes):
+    """Run ``dask_workers.py`` (1 vs 2 workers, weights shipped once or not).
+
+    It prints its own, more detailed table first; two of its figures join the
+    main table. Without Dask installed the section is left out with a note.
+
+    Returns
+    -------
+    rows : list of dict
+        Two rows: wall time 1 worker / 2 workers, and the bytes sent per task
+        batch with the weights in every task / shipped once.
+    """
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        _progress('dask: skipped, Dask is not installed (pip install ".[dask]")')
+        return []
+    path = Path(__file__).with_name("dask_workers.py")
+    spec = importlib.util.spec_from_file_location("dask_workers", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["dask_workers"] = module  # its dataclasses look themselves up
+    try:
+        spec.loader.exec_module(module)
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            results = module.main(["--quick"] if sizes is QUICK else [])
+    finally:
+        del sys.modules["dask_workers"]
+    details = "benchmarks/dask_workers.py:\n" + out.getvalue()
+    by = {(row["cluster"], row["shipped_once"]): row for row in results}
+    one_worker, two_workers = (config.label for config in module.CONFIGS[1:])
+    one, two = by[one_worker, True], by[two_workers, True]
+    every = by[two_workers, False]
+    return [
+        _row(
+            "dask",
+            "grid search on Dask: wall time 1 worker / 2 workers",
+            two["seconds"],
+            one["seconds"],
+            one["seconds"] / two["seconds"],
+            None,
+            "s",
+            details=details,
+        ),
+        _row(
+            "dask",
+            "Dask, client to scheduler per task batch: weights in every task / "
+            "shipped once",
+            two["per_batch"] / 1e3,
+            every["per_batch"] / 1e3,
+            every["per_batch"] / two["per_batch"],
+            "> 1",
+            "kB",
+        ),
+    ]
+
+
 SECTIONS = {
     "finetune": bench_finetune,
     "frozen": bench_frozen,
     "gridsearch": bench_gridsearch,
     "memory": bench_memory,
     "predict": bench_predict,
+    "dask": bench_dask,
 }
 
 
@@ -992,6 +1058,7 @@ def _repetitions(sizes):
         "gridsearch": sizes.grid_reps,
         "memory": sizes.memory_reps,
         "predict": sizes.predict_reps,
+        "dask": "see its table",
     }
 
 
@@ -1004,6 +1071,8 @@ def _format(value, unit):
         return f"{value:,.0f} rows/s"
     if unit == "calls":
         return f"{value:.0f} calls"
+    if unit == "kB":
+        return f"{value:,.1f} kB"
     return f"{value:.3f}"
 
 
@@ -1085,6 +1154,10 @@ def main(argv=None):
     print(format_table(rows))
     print()
     print(f"total wall time: {time.perf_counter() - start:.0f} s")
+    for row in rows:
+        if "details" in row:
+            print()
+            print(row["details"].rstrip())
     return rows
 
 

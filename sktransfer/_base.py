@@ -201,6 +201,7 @@ class _BaseTransfer(_SourceTask, BaseEstimator):
         pretrained = getattr(self, "_pretrained", None)
         if pretrained is not None:
             new._pretrained = pretrained
+            pretrained.ship_to_cluster()  # once, under joblib's Dask backend
         if getattr(self, "_reinitialise", False):
             new._reinitialise = True
         return new

@@ -21,6 +21,7 @@ ROWS_PER_SECTION = {
     "gridsearch": 3,
     "memory": 2,
     "predict": 2,
+    "dask": 2,
 }
 
 
@@ -107,8 +108,12 @@ def test_prints_versions_then_one_markdown_table(quick_run):
         assert f"{name} " in first
     assert "get_num_threads()=" in first
     assert "repetitions" in first
-    table = [line for line in lines if line.startswith("|")]
-    assert len(table) == len(rows) + 2  # header and rule
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    table = lines[start : start + len(rows) + 2]  # header and rule
+    assert all(line.startswith("|") for line in table)
+    assert not lines[start + len(rows) + 2].startswith("|")
+    # The Dask section's own table comes after the total time.
+    assert "benchmarks/dask_workers.py:" in out.split("total wall time")[1]
     assert table[0].split("|")[1:-1] == [
         f" {name.ljust(len(cell) - 2)} "
         for name, cell in zip(

@@ -4,6 +4,8 @@ import gzip
 import hashlib
 import importlib.util
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -87,3 +89,20 @@ def test_compare_methods_runs_and_saves_its_plot(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "Verdict:" in printed
     assert "gradual unfreezing" in printed
+
+
+def test_pretrained_backbone_tunes_on_a_local_dask_cluster():
+    pytest.importorskip("distributed")
+    # As a user runs it: a script, so that the workers unpickle its SmallCNN.
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "pretrained_backbone.py")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "4 candidates x 3 folds on Dask" in out
+    assert "best_estimator_ holds the hand-trained backbone's weights: True" in out
+    test = float(re.search(r"refitted on all 100 labels: (\d\.\d{3})", out)[1])
+    assert test > 0.6  # far above chance (0.2)
