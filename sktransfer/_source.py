@@ -289,6 +289,13 @@ class _SourceTask:
         with torch.random.fork_rng():
             module = net.initialize().module_
         head = _layers.resolve_head(module, self.head)
+        if not head and record.n_outputs is None:
+            # head=None keeps the output layer, whose size is the target's and
+            # unknown to a bare state dict: fit checks that layer.
+            try:
+                head = _layers.resolve_head(module, "auto")
+            except ValueError:
+                head = []
         _layers.check_weights(module.state_dict(), record.state_dict, skip=head)
 
     def _get_pretrained(self):

@@ -160,6 +160,23 @@ def test_a_different_head_is_accepted(conv_pretrained, digit_images):
     assert clf.predict_proba(digit_images.X_test).shape == (len(digit_images.X_test), 5)
 
 
+def test_head_none_takes_every_weight_including_the_output_layer(
+    conv_pretrained, digit_images
+):
+    state = dict(conv_pretrained.source_weights_)  # 5 source classes
+    clf = TransferClassifier(tiny_classifier_net(ConvNet), head=None, random_state=0)
+    clf.load_source(state).fit(digit_images.X_target, digit_images.y_target)
+    fitted = clf.net_.module_.state_dict()
+    assert fitted["head.2.weight"].shape == state["head.2.weight"].shape
+    three = {
+        **state,
+        "head.2.weight": torch.zeros(3, 16),
+        "head.2.bias": torch.zeros(3),
+    }
+    with pytest.raises(ValueError, match="'head.2.weight' has shape \\(5, 16\\)"):
+        clone(clf).load_source(three).fit(digit_images.X_target, digit_images.y_target)
+
+
 def test_a_module_trained_by_hand_is_a_source(conv_pretrained, digit_images):
     module = ConvNet(n_outputs=7)
     module.load_state_dict(
