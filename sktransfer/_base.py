@@ -80,6 +80,7 @@ class _BaseTransfer(_SourceTask, BaseEstimator):
         "l2sp_head": [Interval(Real, 0, None, closed="left")],
         "shared_lr_scale": [Interval(Real, 0, None, closed="neither")],
         "unfreeze": [list, tuple, None],
+        "autocast": [StrOptions({"bfloat16"}), None],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -97,6 +98,7 @@ class _BaseTransfer(_SourceTask, BaseEstimator):
         l2sp_head: float = 0.0,
         shared_lr_scale: float = 1.0,
         unfreeze: Sequence[tuple[int, str | Sequence[str]]] | None = None,
+        autocast: str | None = None,
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
     ) -> None:
@@ -110,6 +112,7 @@ class _BaseTransfer(_SourceTask, BaseEstimator):
         self.l2sp_head = l2sp_head
         self.shared_lr_scale = shared_lr_scale
         self.unfreeze = unfreeze
+        self.autocast = autocast
         self.random_state = random_state
         self.verbose = verbose
 
@@ -166,8 +169,11 @@ class _BaseTransfer(_SourceTask, BaseEstimator):
                 net, (shared, specific) = self._build_net(X, n_outputs, phase="target")
                 self._announce("Fine-tuning on the target task", X, n_outputs)
                 split, cache = self._frozen_stage(net, X)
-                with _finetune.l2sp_penalty(
-                    net, shared, specific, self.l2sp, self.l2sp_head
+                with (
+                    _finetune.l2sp_penalty(
+                        net, shared, specific, self.l2sp, self.l2sp_head
+                    ),
+                    _finetune.autocast(self.autocast, net.device),
                 ):
                     if split is None:
                         net.partial_fit(X, y_enc)

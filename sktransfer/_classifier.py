@@ -98,6 +98,12 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         1), the parameters matching the glob patterns become trainable, e.g.
         ``((3, "features.2.*"), (6, "features.*"))``. BatchNorm layers held by
         ``freeze_bn_stats`` train again once their parameters unfreeze.
+    autocast : {"bfloat16"} or None, default=None
+        Mixed precision for fine-tuning: ``"bfloat16"`` runs the forward and
+        backward passes under :func:`torch.autocast` (matrix products and
+        convolutions in bfloat16; weights, gradients and optimizer in float32),
+        on the CPU or a GPU that supports bfloat16. Pretraining and
+        prediction stay in float32. ``None`` trains in float32.
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation, shuffling and dropout (torch's global RNG
         is restored afterwards). ``None`` uses torch's global RNG.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 from skorch.callbacks import Callback
@@ -201,3 +201,27 @@ class Unfreeze(Callback):
         state = dict(self.__dict__)
         state["module"] = None
         return state
+
+
+def autocast(dtype, device):
+    """Return the context that fine-tuning runs in: bfloat16 autocast, or nothing.
+
+    Under autocast, matrix products and convolutions run in bfloat16 while the
+    weights, their gradients and the optimizer stay in float32; losses and
+    reductions run in float32. bfloat16 has float32's range, so it needs no
+    loss scaling.
+    """
+    if dtype is None:
+        return nullcontext()
+    device_type = torch.device(device).type
+    if device_type == "cuda" and not torch.cuda.is_bf16_supported():
+        msg = (
+            f"autocast={dtype!r}, but this GPU does not support bfloat16; set "
+            "autocast=None."
+        )
+        raise ValueError(msg)
+    # No cache of cast weights: it lives as long as the context, here the whole
+    # training loop, and would keep feeding the first batch's weights forward.
+    return torch.autocast(
+        device_type=device_type, dtype=torch.bfloat16, cache_enabled=False
+    )

@@ -78,6 +78,8 @@ class TransferRegressor(RegressorMixin, _BaseTransfer):
     unfreeze : sequence of (int, str or sequence of str) pairs, default=None
         Gradual unfreezing: ``((epoch, patterns), ...)``; see
         :class:`TransferClassifier`.
+    autocast : {"bfloat16"} or None, default=None
+        Mixed precision for fine-tuning; see :class:`TransferClassifier`.
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation, shuffling and dropout (torch's global RNG
         is restored afterwards). ``None`` uses torch's global RNG.

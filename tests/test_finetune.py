@@ -350,3 +350,46 @@ def test_new_parameters_grid_search_and_survive_clone_and_pickle(
         restored.predict(digit_images.X_test), best.predict(digit_images.X_test)
     )
     assert "get_loss" not in vars(best.net_)
+
+
+class DtypeRecorder(Callback):
+    """Records the dtype of the first layer's output in the first training batch."""
+
+    def on_train_begin(self, net, **kwargs):
+        self.dtypes = []
+        layer = next(m for m in net.module_.modules() if isinstance(m, nn.Linear))
+        self.hook = layer.register_forward_hook(
+            lambda module, args, out: self.dtypes.append(out.dtype)
+        )
+
+    def on_train_end(self, net, **kwargs):
+        self.hook.remove()
+
+
+def test_bfloat16_autocast_trains_in_bfloat16_and_keeps_float32_weights(digits):
+    X, y = digits.X_target, digits.y_target
+    fits = {}
+    for autocast in (None, "bfloat16"):
+        clf = TransferClassifier(
+            tiny_classifier_net(max_epochs=20, callbacks=[("dtypes", DtypeRecorder())]),
+            autocast=autocast,
+            random_state=0,
+        ).fit(X, y)
+        fits[autocast] = clf
+        recorder = dict(clf.net_.callbacks_)["dtypes"]
+        expected = torch.float32 if autocast is None else torch.bfloat16
+        assert recorder.dtypes[0] == expected
+        assert all(p.dtype == torch.float32 for p in clf.net_.module_.parameters())
+        losses = clf.net_.history[:, "train_loss"]
+        assert losses[-1] < losses[0] / 2
+    # Prediction runs in float32 and agrees closely with the float32 fit.
+    low, full = fits["bfloat16"], fits[None]
+    assert low.predict_proba(digits.X_test).dtype == np.float64
+    agreement = np.mean(low.predict(digits.X_test) == full.predict(digits.X_test))
+    assert agreement > 0.8
+
+
+def test_an_unknown_autocast_is_refused(digits):
+    clf = TransferClassifier(tiny_classifier_net(), autocast="float16")
+    with pytest.raises(ValueError, match="'autocast' parameter .* must be"):
+        clf.fit(digits.X_target, digits.y_target)

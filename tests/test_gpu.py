@@ -69,6 +69,15 @@ def test_l2sp_and_discriminative_rates_on_the_gpu(gpu_pretrained, digit_images):
     assert _on_gpu(clf.net_.module_)
 
 
+def test_bfloat16_autocast_on_the_gpu(gpu_pretrained, digit_images):
+    if not torch.cuda.is_bf16_supported():
+        pytest.skip("this GPU has no bfloat16")
+    clf = clone(gpu_pretrained).set_params(frozen=(), autocast="bfloat16")
+    clf.fit(digit_images.X_target, digit_images.y_target)
+    assert all(p.dtype == torch.float32 for p in clf.net_.module_.parameters())
+    assert clf.score(digit_images.X_test, digit_images.y_test) > 0.5
+
+
 def test_weight_files_move_between_devices(gpu_pretrained, digit_images, tmp_path):
     gpu_pretrained.save_source(tmp_path / "source.pt")
     cpu = TransferClassifier(tiny_classifier_net(ConvNet), random_state=0)
