@@ -1,4 +1,4 @@
-"""Tiny networks for the tests, importable by name (joblib workers unpickle them)."""
+"""Tiny networks and helpers for the tests (joblib workers unpickle them by name)."""
 
 import torch
 from skorch import NeuralNetClassifier, NeuralNetRegressor
@@ -68,3 +68,8 @@ def tiny_regressor_net(**kwargs):
     }
     params.update(kwargs)
     return NeuralNetRegressor(MLP, **params)
+
+
+def equal_weights(a, b):
+    """Whether two state dicts hold the same names, in order, and equal tensors."""
+    return list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)

@@ -7,16 +7,12 @@ import joblib
 import numpy as np
 import pytest
 import torch
-from nets import ConvNet, tiny_classifier_net, tiny_regressor_net
+from nets import ConvNet, equal_weights, tiny_classifier_net, tiny_regressor_net
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
 import sktransfer
 from sktransfer import TransferClassifier, TransferRegressor
-
-
-def _equal_weights(a, b):
-    return list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +35,7 @@ def test_round_trip_is_bit_identical_and_fine_tunes_the_same(
     loaded = TransferClassifier(tiny_classifier_net(), random_state=0)
     assert loaded.load_source(path) is loaded
 
-    assert _equal_weights(loaded.source_weights_, pretrained.source_weights_)
+    assert equal_weights(loaded.source_weights_, pretrained.source_weights_)
     np.testing.assert_array_equal(loaded.source_classes_, pretrained.source_classes_)
     assert loaded.source_classes_.dtype == pretrained.source_classes_.dtype
     assert loaded.source_history_ == pretrained.source_history_
@@ -60,7 +56,7 @@ def test_file_objects_and_string_classes_round_trip(digits):
     buffer.seek(0)
     loaded = TransferClassifier(tiny_classifier_net()).load_source(buffer)
     np.testing.assert_array_equal(loaded.source_classes_, clf.source_classes_)
-    assert _equal_weights(loaded.source_weights_, clf.source_weights_)
+    assert equal_weights(loaded.source_weights_, clf.source_weights_)
 
 
 def test_regressor_round_trip(digits, tmp_path):
@@ -68,7 +64,7 @@ def test_regressor_round_trip(digits, tmp_path):
     reg.fit_source(digits.X_source, digits.y_source.astype(float))
     reg.save_source(tmp_path / "reg.pt")
     loaded = TransferRegressor(tiny_regressor_net()).load_source(tmp_path / "reg.pt")
-    assert _equal_weights(loaded.source_weights_, reg.source_weights_)
+    assert equal_weights(loaded.source_weights_, reg.source_weights_)
 
 
 class _Payload:
@@ -205,14 +201,14 @@ def test_estimators_and_skorch_nets_are_sources(pretrained, digits):
 
     fitted = clone(pretrained).fit(digits.X_target, digits.y_target)
     sequential = TransferClassifier(tiny_classifier_net()).load_source(fitted)
-    assert _equal_weights(
+    assert equal_weights(
         sequential.source_weights_,
         fitted.net_.module_.state_dict(),
     )
     np.testing.assert_array_equal(sequential.source_classes_, [5, 6, 7, 8, 9])
 
     from_net = TransferClassifier(tiny_classifier_net()).load_source(fitted.net_)
-    assert _equal_weights(from_net.source_weights_, sequential.source_weights_)
+    assert equal_weights(from_net.source_weights_, sequential.source_weights_)
 
     with pytest.raises(ValueError, match="neither pretrained nor fitted"):
         TransferClassifier().load_source(TransferClassifier())
@@ -230,7 +226,7 @@ def test_loaded_weights_survive_clone_pickle_and_joblib(pretrained, tmp_path):
         pickle.loads(pickle.dumps(clf)),
         joblib.load(tmp_path / "clf.joblib"),
     ):
-        assert _equal_weights(copy.source_weights_, pretrained.source_weights_)
+        assert equal_weights(copy.source_weights_, pretrained.source_weights_)
 
 
 def test_load_source_replaces_a_scratch_clone(pretrained):
@@ -259,7 +255,7 @@ def test_a_module_instance_as_net_can_be_saved(tmp_path):
     clf.save_source(tmp_path / "module.pt")
     loaded = TransferClassifier(tiny_classifier_net(ConvNet))
     loaded.load_source(tmp_path / "module.pt")
-    assert _equal_weights(loaded.source_weights_, module.state_dict())
+    assert equal_weights(loaded.source_weights_, module.state_dict())
 
 
 def test_a_failed_save_leaves_an_existing_file_intact(

@@ -8,14 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from nets import tiny_classifier_net, tiny_regressor_net
+from nets import equal_weights, tiny_classifier_net, tiny_regressor_net
 from torch.utils.data import Dataset, TensorDataset
 
 from sktransfer import TransferClassifier, TransferRegressor
-
-
-def _equal_weights(a, b):
-    return list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def _memmap(path, X, dtype):
@@ -45,7 +41,7 @@ def test_memmap_pretraining_equals_in_memory_pretraining(
         reference.fit_source(np.asarray(X, np.float32), digits.y_source)
     else:
         reference = in_memory
-    assert _equal_weights(clf.source_weights_, reference.source_weights_)
+    assert equal_weights(clf.source_weights_, reference.source_weights_)
     assert clf._pretrained.sample_shape == (64,)
     # Fine-tuning takes in-memory arrays as before.
     clf.fit(digits.X_target, digits.y_target)
@@ -96,7 +92,7 @@ class _Digits(Dataset):
 def test_dataset_pretraining_equals_in_memory_pretraining(digits, in_memory, targets):
     data = _Digits(digits.X_source, digits.y_source, targets=targets)
     clf = TransferClassifier(tiny_classifier_net(), random_state=0).fit_source(data)
-    assert _equal_weights(clf.source_weights_, in_memory.source_weights_)
+    assert equal_weights(clf.source_weights_, in_memory.source_weights_)
     np.testing.assert_array_equal(clf.source_classes_, [0, 1, 2, 3, 4])
 
 
