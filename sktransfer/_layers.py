@@ -235,9 +235,27 @@ def check_weights(
             + "; ".join(problems)
             + ". Shared layers must have the same names and shapes in the source "
             "and the target network; layers listed in head are exempt."
+            + _prefix_hint(keys, state)
         )
         raise ValueError(msg)
     return keys
+
+
+def _prefix_hint(keys, state):
+    """Say how to strip a prefix the source names carry (``module.``, ``model.``)."""
+    missing = [key for key in keys if key not in state]
+    if not missing:
+        return ""
+    for name in state:
+        if name.endswith("." + missing[0]):
+            prefix = name[: -len(missing[0])]
+            if all(prefix + key in state for key in missing):
+                return (
+                    f" The source names carry the prefix {prefix!r} (as "
+                    "DataParallel or a training framework adds); strip it: "
+                    f"{{k.removeprefix({prefix!r}): v for k, v in state.items()}}."
+                )
+    return ""
 
 
 def reset_all(module: nn.Module) -> None:

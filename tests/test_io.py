@@ -147,6 +147,15 @@ def test_mismatched_shapes_name_each_parameter(conv_pretrained):
     assert not hasattr(clf, "_pretrained")
 
 
+def test_prefixed_names_get_a_hint(conv_pretrained):
+    prefixed = {f"module.{k}": v for k, v in conv_pretrained.source_weights_.items()}
+    clf = TransferClassifier(tiny_classifier_net(ConvNet))
+    with pytest.raises(ValueError, match="carry the prefix 'module.'.*removeprefix"):
+        clf.load_source(prefixed)
+    stripped = {k.removeprefix("module."): v for k, v in prefixed.items()}
+    assert equal_weights(clf.load_source(stripped).source_weights_, stripped)
+
+
 def test_a_different_head_is_accepted(conv_pretrained, digit_images):
     state = dict(conv_pretrained.source_weights_)
     state["head.2.weight"] = torch.zeros(3, 16)
