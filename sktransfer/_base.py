@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-import warnings
 from collections.abc import Sequence
 from numbers import Real
 from typing import TYPE_CHECKING, Any
@@ -26,7 +25,7 @@ from skorch.utils import to_tensor
 from torch import nn
 from torch.utils.data import DataLoader
 
-from . import _cache, _finetune, _layers
+from . import _cache, _finetune, _frozen, _layers
 from ._common import _CHECK_X, _seeded, _unchanged_on_error, _writable
 from ._compat import Interval, StrOptions, _fit_context
 from ._data import ArrayLoader
@@ -165,7 +164,7 @@ class _BaseTransfer(_SourceTask, BaseEstimator):
                     "source and target must share the input shape."
                 )
                 raise ValueError(msg)
-            with _seeded(self.random_state, "target"):
+            with _seeded(self.random_state, "target"), _frozen.fit_scope():
                 net, (shared, specific) = self._build_net(X, n_outputs, phase="target")
                 self._announce("Fine-tuning on the target task", X, n_outputs)
                 split, cache = self._frozen_stage(net, X)
@@ -404,35 +403,16 @@ class _BaseTransfer(_SourceTask, BaseEstimator):
         return net, (shared, specific)
 
     def _freeze(self, net, frozen, head):
-        """Freeze the ``frozen`` parameters of ``net.module_`` in place."""
-        module = net.module_
-        if not frozen:
-            return
-        frozen_set = set(frozen)
-        trainable = [
-            name
-            for name, param in module.named_parameters()
-            if param.requires_grad and name not in frozen_set
-        ]
-        if not trainable:
-            msg = (
-                f"frozen={self.frozen!r} leaves no trainable parameter in "
-                f"{type(module).__name__} (it matches every parameter that does not "
-                "already have requires_grad=False), so fine-tuning would train "
-                "nothing. Leave at least the head out of frozen."
-            )
-            raise ValueError(msg)
-        in_head = [name for name in frozen if _layers.is_under(name, head)]
-        if in_head:
-            msg = (
-                f"frozen={self.frozen!r} freezes parameters of the head "
-                f"({', '.join(in_head)}), which fit initialises afresh: they keep "
-                "random values. Leave the head out of frozen to train it."
-            )
-            warnings.warn(msg, UserWarning, stacklevel=5)  # to the fit call
-        _layers.freeze(module, frozen)
-        if self.freeze_bn_stats:
-            _layers.hold_frozen_norm_layers(module, frozen)
+        """Freeze ``net.module_`` for this fit only (see ``_frozen``)."""
+        _frozen.freeze_for_fit(
+            net,
+            frozen,
+            head,
+            self.frozen,
+            hold_norm=self.freeze_bn_stats,
+            callbacks=(_UNFREEZE_CALLBACK,),
+            stacklevel=5,  # _freeze, _build_net, fit, _fit_context: the caller
+        )
 
     def _frozen_stage(self, net, X):
         """Split off the frozen leading stage of ``net.module_`` if it is cached.
@@ -447,7 +427,8 @@ class _BaseTransfer(_SourceTask, BaseEstimator):
             net.module_,
             X,
             unfrozen_later=later,
-            callbacks=net.callbacks_,
+            net=net,
+            net_class=self._net_class,
             cache_frozen=self.cache_frozen,
             limit=max(_CACHE_LIMIT, X.nbytes),
             device=net.device,

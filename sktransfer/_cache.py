@@ -18,6 +18,9 @@ one does not:
   the input or any value before the cut;
 - no layer of the stage behaves differently while training: no active dropout,
   no BatchNorm normalising with batch statistics (``freeze_bn_stats=False``);
+- nothing between the array and the module looks at the samples: skorch's
+  own dataset, iterators and methods, no ``collate_fn`` or sampler, no
+  validation set of its own (:mod:`sktransfer._trust`);
 - a probe confirms it: on a few samples, the stage gives the same output in
   training mode (twice, with different random seeds) as in evaluation mode, and
   the split network gives the same output as the whole one.
@@ -29,12 +32,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-from skorch import callbacks as skorch_callbacks
 from skorch.utils import to_tensor
 from torch import fx, nn
 from torch.nn.modules.batchnorm import _NormBase
 from torch.nn.modules.dropout import _DropoutNd
 
+from . import _trust
 from ._layers import is_held
 
 
@@ -295,7 +298,9 @@ def find_frozen_stage(module: nn.Module, probe: torch.Tensor):
     return split, None
 
 
-def plan(module, X, *, unfrozen_later, callbacks, cache_frozen, limit, device, verbose):
+def plan(
+    module, X, *, unfrozen_later, net, net_class, cache_frozen, limit, device, verbose
+):
     """Decide whether ``fit`` computes the frozen stage of ``module`` once.
 
     Parameters
@@ -307,12 +312,17 @@ def plan(module, X, *, unfrozen_later, callbacks, cache_frozen, limit, device, v
     unfrozen_later : dict of str to int
         Frozen parameters that an unfreezing schedule trains from an epoch on;
         a stage holding one of them is not cached.
-    callbacks : list of (str, Callback)
-        The net's initialised callbacks. While the cache is used, ``module_``
+    net : skorch.NeuralNet
+        The initialised net. Its data path must not look at the samples
+        (:func:`sktransfer._trust.data_path_problem`): otherwise neither
+        ``"auto"`` nor ``True`` caches. While the cache is used, ``module_``
         is the trainable rest only, so ``"auto"`` does not cache when a
-        callback other than skorch's bookkeeping ones may read or write the
-        module's parameters (e.g. ``Checkpoint``, ``EarlyStopping`` with
-        ``load_best=True``); ``True`` caches anyway.
+        callback other than skorch's bookkeeping ones or one marked
+        ``_sktransfer_cache_safe`` may read or write the module's parameters
+        (e.g. ``Checkpoint``, ``EarlyStopping`` with ``load_best=True``);
+        ``True`` caches anyway.
+    net_class : type
+        The skorch class the estimator builds, whose methods are trusted.
     cache_frozen : "auto" or bool
         The estimator's parameter: ``"auto"`` caches when it is safe and the
         cache takes at most ``limit`` bytes, ``True`` whenever it is safe
@@ -344,6 +354,8 @@ def plan(module, X, *, unfrozen_later, callbacks, cache_frozen, limit, device, v
         return None, report
     if all(param.requires_grad for param in module.parameters()):
         split, why = None, "no parameter is frozen"
+    elif (problem := _trust.data_path_problem(net, net_class)) is not None:
+        split, why = None, problem
     else:
         split, why = find_frozen_stage(module, to_tensor(X[:8], device=device))
     if split is not None:
@@ -357,7 +369,7 @@ def plan(module, X, *, unfrozen_later, callbacks, cache_frozen, limit, device, v
                 ),
             )
     if split is not None and cache_frozen == "auto":
-        name = _callback_on_module(callbacks)
+        name = _trust.callback_on_module(net.callbacks_)
         if name is not None:
             split, why = (
                 None,
@@ -396,35 +408,6 @@ def plan(module, X, *, unfrozen_later, callbacks, cache_frozen, limit, device, v
             f"{split.sample_shape} per sample, {nbytes / 2**20:.1f} MiB on {keep_on}"
         )
     return split, report
-
-
-# skorch callbacks that only keep books, score through predict, or act on the
-# optimizer or gradients: safe while ``module_`` is the trainable rest.
-_SAFE_CALLBACKS = (
-    skorch_callbacks.BatchScoring,
-    skorch_callbacks.EpochScoring,
-    skorch_callbacks.EpochTimer,
-    skorch_callbacks.GradientNormClipping,
-    skorch_callbacks.LRScheduler,
-    skorch_callbacks.PassthroughScoring,
-    skorch_callbacks.PrintLog,
-    skorch_callbacks.ProgressBar,
-    skorch_callbacks.WarmRestartLR,
-)
-
-
-def _callback_on_module(net_callbacks):
-    """Return the name of a callback that may touch the module's parameters."""
-    for name, callback in net_callbacks:
-        if type(callback).__module__.startswith("sktransfer."):
-            continue  # ours hold the whole module
-        if isinstance(callback, skorch_callbacks.EarlyStopping):
-            if callback.load_best:
-                return name
-            continue
-        if not isinstance(callback, _SAFE_CALLBACKS):
-            return name
-    return None
 
 
 def _probe(module, stage, rest, X):

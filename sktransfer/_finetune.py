@@ -177,7 +177,14 @@ class Unfreeze(Callback):
         The network the names refer to (not pickled: after unpickling, the
         net's ``module_``). BatchNorm layers held in evaluation mode while
         frozen train again once a parameter of theirs unfreezes.
+
+    ``fit`` adds it to the net's callbacks for its own training and removes it
+    when it ends, with the ``requires_grad`` flags it set. It is safe with the
+    frozen-stage cache (``_sktransfer_cache_safe``): it holds the whole
+    module, and a stage that it unfreezes is not cached.
     """
+
+    _sktransfer_cache_safe = True
 
     def __init__(self, schedule, module):
         self.schedule = schedule

@@ -343,21 +343,28 @@ def is_held(layer: nn.Module) -> bool:
 
 
 def hold_frozen_norm_layers(module: nn.Module, frozen: Iterable[str]) -> list[str]:
-    """Keep the running statistics of fully frozen BatchNorm layers fixed.
+    """Keep the running statistics of fully frozen normalisation layers fixed.
 
     skorch puts the whole network in training mode before every batch, where a
     BatchNorm layer normalises with batch statistics and updates its running
     mean and variance even when its affine parameters are frozen. For every
-    BatchNorm-like layer (``torch.nn.modules.batchnorm._NormBase`` with running
-    statistics) whose parameters are all in ``frozen``, this registers a forward
-    pre-hook that switches the layer to evaluation mode, as Keras does for
-    frozen layers. A layer without parameters (``affine=False``) counts as
-    frozen when every parameter of its enclosing block is frozen.
+    normalisation layer with running statistics
+    (``torch.nn.modules.batchnorm._NormBase`` with ``track_running_stats``:
+    BatchNorm1d/2d/3d, their lazy and synchronised forms, InstanceNorm with
+    ``track_running_stats=True``) whose parameters are all in ``frozen``, this
+    registers a forward pre-hook that switches the layer to evaluation mode,
+    as Keras does for frozen layers. A layer without parameters
+    (``affine=False``) counts as frozen when every parameter of its nearest
+    enclosing module that has parameters is frozen (never when that is the
+    whole network, which holds the trainable head).
+
+    The hooks are training-time state: :func:`release_norm_layers` with
+    ``every=True`` removes them all.
 
     Parameters
     ----------
     module : torch.nn.Module
-        The network; hooks are registered in place (they pickle with it).
+        The network; hooks are registered in place.
     frozen : iterable of str
         Names of the frozen parameters.
 
@@ -370,7 +377,7 @@ def hold_frozen_norm_layers(module: nn.Module, frozen: Iterable[str]) -> list[st
     all_params = [name for name, _ in module.named_parameters()]
     held = []
     for name, sub in _norm_layers(module):
-        if not _all_frozen(name, sub, frozen, all_params):
+        if not _all_frozen(module, name, sub, frozen, all_params):
             continue
         if not is_held(sub):
             sub.register_forward_pre_hook(_hold_eval)
@@ -378,18 +385,22 @@ def hold_frozen_norm_layers(module: nn.Module, frozen: Iterable[str]) -> list[st
     return held
 
 
-def release_norm_layers(module: nn.Module) -> list[str]:
-    """Let held BatchNorm layers train again once a parameter of theirs is trainable.
+def release_norm_layers(module: nn.Module, *, every: bool = False) -> list[str]:
+    """Let held normalisation layers train again.
 
-    The inverse of :func:`hold_frozen_norm_layers` after parameters were
-    unfrozen: a held layer whose parameters (or, without any, whose enclosing
-    block's parameters) are no longer all frozen (``requires_grad=False``)
-    loses its hook and follows the network's mode again.
+    The inverse of :func:`hold_frozen_norm_layers`. By default, after
+    parameters were unfrozen: a held layer whose parameters (or, without any,
+    whose enclosing block's parameters) are no longer all frozen
+    (``requires_grad=False``) loses its hook. With ``every=True``, every held
+    layer does (the end of ``fit``). A released layer follows the network's
+    mode again.
 
     Parameters
     ----------
     module : torch.nn.Module
         The network; hooks are removed in place.
+    every : bool, default=False
+        Release every held layer, frozen or not.
 
     Returns
     -------
@@ -400,7 +411,9 @@ def release_norm_layers(module: nn.Module) -> list[str]:
     all_params = [name for name, _ in module.named_parameters()]
     released = []
     for name, sub in _norm_layers(module):
-        if is_held(sub) and not _all_frozen(name, sub, frozen, all_params):
+        if not is_held(sub):
+            continue
+        if every or not _all_frozen(module, name, sub, frozen, all_params):
             hooks = sub._forward_pre_hooks
             for key in [k for k, hook in hooks.items() if hook is _hold_eval]:
                 del hooks[key]
@@ -416,14 +429,16 @@ def _norm_layers(module):
             yield name, sub
 
 
-def _all_frozen(name, layer, frozen, all_params):
+def _all_frozen(module, name, layer, frozen, all_params):
     """Whether a normalisation layer counts as frozen (see hold_frozen_norm_layers)."""
     prefix = f"{name}." if name else ""
     params = [prefix + p for p, _ in layer.named_parameters()]
-    if not params:
-        # No affine parameters: judge by the parameters of the enclosing block.
-        parent = name.rpartition(".")[0]
-        params = [p for p in all_params if parent and is_under(p, [parent])]
+    parent = name
+    while not params and parent:
+        # No parameters: judge by the nearest enclosing block that has some.
+        parent = parent.rpartition(".")[0]
+        if parent and any(True for _ in module.get_submodule(parent).parameters()):
+            params = [p for p in all_params if is_under(p, [parent])]
     return bool(params) and all(p in frozen for p in params)
 
 

@@ -1,0 +1,155 @@
+"""What the frozen-stage cache must trust about a skorch net besides its module.
+
+While the cache is used, the net trains on the frozen stage's outputs: skorch
+makes its dataset and batches from them, and ``module_`` is the trainable rest
+only. That gives the same weights as uncached fine-tuning only when nothing
+between the array and the module looks at the samples (a dataset that flips
+images, a ``collate_fn`` that adds noise, a net class whose ``get_dataset`` or
+``train_step_single`` transforms them would get feature vectors instead), and
+when no callback reads or writes the whole module's parameters. Each is
+checked here by name: the data path against skorch's own classes and
+settings, the callbacks against an explicit list.
+"""
+
+from __future__ import annotations
+
+from skorch import callbacks as skorch_callbacks
+from skorch.dataset import Dataset, ValidSplit
+from torch.utils.data import DataLoader
+
+from ._data import _IGNORED, ArrayLoader
+
+# DataLoader settings that choose batches from the samples without looking at
+# them, or only affect worker processes and pinned memory.
+_ITERATOR_SETTINGS = _IGNORED | {
+    "batch_size",
+    "shuffle",
+    "drop_last",
+    "generator",
+    "pin_memory",
+    "multiprocessing_context",
+    "in_order",
+}
+
+# NeuralNet methods that see the samples on their way from the array to the
+# module while training (validation scoring predicts through the rest too).
+_DATA_PATH_METHODS = (
+    "partial_fit",
+    "fit_loop",
+    "check_data",
+    "get_dataset",
+    "get_split_datasets",
+    "get_iterator",
+    "run_single_epoch",
+    "on_batch_begin",
+    "on_batch_end",
+    "train_step",
+    "train_step_single",
+    "validation_step",
+    "evaluation_step",
+    "get_loss",
+    "infer",
+    "forward",
+    "forward_iter",
+    "predict",
+    "predict_proba",
+)
+
+# skorch callbacks that only keep books, score through predict, or act on the
+# optimizer or gradients: safe while ``module_`` is the trainable rest. Exact
+# classes: a subclass may do more.
+_SAFE_CALLBACKS = (
+    skorch_callbacks.BatchScoring,
+    skorch_callbacks.EpochScoring,
+    skorch_callbacks.EpochTimer,
+    skorch_callbacks.GradientNormClipping,
+    skorch_callbacks.LRScheduler,
+    skorch_callbacks.PassthroughScoring,
+    skorch_callbacks.PrintLog,
+    skorch_callbacks.ProgressBar,
+    skorch_callbacks.WarmRestartLR,
+)
+
+
+def is_cache_safe(callback):
+    """Whether a callback class declares itself safe while the cache is used.
+
+    A class marks itself with the class attribute ``_sktransfer_cache_safe =
+    True`` in its own body (a subclass does not inherit the mark): it neither
+    reads the samples nor reads or writes parameters of the frozen stage.
+    """
+    return vars(type(callback)).get("_sktransfer_cache_safe", False) is True
+
+
+def data_path_problem(net, net_class):
+    """Why the samples' path from the array to the module may not be cached.
+
+    Parameters
+    ----------
+    net : skorch.NeuralNet
+        The initialised net, as ``fit`` trains it.
+    net_class : type
+        The skorch class the estimator builds (``NeuralNetClassifier`` or
+        ``NeuralNetRegressor``), whose methods are trusted.
+
+    Returns
+    -------
+    reason : str or None
+        What on the path may look at the samples, or None when nothing does.
+    """
+    if net.dataset is not Dataset:
+        return (
+            f"the net's dataset {_name(net.dataset)} may transform the samples, "
+            "which would receive the frozen stage's outputs instead"
+        )
+    if net.get_params_for("dataset"):
+        return "the net's dataset__ settings may change the samples"
+    validating = net.train_split is not None
+    for name in ("iterator_train", "iterator_valid")[: 1 + validating]:
+        iterator = getattr(net, name)
+        if iterator not in (ArrayLoader, DataLoader):
+            return (
+                f"{name}={_name(iterator)} may transform the samples, which would "
+                "receive the frozen stage's outputs instead"
+            )
+        extra = sorted(set(net.get_params_for(name)) - _ITERATOR_SETTINGS)
+        if extra:
+            return (
+                f"{name}__{extra[0]} may see or change the samples (e.g. a "
+                "collate_fn that augments them), which would receive the frozen "
+                "stage's outputs instead"
+            )
+    if validating and type(net.train_split) is not ValidSplit:
+        return (
+            f"train_split={net.train_split!r} is not skorch's ValidSplit: a "
+            "validation set of its own (predefined_split) would reach the "
+            "trainable rest without going through the frozen stage"
+        )
+    for method in _DATA_PATH_METHODS:
+        if method in vars(net):
+            return f"the net's {method} is replaced on the instance"
+        if getattr(type(net), method, None) is not getattr(net_class, method, None):
+            owner = next(c for c in type(net).__mro__ if method in vars(c))
+            return (
+                f"{owner.__name__}.{method} overrides skorch's and may see the "
+                "samples, which would be the frozen stage's outputs"
+            )
+    return None
+
+
+def callback_on_module(net_callbacks):
+    """Return the name of a callback that may touch the module's parameters."""
+    for name, callback in net_callbacks:
+        if is_cache_safe(callback):
+            continue
+        if type(callback) is skorch_callbacks.EarlyStopping:
+            if callback.load_best:
+                return name
+            continue
+        if type(callback) not in _SAFE_CALLBACKS:
+            return name
+    return None
+
+
+def _name(obj):
+    return getattr(obj, "__qualname__", None) or type(obj).__name__
