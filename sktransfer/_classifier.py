@@ -55,23 +55,40 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
     frozen : str, list or tuple of str, default=()
         Glob patterns (``fnmatch``; ``*`` also matches dots) over parameter
         names as ``module.named_parameters()`` gives them, e.g. ``"features.*"``.
-        Matching parameters are not updated by :meth:`fit`. Pretraining trains
-        every parameter. A pattern that matches nothing is an error.
+        Matching parameters are not updated by :meth:`fit`, nor are shared
+        parameters that arrive with ``requires_grad=False`` (a module frozen by
+        hand); the head, initialised afresh, always trains unless matched.
+        Pretraining trains every parameter. A pattern that matches nothing is
+        an error. Freezing lasts for :meth:`fit` only: afterwards every
+        parameter of ``net_.module_`` has the ``requires_grad`` it arrived
+        with, so that the fitted module fine-tunes again as a plain module
+        (continuing with ``net_.partial_fit`` trains every parameter).
     source_params : dict, default=None
         skorch settings used only while pretraining, e.g.
         ``{"max_epochs": 5, "lr": 1e-2}``; they update the ``net`` template.
     freeze_bn_stats : bool, default=True
-        Keep BatchNorm layers whose parameters are all frozen in evaluation
-        mode while fine-tuning, so that their running statistics stay the
-        pretrained ones (as Keras does). ``False`` lets them adapt to the
-        target's batches, as skorch's ``Freezer`` callback does.
+        Keep normalisation layers with running statistics (BatchNorm,
+        InstanceNorm with ``track_running_stats=True``) whose parameters are
+        all frozen, in the sense of ``frozen``, in evaluation mode while
+        fine-tuning, so that their statistics stay the pretrained ones (as
+        Keras does). A layer without parameters counts as frozen when its
+        nearest enclosing block with parameters is. Held by forward pre-hooks
+        that :meth:`fit` removes when it ends. ``False`` lets them adapt to
+        the target's batches, as skorch's ``Freezer`` callback does.
     cache_frozen : "auto" or bool, default="auto"
         Compute the frozen layers once per :meth:`fit` instead of once per
         epoch, when they form the network's leading stage (what the input
         goes through before the first trainable layer) and that stage computes
         the same while training as while predicting (no active dropout;
         BatchNorm held by ``freeze_bn_stats``). The rest of the network then
-        trains on the stage's outputs, to the same weights. ``"auto"``
+        trains on the stage's outputs, to the same weights. Nothing between
+        the array and the module may see the samples: the net's ``dataset``
+        must be skorch's ``Dataset``, its iterators skorch's or
+        :class:`ArrayLoader` without a ``collate_fn``, sampler or other
+        setting beyond batching and workers, its ``train_split`` None or a
+        ``ValidSplit``, and its class must not override skorch's methods on
+        the data path (``get_dataset``, ``train_step_single``, ...);
+        otherwise neither ``"auto"`` nor ``True`` caches. ``"auto"``
         caches when that is safe, the outputs take at most the size of ``X``
         or 1 GiB, whichever is larger, and the net has no callbacks beyond
         skorch's scoring, printing, timing, learning-rate, gradient-clipping

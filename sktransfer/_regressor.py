@@ -50,21 +50,26 @@ class TransferRegressor(RegressorMixin, _BaseTransfer):
         last ``nn.Linear`` layer. ``None`` transfers every weight.
     frozen : str, list or tuple of str, default=()
         Glob patterns over parameter names (``module.named_parameters()``),
-        e.g. ``"features.*"``; matching parameters are not updated by
-        :meth:`fit`. A pattern that matches nothing is an error.
+        e.g. ``"features.*"``; matching parameters, and shared ones that
+        arrive with ``requires_grad=False``, are not updated by :meth:`fit`,
+        for its duration only. A pattern that matches nothing is an error.
+        See :class:`TransferClassifier`.
     source_params : dict, default=None
         skorch settings used only while pretraining, e.g. ``{"max_epochs": 5}``.
     freeze_bn_stats : bool, default=True
-        Keep BatchNorm layers whose parameters are all frozen in evaluation
-        mode while fine-tuning, so that their running statistics stay the
-        pretrained ones. ``False`` lets them adapt to the target's batches.
+        Keep normalisation layers with running statistics whose parameters
+        are all frozen in evaluation mode while fine-tuning, so that their
+        statistics stay the pretrained ones. ``False`` lets them adapt to the
+        target's batches. See :class:`TransferClassifier`.
     cache_frozen : "auto" or bool, default="auto"
         Compute the frozen layers once per :meth:`fit` instead of once per
         epoch, when they form the network's leading stage (what the input
         goes through before the first trainable layer) and that stage computes
         the same while training as while predicting (no active dropout;
         BatchNorm held by ``freeze_bn_stats``). The rest of the network then
-        trains on the stage's outputs, to the same weights. ``"auto"``
+        trains on the stage's outputs, to the same weights. A data path that
+        may see the samples (a custom ``dataset``, ``collate_fn``, sampler,
+        validation split or net method) is never cached. ``"auto"``
         caches when that is safe and takes at most the size of ``X`` or 1 GiB;
         ``True`` always caches or raises a ValueError saying why not;
         ``False`` never caches. See :class:`TransferClassifier`.
