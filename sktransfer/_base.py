@@ -131,7 +131,9 @@ class _BaseTransfer(_SourceTask, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features) or (n_samples, ...)
-            Target samples, with the source's sample shape.
+            Target samples, on which the pretrained network runs (the source's
+            sample shape, or another one for a network that takes it); the
+            source's columns in the source's order, if it had names.
         y : array-like of shape (n_samples,) or (n_samples, n_targets)
             Target labels or targets.
 

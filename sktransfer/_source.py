@@ -43,7 +43,11 @@ class _SourceTask:
         learns are kept as the starting point of every later :meth:`fit`,
         also in clones made by :func:`sklearn.base.clone`. The source may have
         other classes (other values, another number) or other targets than the
-        target task; its samples must have the target's shape.
+        target task. Its samples need the target's shape only where the
+        network does (a network with global pooling fine-tunes on images of
+        another size). Column names of ``X`` (a DataFrame) are kept, and
+        :meth:`fit` checks the target's columns against them, as scikit-learn
+        checks the columns given to ``predict`` against those of ``fit``.
 
         Source data bigger than memory streams from disk: a
         :class:`numpy.memmap` ``X`` is read one batch at a time (and converted

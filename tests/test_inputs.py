@@ -301,3 +301,18 @@ def test_fit_source_after_fit_leaves_no_fitted_state(digits):
     with pytest.raises(NotFittedError):
         reg.predict(digits.X_test)
     assert torch.is_tensor(reg.source_weights_["features.1.weight"])
+
+
+def test_a_weight_file_without_column_names_still_loads(named, frame, digits):
+    buffer = io.BytesIO()
+    named.save_source(buffer)
+    buffer.seek(0)
+    payload = torch.load(buffer, weights_only=True)
+    del payload["feature_names"]  # as files written before the names were kept
+    older = io.BytesIO()
+    torch.save(payload, older)
+    older.seek(0)
+    clf = TransferClassifier(tiny_classifier_net()).load_source(older)
+    assert clf.source_feature_names_in_ is None
+    # Nothing says which column each input unit stands for: no check.
+    clf.fit(frame[frame.columns[::-1]], digits.y_source)
