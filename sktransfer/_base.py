@@ -25,7 +25,7 @@ from skorch.utils import to_tensor
 from torch import nn
 from torch.utils.data import DataLoader
 
-from . import _cache, _finetune, _frozen, _layers
+from . import _cache, _finetune, _frozen, _inputs, _layers, _validation
 from ._common import _CHECK_X, _seeded, _unchanged_on_error, _writable
 from ._compat import Interval, StrOptions, _fit_context
 from ._data import ArrayLoader
@@ -130,7 +130,9 @@ class _BaseTransfer(_SourceTask, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features) or (n_samples, ...)
-            Target samples, with the source's sample shape.
+            Target samples, on which the pretrained network runs (the source's
+            sample shape, or another one for a network that takes it); the
+            source's columns in the source's order, if it had names.
         y : array-like of shape (n_samples,) or (n_samples, n_targets)
             Target labels or targets.
 
@@ -139,6 +141,7 @@ class _BaseTransfer(_SourceTask, BaseEstimator):
         self : object
             The fitted estimator.
         """
+        _inputs.refuse_dataset(X, y)
         with _unchanged_on_error(self):
             X, y = validate_data(
                 self, X, y, **_CHECK_X, multi_output=self._multi_output
@@ -146,6 +149,7 @@ class _BaseTransfer(_SourceTask, BaseEstimator):
             X = _writable(X)
             y_enc, n_outputs, fitted = self._encode_y(y)
             pretrained = getattr(self, "_pretrained", None)
+            _inputs.check_feature_names(self, pretrained)
             if self.l2sp and not self._has_source_weights():
                 msg = (
                     f"l2sp={self.l2sp!r} pulls the shared weights toward pretrained "
@@ -154,18 +158,11 @@ class _BaseTransfer(_SourceTask, BaseEstimator):
                     "weights as net, or set l2sp=0."
                 )
                 raise ValueError(msg)
-            if pretrained is not None and pretrained.sample_shape not in (
-                None,
-                X.shape[1:],
-            ):
-                msg = (
-                    f"The target samples have shape {X.shape[1:]} but the network "
-                    f"was pretrained on samples of shape {pretrained.sample_shape}; "
-                    "source and target must share the input shape."
-                )
-                raise ValueError(msg)
             with _seeded(self.random_state, "target"), _frozen.fit_scope():
-                net, (shared, specific) = self._build_net(X, n_outputs, phase="target")
+                with _inputs.naming_sample_shapes(pretrained, X):
+                    net, (shared, specific) = self._build_net(
+                        X, n_outputs, phase="target"
+                    )
                 self._announce("Fine-tuning on the target task", X, n_outputs)
                 split, cache = self._frozen_stage(net, X)
                 with (
@@ -173,6 +170,7 @@ class _BaseTransfer(_SourceTask, BaseEstimator):
                         net, shared, specific, self.l2sp, self.l2sp_head
                     ),
                     _finetune.autocast(self.autocast, net.device),
+                    _validation.encoded(net, X, fitted, n_outputs, split, cache),
                 ):
                     if split is None:
                         net.partial_fit(X, y_enc)

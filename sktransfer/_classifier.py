@@ -140,6 +140,9 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Feature names seen during :meth:`fit`, when ``X`` has string column
         names.
+    source_feature_names_in_ : ndarray or None
+        Column names seen by :meth:`fit_source` (None without names); set by
+        :meth:`fit_source`. :meth:`fit` refuses other columns or another order.
     source_classes_ : ndarray
         The source's class labels; set by :meth:`fit_source`.
     frozen_cache_ : dict
@@ -169,6 +172,14 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
     rather than skorch's per-sample ``DataLoader``, with the same batches and
     results for the same seed; a template with its own ``iterator_train`` or
     ``iterator_valid`` keeps it.
+
+    A validation set given through the template, as in
+    ``train_split=predefined_split(Dataset(X_val, y_val))``, gets the label
+    encoding and checks of :meth:`fit`'s own ``y`` and ``X``: its labels are
+    mapped to the classes of ``y`` (a label that ``y`` does not have is a
+    ValueError), so that ``valid_acc`` and ``valid_loss`` in ``net_.history``
+    and callbacks such as ``EarlyStopping`` see the true scores. It must be a
+    skorch ``Dataset`` of arrays or a ``TensorDataset``.
 
     Frozen-stage caching traces ``forward`` with :mod:`torch.fx` and cuts the
     graph after the last node that is computed from the input by frozen layers

@@ -188,6 +188,7 @@ def reference(record):
                 record.sample_shape,
                 record.n_outputs,
                 record.classes,
+                record.feature_names,
             )
     return None
 
@@ -199,7 +200,9 @@ class _Remote(_Pretrained):
     fetched on first access and checked against the digest.
     """
 
-    def __init__(self, key, hex_digest, sample_shape, n_outputs, classes):
+    def __init__(
+        self, key, hex_digest, sample_shape, n_outputs, classes, feature_names=None
+    ):
         # Not the dataclass __init__: state_dict and history are properties here.
         for name, value in (
             ("_key", key),
@@ -207,6 +210,7 @@ class _Remote(_Pretrained):
             ("sample_shape", sample_shape),
             ("n_outputs", n_outputs),
             ("classes", classes),
+            ("feature_names", feature_names),
             ("_payload", None),
             ("_lock", threading.Lock()),
         ):
@@ -238,6 +242,7 @@ class _Remote(_Pretrained):
                 self.sample_shape,
                 self.n_outputs,
                 self.classes,
+                self.feature_names,
             )
         return _Pretrained, self._fields()
 

@@ -75,6 +75,9 @@ def save(record: _Pretrained, file: Any, *, version: str, estimator: str) -> Non
         "classes": None if classes is None else classes.tolist(),
         "classes_dtype": None if classes is None else classes.dtype.str,
         "history": json.dumps(record.history, default=_plain),
+        "feature_names": None
+        if record.feature_names is None
+        else [str(name) for name in record.feature_names],
     }
     if not isinstance(file, (str, os.PathLike)):
         torch.save(payload, file)
@@ -145,12 +148,16 @@ def read(file: Any) -> _Pretrained:
     if classes is not None:
         classes = np.asarray(classes, dtype=np.dtype(payload["classes_dtype"]))
     sample_shape = payload.get("sample_shape")
+    feature_names = payload.get("feature_names")  # absent from older files
+    if feature_names is not None:
+        feature_names = np.asarray(feature_names, dtype=object)
     return _Pretrained(
         state_dict=state,
         sample_shape=None if sample_shape is None else tuple(sample_shape),
         n_outputs=payload.get("n_outputs"),
         classes=classes,
         history=json.loads(payload.get("history", "[]")),
+        feature_names=feature_names,
     )
 
 

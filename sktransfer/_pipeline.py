@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from sklearn.base import clone
+from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import Pipeline
 
 from ._base import _BaseTransfer
@@ -16,12 +17,20 @@ if TYPE_CHECKING:
 def fit_source(estimator: Any, X: ArrayLike, y: ArrayLike) -> Any:
     """Pretrain a transfer estimator, or the one that ends a pipeline.
 
-    For a :class:`~sklearn.pipeline.Pipeline`, the source data passes through
-    the pipeline's own transformers first (a clone of them, fitted on the
-    source data and then discarded), and the final transfer estimator is
-    pretrained on the result. The pipeline's transformers stay unfitted, so
-    fitting the pipeline on the target task fits them on the target data,
-    as :func:`~sklearn.model_selection.cross_val_score` expects.
+    For a :class:`~sklearn.pipeline.Pipeline`, the pipeline's transformers are
+    fitted on the source data, the final transfer estimator is pretrained on
+    their output, and each transformer is then kept as fitted on the source:
+    it is replaced in the pipeline by a
+    :class:`~sklearn.frozen.FrozenEstimator` around its fitted copy. Fitting
+    the pipeline on the target task then fine-tunes the transfer estimator
+    only, on the target transformed as the source was, so that each input unit
+    of the network means the same in both tasks (a one-hot column that meant
+    ``"fax"`` at the source is never fed ``"phone"`` at the target).
+    ``FrozenEstimator`` survives :func:`~sklearn.base.clone`, so
+    cross-validation folds and grid-search candidates keep the source's
+    transformers too. Calling ``fit_source`` again refits them on the new
+    source; transformers that were frozen before (by the user) stay as they
+    are.
 
     Parameters
     ----------
@@ -35,7 +44,20 @@ def fit_source(estimator: Any, X: ArrayLike, y: ArrayLike) -> Any:
     Returns
     -------
     estimator : object
-        The same estimator, pretrained.
+        The same estimator, pretrained; a pipeline's transformer steps are
+        now frozen, fitted on the source.
+
+    Notes
+    -----
+    Target categories the source never had are the encoder's unknown
+    categories: ``OneHotEncoder()`` raises a ValueError naming them when the
+    pipeline is fitted on the target, and
+    ``OneHotEncoder(handle_unknown="ignore")`` encodes them as all zeros. To
+    standardise each domain on its own statistics instead (a
+    ``StandardScaler`` refitted on the target), pretrain the transfer
+    estimator itself on the transformed source, e.g.
+    ``clf.fit_source(StandardScaler().fit_transform(X_source), y_source)``,
+    and put an unfitted scaler before it in the pipeline.
 
     Examples
     --------
@@ -47,17 +69,25 @@ def fit_source(estimator: Any, X: ArrayLike, y: ArrayLike) -> Any:
     >>> from sktransfer import MLP, TransferClassifier, fit_source
     >>> X, y = load_iris(return_X_y=True)
     >>> net = NeuralNetClassifier(
-    ...     MLP, criterion=nn.CrossEntropyLoss, lr=0.1, max_epochs=20, train_split=None
+    ...     MLP, criterion=nn.CrossEntropyLoss, lr=0.1, max_epochs=50, train_split=None
     ... )
     >>> pipe = make_pipeline(StandardScaler(), TransferClassifier(net, random_state=0))
     >>> pipe = fit_source(pipe, X[y < 2], y[y < 2])
+    >>> type(pipe[0]).__name__, pipe[0].mean_.round(2).tolist()
+    ('FrozenEstimator', [5.47, 3.1, 2.86, 0.79])
     >>> pipe.fit(X[y > 0], y[y > 0]).score(X[y > 0], y[y > 0]) > 0.9
     True
     """
     if isinstance(estimator, Pipeline):
         if len(estimator) > 1:
-            X = clone(estimator[:-1]).fit_transform(X, y)
+            steps = [(name, _unfrozen(step)) for name, step in estimator.steps[:-1]]
+            transformers = clone(Pipeline(steps))
+            X = transformers.fit_transform(X, y)
         fit_source(estimator[-1], X, y)
+        if len(estimator) > 1:
+            estimator.set_params(
+                **{name: _frozen(step) for name, step in transformers.steps}
+            )
         return estimator
     if not hasattr(estimator, "fit_source"):
         msg = (
@@ -67,6 +97,28 @@ def fit_source(estimator: Any, X: ArrayLike, y: ArrayLike) -> Any:
         raise TypeError(msg)
     estimator.fit_source(X, y)
     return estimator
+
+
+# Marks the FrozenEstimator steps that fit_source made (a later fit_source
+# refits what they hold); an attribute, since clone returns a FrozenEstimator
+# itself.
+_MARK = "_sktransfer_source_fitted"
+
+
+def _frozen(step):
+    """Return a transformer fitted on the source, frozen; passthrough unchanged."""
+    if step is None or isinstance(step, str):
+        return step
+    frozen = FrozenEstimator(step)
+    setattr(frozen, _MARK, True)
+    return frozen
+
+
+def _unfrozen(step):
+    """Return what ``fit_source`` fits for a step: the user's estimator."""
+    if isinstance(step, FrozenEstimator) and getattr(step, _MARK, False):
+        return clone(step.estimator)
+    return step
 
 
 def transfer_step(estimator: Any, caller: str) -> _BaseTransfer:

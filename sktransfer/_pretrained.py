@@ -28,6 +28,10 @@ class _Pretrained:
     n_outputs: int | None
     classes: np.ndarray | None
     history: list
+    # The source's column names (None: unnamed columns or unknown). A new field
+    # also goes into _dask (reference, _Remote), _io (save, read) and
+    # _source._read_source.
+    feature_names: np.ndarray | None = None
 
     def ship_to_cluster(self) -> None:
         """Send the weights once to the cluster of joblib's active Dask backend.

@@ -108,6 +108,9 @@ class TransferRegressor(RegressorMixin, _BaseTransfer):
         ``"stage"`` (the traced node the network was cut after, or None),
         ``"nbytes"`` (the size of the cached outputs) and ``"reason"`` (why
         they were not cached, or None).
+    source_feature_names_in_ : ndarray or None
+        Column names seen by :meth:`fit_source` (None without names); set by
+        :meth:`fit_source`. :meth:`fit` refuses other columns or another order.
     source_weights_ : dict of str to torch.Tensor
         The pretrained ``state_dict``; set by :meth:`fit_source`.
     source_history_ : list of dict

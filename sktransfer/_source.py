@@ -20,7 +20,7 @@ from skorch import NeuralNet
 from torch import nn
 from torch.utils.data import Dataset
 
-from . import _io, _layers
+from . import _inputs, _io, _layers
 from ._common import _CHECK_X, _seeded, _unchanged_on_error, _writable
 from ._compat import _fit_context
 from ._data import StreamedArray, check_on_disk, dataset_targets
@@ -43,7 +43,11 @@ class _SourceTask:
         learns are kept as the starting point of every later :meth:`fit`,
         also in clones made by :func:`sklearn.base.clone`. The source may have
         other classes (other values, another number) or other targets than the
-        target task; its samples must have the target's shape.
+        target task. Its samples need the target's shape only where the
+        network does (a network with global pooling fine-tunes on images of
+        another size). Column names of ``X`` (a DataFrame) are kept, and
+        :meth:`fit` checks the target's columns against them, as scikit-learn
+        checks the columns given to ``predict`` against those of ``fit``.
 
         Source data bigger than memory streams from disk: a
         :class:`numpy.memmap` ``X`` is read one batch at a time (and converted
@@ -69,6 +73,8 @@ class _SourceTask:
         self : object
             The estimator, pretrained and not yet fitted on the target.
         """
+        _inputs.check_source_params(self.source_params)
+        names = _inputs.source_feature_names(X)
         data, y_enc, n_outputs, fitted, probe = self._source_data(X, y)
         with _unchanged_on_error(self), _seeded(self.random_state, "source"):
             net, _ = self._build_net(probe, n_outputs, phase="source")
@@ -80,8 +86,10 @@ class _SourceTask:
                 n_outputs=n_outputs,
                 classes=fitted.get("classes_"),
                 history=net.history_.to_list(),
+                feature_names=names,
             )
             self.__dict__.pop("_reinitialise", None)
+            _inputs.clear_fitted(self)  # a fit on another target is stale
         return self
 
     def save_source(self, path: str | os.PathLike | BinaryIO) -> None:
@@ -167,6 +175,14 @@ class _SourceTask:
         return self._get_pretrained().state_dict
 
     @property
+    def source_feature_names_in_(self) -> np.ndarray | None:
+        """The column names seen by :meth:`fit_source`, or None without names.
+
+        :meth:`fit` checks the target's columns against them.
+        """
+        return self._get_pretrained().feature_names
+
+    @property
     def source_history_(self) -> list[dict]:
         """The pretraining epochs: skorch's history as a list of dicts."""
         return self._get_pretrained().history
@@ -241,6 +257,7 @@ class _SourceTask:
                     n_outputs=len(classes) if classes is not None else n_outputs,
                     classes=classes,
                     history=source.net_.history.to_list(),
+                    feature_names=getattr(source, "feature_names_in_", None),
                 )
             record = source._source_record()
             if record is None:
