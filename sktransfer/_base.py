@@ -26,7 +26,7 @@ from skorch.utils import to_tensor
 from torch import nn
 from torch.utils.data import DataLoader
 
-from . import _cache, _finetune, _layers
+from . import _cache, _finetune, _layers, _outputs
 from ._common import _CHECK_X, _seeded, _unchanged_on_error, _writable
 from ._compat import Interval, StrOptions, _fit_context
 from ._data import ArrayLoader
@@ -391,6 +391,7 @@ class _BaseTransfer(_SourceTask, BaseEstimator):
                 f"{phase} task needs ({n_outputs},). {hint}"
             )
             raise ValueError(msg)
+        _outputs.check_probe(net, to_tensor(X[:8], device=net.device))
         if phase == "source":
             net.initialize_optimizer()
             return net, None
