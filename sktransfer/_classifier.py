@@ -328,4 +328,5 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         y : ndarray of shape (n_samples,)
             Class labels from ``classes_``.
         """
-        return self.classes_[self._outputs(X).argmax(dim=1).numpy()]
+        index = self._outputs(X).argmax(dim=1).numpy()
+        return self.classes_[index]

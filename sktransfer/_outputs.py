@@ -139,8 +139,8 @@ def no_probabilities_message(owner: str, criterion: Any, nonlin: Any) -> str:
     return (
         f"This {owner} has no predict_proba: {why}. predict is the argmax of the "
         "network's outputs and decision_function returns them. If the outputs "
-        "are logits, set net__predict_nonlinearity=torch.nn.Softmax(dim=-1) to "
-        "get probabilities."
+        "are logits, set net__predict_nonlinearity=functools.partial(torch.softmax, "
+        "dim=-1) to get probabilities."
     )
 
 
@@ -255,7 +255,8 @@ def _check_nonlinearity(nonlin: Any, out: torch.Tensor, where: str) -> torch.Ten
             f"predict_nonlinearity={_name(nonlin)} must turn the network's outputs "
             f"into probabilities (non-negative, each row summing to 1) that are "
             f"largest where the outputs are, since predict is their argmax; {where} "
-            f"it returned {fault}. For logits, use torch.nn.Softmax(dim=-1)."
+            f"it returned {fault}. For logits, use "
+            "functools.partial(torch.softmax, dim=-1)."
         )
         raise ValueError(msg)
     return proba
