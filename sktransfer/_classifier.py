@@ -48,7 +48,13 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         stopping once the training loss has not improved by 1e-4 for 10 epochs,
         shuffled batches, no validation split. A module class whose constructor
         takes ``n_features_in`` or ``n_outputs`` gets them from the data of each
-        task (the flattened sample size, the number of classes).
+        task (the flattened sample size, the number of classes). The
+        criterion says what the module outputs: logits for
+        ``CrossEntropyLoss`` (and its subclasses), probabilities for
+        ``NLLLoss`` (skorch's ``NeuralNetClassifier`` default, which takes
+        their log), scores for any other loss; a probe on a few samples checks
+        this before training (see Notes). ``BCEWithLogitsLoss`` and ``BCELoss``
+        are refused: use ``CrossEntropyLoss`` with two outputs.
     head : "auto", str, list or tuple of str, or None, default="auto"
         The target-specific layers: submodule names as
         ``module.named_modules()`` gives them. They are not transferred but
@@ -127,6 +133,11 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Feature names seen during :meth:`fit`, when ``X`` has string column
         names.
+    out_activation_ : str
+        What the fitted network outputs, hence how :meth:`predict_proba`
+        follows from it: ``"softmax"`` (logits), ``"probabilities"``,
+        ``"predict_nonlinearity"`` (the net's callable ``predict_nonlinearity``
+        makes probabilities) or ``"scores"`` (no probabilities).
     source_classes_ : ndarray
         The source's class labels; set by :meth:`fit_source`.
     frozen_cache_ : dict
@@ -156,6 +167,22 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
     rather than skorch's per-sample ``DataLoader``, with the same batches and
     results for the same seed; a template with its own ``iterator_train`` or
     ``iterator_valid`` keeps it.
+
+    :meth:`predict` is the argmax of the network's outputs whatever the
+    criterion, and :meth:`decision_function` returns those outputs.
+    :meth:`predict_proba` is their softmax under ``CrossEntropyLoss``, the
+    outputs themselves under ``NLLLoss``, or the net's callable
+    ``predict_nonlinearity`` applied to them (checked to give probabilities
+    with the same argmax). Under any other criterion the outputs define no
+    probabilities and ``predict_proba`` is not available (``hasattr`` is
+    False, as for ``SVC(probability=False)``), unless ``predict_nonlinearity``
+    is a callable. Before training, :meth:`fit` and :meth:`fit_source` run the
+    new network on up to 8 samples (in evaluation mode, without gradients or
+    side effects) and raise a ValueError naming the criterion and the fix when
+    a module under ``NLLLoss`` outputs no probabilities (logits,
+    log-probabilities), when one under ``CrossEntropyLoss`` outputs
+    probabilities already, or when a callable ``predict_nonlinearity`` gives
+    no probabilities.
 
     Frozen-stage caching traces ``forward`` with :mod:`torch.fx` and cuts the
     graph after the last node that is computed from the input by frozen layers
