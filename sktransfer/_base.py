@@ -25,7 +25,7 @@ from skorch.utils import to_tensor
 from torch import nn
 from torch.utils.data import DataLoader
 
-from . import _cache, _finetune, _frozen, _inputs, _layers, _validation
+from . import _cache, _finetune, _frozen, _inputs, _layers, _outputs, _validation
 from ._common import _CHECK_X, _seeded, _unchanged_on_error, _writable
 from ._compat import Interval, StrOptions, _fit_context
 from ._data import ArrayLoader
@@ -388,6 +388,7 @@ class _BaseTransfer(_SourceTask, BaseEstimator):
                 f"{phase} task needs ({n_outputs},). {hint}"
             )
             raise ValueError(msg)
+        _outputs.check_probe(net, to_tensor(X[:8], device=net.device))
         if phase == "source":
             net.initialize_optimizer()
             return net, None

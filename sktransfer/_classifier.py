@@ -5,11 +5,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 from sklearn.base import ClassifierMixin
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted
 from skorch import NeuralNetClassifier
 from torch import nn
 
+from . import _outputs
 from ._base import _BaseTransfer
 
 if TYPE_CHECKING:
@@ -44,7 +48,13 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         stopping once the training loss has not improved by 1e-4 for 10 epochs,
         shuffled batches, no validation split. A module class whose constructor
         takes ``n_features_in`` or ``n_outputs`` gets them from the data of each
-        task (the flattened sample size, the number of classes).
+        task (the flattened sample size, the number of classes). The
+        criterion says what the module outputs: logits for
+        ``CrossEntropyLoss`` (and its subclasses), probabilities for
+        ``NLLLoss`` (skorch's ``NeuralNetClassifier`` default, which takes
+        their log), scores for any other loss; a probe on a few samples checks
+        this before training (see Notes). ``BCEWithLogitsLoss`` and ``BCELoss``
+        are refused: use ``CrossEntropyLoss`` with two outputs.
     head : "auto", str, list or tuple of str, or None, default="auto"
         The target-specific layers: submodule names as
         ``module.named_modules()`` gives them. They are not transferred but
@@ -143,6 +153,11 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
     source_feature_names_in_ : ndarray or None
         Column names seen by :meth:`fit_source` (None without names); set by
         :meth:`fit_source`. :meth:`fit` refuses other columns or another order.
+    out_activation_ : str
+        What the fitted network outputs, hence how :meth:`predict_proba`
+        follows from it: ``"softmax"`` (logits), ``"probabilities"``,
+        ``"predict_nonlinearity"`` (the net's callable ``predict_nonlinearity``
+        makes probabilities) or ``"scores"`` (no probabilities).
     source_classes_ : ndarray
         The source's class labels; set by :meth:`fit_source`.
     frozen_cache_ : dict
@@ -180,6 +195,22 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
     ValueError), so that ``valid_acc`` and ``valid_loss`` in ``net_.history``
     and callbacks such as ``EarlyStopping`` see the true scores. It must be a
     skorch ``Dataset`` of arrays or a ``TensorDataset``.
+
+    :meth:`predict` is the argmax of the network's outputs whatever the
+    criterion, and :meth:`decision_function` returns those outputs.
+    :meth:`predict_proba` is their softmax under ``CrossEntropyLoss``, the
+    outputs themselves under ``NLLLoss``, or the net's callable
+    ``predict_nonlinearity`` applied to them (checked to give probabilities
+    with the same argmax). Under any other criterion the outputs define no
+    probabilities and ``predict_proba`` is not available (``hasattr`` is
+    False, as for ``SVC(probability=False)``), unless ``predict_nonlinearity``
+    is a callable. Before training, :meth:`fit` and :meth:`fit_source` run the
+    new network on up to 8 samples (in evaluation mode, without gradients or
+    side effects) and raise a ValueError naming the criterion and the fix when
+    a module under ``NLLLoss`` outputs no probabilities (logits,
+    log-probabilities), when one under ``CrossEntropyLoss`` outputs
+    probabilities already, or when a callable ``predict_nonlinearity`` gives
+    no probabilities.
 
     Frozen-stage caching traces ``forward`` with :mod:`torch.fx` and cuts the
     graph after the last node that is computed from the input by frozen layers
@@ -232,8 +263,73 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
             raise ValueError(msg)
         return encoded.astype(np.int64), len(classes), {"classes_": classes}
 
+    def _has_probabilities(self):
+        """Whether the ``net`` parameter defines probabilities (for available_if)."""
+        try:
+            kind, criterion, nonlin = _outputs.template_kind(
+                self.net, self._default_criterion
+            )
+        except (TypeError, ValueError):
+            return True  # fit says what is wrong
+        if kind == _outputs.SCORES:
+            owner = type(self).__name__
+            raise AttributeError(
+                _outputs.no_probabilities_message(owner, criterion, nonlin)
+            )
+        return True
+
+    @property
+    def out_activation_(self) -> str:
+        """What the fitted network outputs, hence how probabilities follow.
+
+        ``"softmax"`` (logits, under ``CrossEntropyLoss``),
+        ``"probabilities"`` (under ``NLLLoss``), ``"predict_nonlinearity"``
+        (the net's callable makes probabilities) or ``"scores"`` (no
+        probabilities: another criterion).
+        """
+        check_is_fitted(self)
+        return _outputs.output_kind(
+            self.net_.criterion_, self.net_.predict_nonlinearity
+        )
+
+    def _outputs(self, X):
+        """Return the network's raw outputs for ``X`` as a CPU tensor."""
+        X = self._validate_X(X)
+        parts = []
+        for out in self.net_.forward_iter(X, training=False):
+            out = out[0] if isinstance(out, tuple) else out
+            parts.append(out.detach().to("cpu"))
+        return torch.cat(parts)
+
+    def decision_function(self, X: ArrayLike) -> np.ndarray:
+        """Return the network's outputs, the scores ``predict`` takes the argmax of.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, ...)
+            Samples.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
+            The outputs in the order of ``classes_`` (logits under
+            ``CrossEntropyLoss``). For two classes, as scikit-learn's binary
+            classifiers do, the score of ``classes_[1]``: its output minus that
+            of ``classes_[0]`` (the log-odds under ``CrossEntropyLoss``),
+            positive where ``predict`` gives ``classes_[1]``.
+        """
+        scores = self._outputs(X).double().numpy()
+        return scores[:, 1] - scores[:, 0] if scores.shape[1] == 2 else scores
+
+    @available_if(_has_probabilities)
     def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """Return the probability of each class for each sample.
+
+        Available when the criterion or the net's ``predict_nonlinearity``
+        defines probabilities (see ``out_activation_``): the softmax of the
+        outputs under ``CrossEntropyLoss``, the outputs themselves under
+        ``NLLLoss``, or what a callable ``predict_nonlinearity`` makes of them,
+        checked to be probabilities with the outputs' argmax.
 
         Parameters
         ----------
@@ -243,14 +339,39 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         Returns
         -------
         proba : ndarray of shape (n_samples, n_classes)
-            Probabilities in the order of ``classes_``; each row sums to one.
+            Probabilities in the order of ``classes_``; each row sums to one,
+            and its largest is at the class ``predict`` gives.
         """
-        X = self._validate_X(X)
-        proba = np.asarray(self.net_.predict_proba(X), dtype=np.float64)
-        return proba / proba.sum(axis=1, keepdims=True)
+        out = self._outputs(X)
+        return _outputs.probabilities(
+            out, self.out_activation_, self.net_.predict_nonlinearity
+        )
+
+    @available_if(_has_probabilities)
+    def predict_log_proba(self, X: ArrayLike) -> np.ndarray:
+        """Return the log of :meth:`predict_proba`.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, ...)
+            Samples.
+
+        Returns
+        -------
+        log_proba : ndarray of shape (n_samples, n_classes)
+            Log-probabilities in the order of ``classes_`` (the log-softmax of
+            the outputs under ``CrossEntropyLoss``, exact for large logits).
+        """
+        out = self._outputs(X)
+        return _outputs.log_probabilities(
+            out, self.out_activation_, self.net_.predict_nonlinearity
+        )
 
     def predict(self, X: ArrayLike) -> np.ndarray:
-        """Return the most probable class of each sample.
+        """Return the class of each sample: the argmax of the network's outputs.
+
+        It does not depend on a normalisation, and is the class
+        :meth:`predict_proba` finds most probable, whatever the criterion.
 
         Parameters
         ----------
@@ -262,5 +383,5 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         y : ndarray of shape (n_samples,)
             Class labels from ``classes_``.
         """
-        proba = self.predict_proba(X)
-        return self.classes_[np.argmax(proba, axis=1)]
+        index = self._outputs(X).argmax(dim=1).numpy()
+        return self.classes_[index]

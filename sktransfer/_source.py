@@ -193,8 +193,8 @@ class _SourceTask:
         """Validate source data for pretraining.
 
         Returns what ``partial_fit`` gets (data and targets), the number of
-        outputs, the fitted label attributes, and one sample as a float32
-        array of shape (1, ...) to build the network with.
+        outputs, the fitted label attributes, and up to 8 samples as a float32
+        array of shape (n, ...) to build and probe the network with.
         """
         if isinstance(X, Dataset):
             if y is not None:
@@ -226,14 +226,14 @@ class _SourceTask:
                 y = column_or_1d(y, warn=True)
             check_consistent_length(X, y)
             y_enc, n_outputs, fitted = self._encode_y(y)
-            probe = np.array(X[:1], dtype=np.float32)
+            probe = np.array(X[:8], dtype=np.float32)
             return StreamedArray(X, y_enc), y_enc, n_outputs, fitted, probe
         X, y = check_X_y(
             X, y, **_CHECK_X, multi_output=self._multi_output, estimator=self
         )
         X = _writable(X)
         y_enc, n_outputs, fitted = self._encode_y(y)
-        return X, y_enc, n_outputs, fitted, X[:1]
+        return X, y_enc, n_outputs, fitted, X[:8]
 
     def _source_record(self):
         """Return the pretrained weights ``fit`` would start from, or None."""
