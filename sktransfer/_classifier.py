@@ -11,6 +11,7 @@ from skorch import NeuralNetClassifier
 from torch import nn
 
 from ._base import _BaseTransfer
+from ._partial import encode_partial_classes
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -195,6 +196,9 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
     def _encode_y(self, y):
         """Encode labels as 0..n_classes-1; return them, the count and ``classes_``."""
         check_classification_targets(y)
+        partial = getattr(self, "_partial", None)
+        if partial is not None:
+            return encode_partial_classes(self, y, partial["classes"])
         classes, encoded = np.unique(y, return_inverse=True)
         if len(classes) < 2:
             msg = (
@@ -203,6 +207,34 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
             )
             raise ValueError(msg)
         return encoded.astype(np.int64), len(classes), {"classes_": classes}
+
+    def partial_fit(
+        self, X: ArrayLike, y: ArrayLike, classes: ArrayLike | None = None
+    ) -> TransferClassifier:
+        """Fine-tune for one epoch over the given samples.
+
+        The first call starts as :meth:`fit` does (shared layers from the
+        pretrained weights, a fresh head for all ``classes``); each later call
+        continues from the current weights, with a fresh optimizer, as
+        ``MLPClassifier.partial_fit`` does. ``max_epochs`` and early stopping
+        do not apply: each call is one epoch.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, ...)
+            Target samples, with the source's sample shape.
+        y : array-like of shape (n_samples,)
+            Their labels, among ``classes``.
+        classes : array-like of shape (n_classes,), default=None
+            Every label that ``y`` may hold over all calls. Required on the
+            first call, as in scikit-learn; may be omitted afterwards.
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        return self._partial_fit(X, y, classes)
 
     def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """Return the probability of each class for each sample.
