@@ -86,10 +86,10 @@ def _warn(msg, category):
 
 def _overridden(estimator, net):
     """Yield ``(name, value, why)`` for template settings the estimator ignores."""
-    try:
-        defaults = inspect.signature(type(net)).parameters
-    except (TypeError, ValueError):  # pragma: no cover - skorch nets are inspectable
-        return
+    defaults = {}
+    for cls in reversed(type(net).__mro__):  # subclasses pass the rest as **kwargs
+        if "__init__" in vars(cls):
+            defaults.update(inspect.signature(cls.__init__).parameters)
     given = net.get_params(deep=False)
     checks = {
         "verbose": (
