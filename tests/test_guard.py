@@ -244,7 +244,7 @@ def test_warm_start_l2sp_still_pulls_toward_the_pretrained_weights(digits, start
     assert len(Anchors.seen) == 2
     for anchors in Anchors.seen:
         assert len(anchors) == len(shared)
-        assert all(torch.equal(a, w) for a, w in zip(anchors, shared))
+        assert all(torch.equal(a, w) for a, w in zip(anchors, shared, strict=True))
 
 
 # ------------------------------------------------------------ partial_fit
