@@ -143,6 +143,22 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
 
     Notes
     -----
+    Every fit is right or stops. A non-finite training loss raises a
+    ValueError naming the epoch; Ctrl-C (SIGINT, received in the main thread)
+    ends :meth:`fit`, :meth:`fit_source` or :meth:`partial_fit` with
+    ``KeyboardInterrupt``, also inside ``GridSearchCV``; in both cases the
+    estimator is left as it was. A callback that raises ``KeyboardInterrupt``
+    itself (skorch's ``EarlyStopping``) still just ends training. Training
+    that runs all ``max_epochs`` while the net's early stopping never
+    triggered gives a :class:`~sklearn.exceptions.ConvergenceWarning`.
+
+    ``warm_start=True`` in the template makes each :meth:`fit` continue from
+    the last fit's weights (with a fresh optimizer and history, the same
+    classes, sample shape and frozen set; L2-SP still pulls toward the
+    pretrained weights). The template's ``verbose`` (replaced by the
+    estimator's) and ``classes`` (the labels come from ``y``) are not used;
+    setting them warns.
+
     Pretrained weights are prior knowledge rather than fitted state:
     :func:`sklearn.base.clone` keeps them (through ``__sklearn_clone__``), so
     ``cross_val_score`` and ``GridSearchCV`` fine-tune every fold and candidate
