@@ -25,11 +25,21 @@ from skorch.utils import to_tensor
 from torch import nn
 from torch.utils.data import DataLoader
 
-from . import _cache, _finetune, _frozen, _inputs, _layers, _outputs, _validation
+from . import (
+    _cache,
+    _finetune,
+    _frozen,
+    _guard,
+    _inputs,
+    _layers,
+    _outputs,
+    _validation,
+)
 from ._common import _CHECK_X, _seeded, _unchanged_on_error, _writable
 from ._compat import Interval, StrOptions, _fit_context
 from ._data import ArrayLoader
 from ._modules import MLP, n_flat_features
+from ._partial import _PartialFit
 from ._source import _SourceTask
 
 if TYPE_CHECKING:
@@ -58,7 +68,7 @@ def _predict_batch_size(net, n_samples):
     return n_samples if size == -1 else size
 
 
-class _BaseTransfer(_SourceTask, BaseEstimator):
+class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
     """Base class of the transfer estimators; not for direct use."""
 
     # Set by the subclasses.
@@ -171,6 +181,7 @@ class _BaseTransfer(_SourceTask, BaseEstimator):
                     ),
                     _finetune.autocast(self.autocast, net.device),
                     _validation.encoded(net, X, fitted, n_outputs, split, cache),
+                    _guard.training(self, net, "target", X.shape[1:], fitted),
                 ):
                     if split is None:
                         net.partial_fit(X, y_enc)

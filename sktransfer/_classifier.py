@@ -15,6 +15,7 @@ from torch import nn
 
 from . import _outputs
 from ._base import _BaseTransfer
+from ._partial import encode_partial_classes
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -177,6 +178,22 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
 
     Notes
     -----
+    Every fit is right or stops. A non-finite training loss raises a
+    ValueError naming the epoch; Ctrl-C (SIGINT, received in the main thread)
+    ends :meth:`fit`, :meth:`fit_source` or :meth:`partial_fit` with
+    ``KeyboardInterrupt``, also inside ``GridSearchCV``; in both cases the
+    estimator is left as it was. A callback that raises ``KeyboardInterrupt``
+    itself (skorch's ``EarlyStopping``) still just ends training. Training
+    that runs all ``max_epochs`` while the net's early stopping never
+    triggered gives a :class:`~sklearn.exceptions.ConvergenceWarning`.
+
+    ``warm_start=True`` in the template makes each :meth:`fit` continue from
+    the last fit's weights (with a fresh optimizer and history, the same
+    classes, sample shape and frozen set; L2-SP still pulls toward the
+    pretrained weights). The template's ``verbose`` (replaced by the
+    estimator's) and ``classes`` (the labels come from ``y``) are not used;
+    setting them warns.
+
     Pretrained weights are prior knowledge rather than fitted state:
     :func:`sklearn.base.clone` keeps them (through ``__sklearn_clone__``), so
     ``cross_val_score`` and ``GridSearchCV`` fine-tune every fold and candidate
@@ -254,6 +271,9 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
     def _encode_y(self, y):
         """Encode labels as 0..n_classes-1; return them, the count and ``classes_``."""
         check_classification_targets(y)
+        partial = getattr(self, "_partial", None)
+        if partial is not None:
+            return encode_partial_classes(self, y, partial["classes"])
         classes, encoded = np.unique(y, return_inverse=True)
         if len(classes) < 2:
             msg = (
@@ -320,6 +340,34 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         """
         scores = self._outputs(X).double().numpy()
         return scores[:, 1] - scores[:, 0] if scores.shape[1] == 2 else scores
+
+    def partial_fit(
+        self, X: ArrayLike, y: ArrayLike, classes: ArrayLike | None = None
+    ) -> TransferClassifier:
+        """Fine-tune for one epoch over the given samples.
+
+        The first call starts as :meth:`fit` does (shared layers from the
+        pretrained weights, a fresh head for all ``classes``); each later call
+        continues from the current weights, with a fresh optimizer, as
+        ``MLPClassifier.partial_fit`` does. ``max_epochs`` and early stopping
+        do not apply: each call is one epoch.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, ...)
+            Target samples, with the source's sample shape.
+        y : array-like of shape (n_samples,)
+            Their labels, among ``classes``.
+        classes : array-like of shape (n_classes,), default=None
+            Every label that ``y`` may hold over all calls. Required on the
+            first call, as in scikit-learn; may be omitted afterwards.
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        return self._partial_fit(X, y, classes)
 
     @available_if(_has_probabilities)
     def predict_proba(self, X: ArrayLike) -> np.ndarray:

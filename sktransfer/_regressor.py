@@ -145,6 +145,29 @@ class TransferRegressor(RegressorMixin, _BaseTransfer):
         y2d = y.reshape(len(y), -1)
         return y2d, y2d.shape[1], {"n_outputs_": y2d.shape[1], "_y_ndim": y.ndim}
 
+    def partial_fit(self, X: ArrayLike, y: ArrayLike) -> TransferRegressor:
+        """Fine-tune for one epoch over the given samples.
+
+        The first call starts as :meth:`fit` does (shared layers from the
+        pretrained weights, a fresh head); each later call continues from the
+        current weights, with a fresh optimizer, as
+        ``MLPRegressor.partial_fit`` does. ``max_epochs`` and early stopping
+        do not apply: each call is one epoch.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, ...)
+            Target samples, with the source's sample shape.
+        y : array-like of shape (n_samples,) or (n_samples, n_targets)
+            Their targets, as many per sample on every call.
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        return self._partial_fit(X, y)
+
     def predict(self, X: ArrayLike) -> np.ndarray:
         """Return the predicted targets.
 

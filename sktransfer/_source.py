@@ -20,7 +20,7 @@ from skorch import NeuralNet
 from torch import nn
 from torch.utils.data import Dataset
 
-from . import _inputs, _io, _layers
+from . import _guard, _inputs, _io, _layers
 from ._common import _CHECK_X, _seeded, _unchanged_on_error, _writable
 from ._compat import _fit_context
 from ._data import StreamedArray, check_on_disk, dataset_targets
@@ -79,7 +79,8 @@ class _SourceTask:
         with _unchanged_on_error(self), _seeded(self.random_state, "source"):
             net, _ = self._build_net(probe, n_outputs, phase="source")
             self._announce("Pretraining on the source task", data, n_outputs)
-            net.partial_fit(data, y_enc)
+            with _guard.training(self, net, "source"):
+                net.partial_fit(data, y_enc)
             self._pretrained = _Pretrained(
                 state_dict=_io.cpu_state(net.module_.state_dict()),
                 sample_shape=tuple(probe.shape[1:]),

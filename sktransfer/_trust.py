@@ -13,8 +13,11 @@ settings, the callbacks against an explicit list.
 
 from __future__ import annotations
 
+from functools import partial
+
 from skorch import callbacks as skorch_callbacks
 from skorch.dataset import Dataset, ValidSplit
+from skorch.utils import _make_split  # what predefined_split wraps
 from torch.utils.data import DataLoader
 
 from ._data import _IGNORED, ArrayLoader
@@ -119,11 +122,11 @@ def data_path_problem(net, net_class):
                 "collate_fn that augments them), which would receive the frozen "
                 "stage's outputs instead"
             )
-    if validating and type(net.train_split) is not ValidSplit:
+    if validating and not _known_split(net.train_split):
         return (
-            f"train_split={net.train_split!r} is not skorch's ValidSplit: a "
-            "validation set of its own (predefined_split) would reach the "
-            "trainable rest without going through the frozen stage"
+            f"train_split={net.train_split!r} is neither skorch's ValidSplit nor "
+            "its predefined_split, and may change the training samples, which "
+            "would be the frozen stage's outputs"
         )
     for method in _DATA_PATH_METHODS:
         if method in vars(net):
@@ -149,6 +152,18 @@ def callback_on_module(net_callbacks):
         if type(callback) not in _SAFE_CALLBACKS:
             return name
     return None
+
+
+def _known_split(train_split):
+    """Whether ``train_split`` is skorch's ``ValidSplit`` or ``predefined_split``.
+
+    A ``ValidSplit`` splits the (cached) training data; the validation set of
+    a ``predefined_split`` is run through the frozen stage by ``fit``
+    (``_validation.encoded``).
+    """
+    if type(train_split) is ValidSplit:
+        return True
+    return isinstance(train_split, partial) and train_split.func is _make_split
 
 
 def _name(obj):

@@ -273,6 +273,9 @@ def test_find_frozen_stage_leaves_the_module_as_it_was():
         torch.testing.assert_close(split.rest(split.stage(X)), module(X))
 
 
+@pytest.mark.filterwarnings(
+    "ignore::sklearn.exceptions.ConvergenceWarning"
+)  # a few epochs on purpose
 def test_auto_does_not_cache_under_callbacks_that_touch_the_module(
     pretrained_cnn, digit_images, tmp_path
 ):

@@ -122,6 +122,9 @@ def test_module_without_size_parameters_gets_its_head_resized(digits):
     assert clf.predict_proba(digits.X_test).shape[1] == 3
 
 
+@pytest.mark.filterwarnings(
+    "ignore::sklearn.exceptions.ConvergenceWarning"
+)  # 200 epochs on 50 samples: still improving
 def test_module_instance_is_the_pretrained_network(digits):
     module = MLP(n_features_in=64, n_outputs=10, hidden_layer_sizes=(16,))
     weights = module.features[1].weight.detach().clone()
@@ -133,6 +136,9 @@ def test_module_instance_is_the_pretrained_network(digits):
     assert module.head.out_features == 10
 
 
+@pytest.mark.filterwarnings(
+    "ignore::sklearn.exceptions.ConvergenceWarning"
+)  # 200 epochs on 50 samples: still improving
 def test_net_given_as_module_class_gets_sensible_defaults(digit_images):
     d = digit_images
     clf = TransferClassifier(ConvNet, random_state=0).fit(d.X_target, d.y_target)
@@ -141,6 +147,9 @@ def test_net_given_as_module_class_gets_sensible_defaults(digit_images):
     assert clf.score(d.X_target, d.y_target) > 0.9
 
 
+@pytest.mark.filterwarnings(
+    "ignore::sklearn.exceptions.ConvergenceWarning"
+)  # 200 epochs on 50 samples: still improving
 def test_default_net_fits_tabular_data_like_mlpclassifier(digits):
     clf = TransferClassifier(random_state=0).fit(digits.X_target, digits.y_target)
     assert clf.n_features_in_ == 64

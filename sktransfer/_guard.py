@@ -1,0 +1,311 @@
+"""A fit is right or it stops: the guards around each of skorch's training calls.
+
+:func:`training` wraps the ``net.partial_fit`` call of ``fit_source``,
+``fit`` and ``partial_fit``. Inside it:
+
+- a non-finite training loss stops the fit with a ValueError naming the epoch
+  (:class:`NonFiniteLoss`, a skorch callback removed again afterwards);
+- a real Ctrl-C (SIGINT) ends the whole call with ``KeyboardInterrupt``, as in
+  scikit-learn, although skorch's loop swallows every ``KeyboardInterrupt``
+  (its ``EarlyStopping`` stops training by raising one, and still does);
+- ``warm_start=True`` in the template continues from the last fit's weights;
+- template settings the estimator overrides are warned about;
+- training that ran all ``max_epochs`` while early stopping never triggered
+  gives a :class:`~sklearn.exceptions.ConvergenceWarning`, as ``MLPClassifier``
+  does.
+
+The estimators decide when to use it; everything installed is undone when the
+block ends, normally or not.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import signal
+import sys
+import threading
+import warnings
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from sklearn.exceptions import ConvergenceWarning
+from skorch import NeuralNet
+from skorch.callbacks import Callback, EarlyStopping
+
+from ._finetune import L2SPLoss
+
+# The name of the non-finite loss check among the net's callbacks while training.
+_NONFINITE_CALLBACK = "sktransfer_nonfinite_loss"
+
+
+class NonFiniteLoss(Callback):
+    """skorch callback: stop with a ValueError when the training loss is not finite.
+
+    It reads the epoch's ``train_loss`` from the history at the end of each
+    epoch (one number per epoch, no per-batch synchronisation), after skorch's
+    scoring callbacks have written it.
+
+    Parameters
+    ----------
+    phase : str
+        What is being trained, for the message: ``"pretraining"`` or
+        ``"fine-tuning"``.
+    """
+
+    # It only reads the history: safe while the frozen-stage cache is used.
+    _sktransfer_cache_safe = True
+
+    def __init__(self, phase):
+        self.phase = phase
+
+    def on_epoch_end(self, net, **kwargs):
+        loss = net.history[-1].get("train_loss")
+        if loss is None or math.isfinite(loss):
+            return
+        epoch = len(net.history)
+        msg = (
+            f"The training loss became {loss} in epoch {epoch} of {self.phase}; "
+            "the fit is stopped and the estimator left as it was. Likely causes: "
+            f"a learning rate too high (lr={net.lr!r}), inputs that are not "
+            "scaled or contain extreme values, non-finite values produced by the "
+            "network, or a criterion that does not match the module's outputs "
+            f"({type(net.criterion_).__name__} on the module's raw output)."
+        )
+        raise ValueError(msg)
+
+
+def _warn(msg, category):
+    """Warn with the location of the user's call into sktransfer."""
+    frame, level = sys._getframe(0), 1
+    inside = ("sktransfer.", "contextlib", "sklearn.base")
+    while frame.f_back is not None and (
+        frame.f_globals.get("__name__", "").startswith(inside)
+    ):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(msg, category, stacklevel=level)
+
+
+def _overridden(estimator, net):
+    """Yield ``(name, value, why)`` for template settings the estimator ignores."""
+    defaults = {}
+    for cls in reversed(type(net).__mro__):  # subclasses pass the rest as **kwargs
+        if "__init__" in vars(cls):
+            defaults.update(inspect.signature(cls.__init__).parameters)
+    given = net.get_params(deep=False)
+    checks = {
+        "verbose": (
+            int(estimator.verbose),
+            f"the estimator's verbose={estimator.verbose!r} is used; set "
+            "verbose on the estimator",
+        ),
+        "classes": (
+            None,
+            "the classes are those found in y by fit (classes_), and the "
+            "partial_fit classes argument",
+        ),
+    }
+    if estimator.verbose:  # set on the estimator: the template's is knowingly replaced
+        del checks["verbose"]
+    for name, (used, why) in checks.items():
+        if name not in defaults or name not in given:
+            continue
+        value, default = given[name], defaults[name].default
+        if _same(value, default) or _same(value, used):
+            continue
+        yield name, value, why
+
+
+def _same(a, b):
+    try:
+        return bool(np.all(a == b)) if a is not None and b is not None else a is b
+    except (TypeError, ValueError):
+        return False
+
+
+def check_template(estimator):
+    """Warn about each setting of the ``net`` template that the estimator ignores."""
+    if not isinstance(estimator.net, NeuralNet):
+        return  # the estimator builds the net: nothing of the user's is overridden
+    for name, value, why in _overridden(estimator, estimator.net):
+        msg = (
+            f"The net template sets {name}={value!r}, which "
+            f"{type(estimator).__name__} does not use: {why}."
+        )
+        _warn(msg, UserWarning)
+
+
+def _continues(estimator, net):
+    """Whether this fit continues from the last fit's weights."""
+    if not hasattr(estimator, "net_"):
+        return False
+    return bool(getattr(estimator, "_partial", None) is not None or net.warm_start)
+
+
+def _check_continuation(estimator, net, sample_shape, fitted):
+    """Raise a ValueError when the last fit's weights cannot be continued."""
+    name = type(estimator).__name__
+    how = (
+        "partial_fit continues the last fit"
+        if getattr(estimator, "_partial", None) is not None
+        else "warm_start=True continues the last fit's weights"
+    )
+    if tuple(sample_shape) != estimator._sample_shape:
+        msg = (
+            f"{how}, which saw samples of shape {estimator._sample_shape}; got "
+            f"samples of shape {tuple(sample_shape)}. Use the same sample shape, "
+            f"or fit a fresh {name} (warm_start=False)."
+        )
+        raise ValueError(msg)
+    for attr in ("classes_", "n_outputs_"):
+        if attr not in fitted or not hasattr(estimator, attr):
+            continue
+        old, new = getattr(estimator, attr), fitted[attr]
+        if not (np.shape(old) == np.shape(new) and np.all(old == new)):
+            msg = (
+                f"{how}, which had {attr}={old!r}; this y gives {attr}={new!r}. "
+                f"Continue with the same {attr}, or set warm_start=False."
+            )
+            raise ValueError(msg)
+    previous = estimator.net_.module_.state_dict()
+    trained = [
+        pname
+        for pname, param in net.module_.named_parameters()
+        if not param.requires_grad
+        and pname in previous
+        and pname not in _unfrozen_later(net)
+        and not torch.equal(param.detach().cpu(), previous[pname].detach().cpu())
+    ]
+    if trained:
+        msg = (
+            f"{how}, which trained {', '.join(trained)}; frozen={estimator.frozen!r} "
+            "freezes them now. Keep frozen as it was for the last fit, or set "
+            "warm_start=False."
+        )
+        raise ValueError(msg)
+
+
+def _unfrozen_later(net):
+    from ._base import _UNFREEZE_CALLBACK
+
+    unfreeze = dict(net.callbacks_).get(_UNFREEZE_CALLBACK)
+    if unfreeze is None:
+        return set()
+    return {name for _, names in unfreeze.schedule for name in names}
+
+
+def _continue_from_last_fit(estimator, net):
+    """Load the last fit's weights into ``net.module_``.
+
+    L2-SP keeps pulling toward the pretrained weights: their copies are made
+    before loading, also for parameters that an unfreezing schedule trains
+    later (L2-SP would otherwise copy those when they unfreeze).
+    """
+    loss = getattr(net, "get_loss", None)
+    if isinstance(loss, L2SPLoss) and loss.alpha:
+        later = {
+            id(p)
+            for n, p in net.module_.named_parameters()
+            if n in _unfrozen_later(net)
+        }
+        for i, param in enumerate(loss.shared):
+            if id(param) in later and i not in loss.source:
+                loss.source[i] = param.detach().clone()
+    net.module_.load_state_dict(estimator.net_.module_.state_dict())
+
+
+def _install_callback(net, name, callback):
+    """Insert ``callback`` after skorch's ``train_loss`` scoring; return its undo."""
+    names = [n for n, _ in net.callbacks_]
+    at = names.index("train_loss") + 1 if "train_loss" in names else 0
+    net.callbacks_.insert(at, (name, callback.initialize()))
+
+    def remove():
+        net.callbacks_[:] = [(n, cb) for n, cb in net.callbacks_ if cb is not callback]
+
+    return remove
+
+
+@contextmanager
+def _sigint_recorded():
+    """Record whether SIGINT arrives inside the block; yield a list that says so.
+
+    The previous handler still runs (Python's default raises
+    ``KeyboardInterrupt``, which skorch's loop swallows). Only the main thread
+    receives signals: elsewhere, and when SIGINT is ignored or handled by the
+    system default, nothing is installed.
+    """
+    arrived = []
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.getsignal(signal.SIGINT)
+    if not callable(previous):
+        yield arrived
+        return
+
+    def handler(signum, frame):
+        arrived.append(signum)
+        previous(signum, frame)
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield arrived
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _early_stopping_never_triggered(net, epochs_before):
+    """Whether training ran all ``max_epochs`` while an EarlyStopping never fired."""
+    stoppers = [cb for _, cb in net.callbacks_ if isinstance(cb, EarlyStopping)]
+    if not stoppers or len(net.history) - epochs_before < net.max_epochs:
+        return False
+    return not any(cb.misses_ >= cb.patience for cb in stoppers)
+
+
+@contextmanager
+def training(estimator, net, phase, sample_shape=None, fitted=None):
+    """Guard one training call of ``estimator`` on ``net`` (see the module's notes).
+
+    Parameters
+    ----------
+    estimator : _BaseTransfer
+        The estimator that trains.
+    net : skorch.NeuralNet
+        Its initialised net for this phase.
+    phase : {"source", "target"}
+        Pretraining or fine-tuning.
+    sample_shape : tuple of int, default=None
+        The target's sample shape (fine-tuning), checked against the last fit
+        when continuing it.
+    fitted : dict, default=None
+        The fitted label attributes of this fit (``classes_``, ``n_outputs_``),
+        checked against the last fit when continuing it.
+    """
+    partial = getattr(estimator, "_partial", None) is not None
+    check_template(estimator)
+    if phase == "target":
+        if _continues(estimator, net):
+            _check_continuation(estimator, net, sample_shape, fitted or {})
+            _continue_from_last_fit(estimator, net)
+        if partial:
+            net.set_params(max_epochs=1)
+    what = "pretraining" if phase == "source" else "fine-tuning"
+    remove = _install_callback(net, _NONFINITE_CALLBACK, NonFiniteLoss(what))
+    epochs_before = len(net.history)
+    try:
+        with _sigint_recorded() as interrupted:
+            yield
+        if interrupted:
+            raise KeyboardInterrupt
+    finally:
+        remove()
+    if not partial and _early_stopping_never_triggered(net, epochs_before):
+        msg = (
+            f"{what.capitalize()} ran all max_epochs={net.max_epochs} epochs and "
+            "early stopping did not trigger: the training loss was still "
+            "improving, so the network may not have converged. Allow more epochs "
+            "(net__max_epochs, or source_params={'max_epochs': ...} for "
+            "pretraining)."
+        )
+        _warn(msg, ConvergenceWarning)
