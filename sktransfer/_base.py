@@ -181,7 +181,9 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
                     ),
                     _finetune.autocast(self.autocast, net.device),
                     _validation.encoded(net, X, fitted, n_outputs, split, cache),
-                    _guard.training(self, net, "target", X.shape[1:], fitted),
+                    _guard.training(
+                        self, net, "target", X.shape[1:], fitted, probe=X[:256]
+                    ),
                 ):
                     if split is None:
                         net.partial_fit(X, y_enc)
@@ -359,8 +361,11 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
             raise ValueError(msg) from exc
         net.set_params(**self._module_sizes(net, X, n_outputs))
 
+        _guard.refuse_compile(net)
         net.initialize()
         module = net.module_
+        if _layers.has_lazy(module):  # sized by a first forward, before transfer
+            _layers.materialize(module, to_tensor(X[:1], device=net.device))
         head = _layers.resolve_head(module, self.head)
         frozen = _layers.match_parameters(
             module, _layers.check_patterns(self.frozen, "frozen")

@@ -33,6 +33,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from skorch import NeuralNet
 from skorch.callbacks import Callback, EarlyStopping
+from skorch.utils import to_tensor
 
 from ._finetune import L2SPLoss
 
@@ -146,16 +147,20 @@ def _continues(estimator, net):
 def _check_continuation(estimator, net, sample_shape, fitted):
     """Raise a ValueError when the last fit's weights cannot be continued."""
     name = type(estimator).__name__
+    partial = getattr(estimator, "_partial", None) is not None
     how = (
         "partial_fit continues the last fit"
-        if getattr(estimator, "_partial", None) is not None
+        if partial
         else "warm_start=True continues the last fit's weights"
+    )
+    restart = (
+        f"call fit on a fresh {name} instead" if partial else "set warm_start=False"
     )
     if tuple(sample_shape) != estimator._sample_shape:
         msg = (
             f"{how}, which saw samples of shape {estimator._sample_shape}; got "
             f"samples of shape {tuple(sample_shape)}. Use the same sample shape, "
-            f"or fit a fresh {name} (warm_start=False)."
+            f"or {restart}."
         )
         raise ValueError(msg)
     for attr in ("classes_", "n_outputs_"):
@@ -165,7 +170,7 @@ def _check_continuation(estimator, net, sample_shape, fitted):
         if not (np.shape(old) == np.shape(new) and np.all(old == new)):
             msg = (
                 f"{how}, which had {attr}={old!r}; this y gives {attr}={new!r}. "
-                f"Continue with the same {attr}, or set warm_start=False."
+                f"Continue with the same {attr}, or {restart}."
             )
             raise ValueError(msg)
     previous = estimator.net_.module_.state_dict()
@@ -180,8 +185,8 @@ def _check_continuation(estimator, net, sample_shape, fitted):
     if trained:
         msg = (
             f"{how}, which trained {', '.join(trained)}; frozen={estimator.frozen!r} "
-            "freezes them now. Keep frozen as it was for the last fit, or set "
-            "warm_start=False."
+            "freezes them now. Keep frozen as it was for the last fit, or "
+            f"{restart}."
         )
         raise ValueError(msg)
 
@@ -255,6 +260,56 @@ def _sigint_recorded():
         signal.signal(signal.SIGINT, previous)
 
 
+def _check_finite_outputs(net, probe, what):
+    """Raise a ValueError when the trained network's outputs on ``probe`` overflow.
+
+    A diverging fit can keep a finite training loss (growing to 1e32, say)
+    while the network's outputs become infinite or NaN, so that probabilities
+    are NaN and every prediction is one class. The network runs once in
+    evaluation mode, without gradients; its modes are put back.
+    """
+    module = net.module_
+    modes = [(sub, sub.training) for sub in module.modules()]
+    try:
+        module.eval()
+        with torch.no_grad():
+            out = module(to_tensor(probe, device=net.device))
+    finally:
+        for sub, mode in modes:
+            sub.training = mode
+    if not isinstance(out, torch.Tensor) or torch.isfinite(out).all():
+        return
+    bad = int((~torch.isfinite(out)).reshape(len(out), -1).any(dim=1).sum())
+    losses = [row.get("train_loss") for row in net.history]
+    last = next((loss for loss in reversed(losses) if loss is not None), None)
+    msg = (
+        f"After {what}, the network outputs NaN or infinity on {bad} of "
+        f"{len(out)} training samples (last training loss {last}): training "
+        "diverged, and its predictions would be meaningless. Likely causes: a "
+        f"learning rate too high (lr={net.lr!r}), inputs that are not scaled or "
+        "contain extreme values, or no gradient clipping; the estimator is left "
+        "as it was."
+    )
+    raise ValueError(msg)
+
+
+def refuse_compile(net):
+    """Raise a ValueError for a template with ``compile=True``.
+
+    skorch then wraps ``module_`` in ``torch.compile``'s ``OptimizedModule``,
+    whose submodule names (``_orig_mod.``) no longer match the pretrained
+    weights, ``head`` or ``frozen``.
+    """
+    if getattr(net, "compile", False):
+        msg = (
+            f"The net template has compile={net.compile!r}; sktransfer cannot "
+            "yet transfer weights, rebuild the head or freeze parameters through "
+            "torch.compile's wrapper (its names start with '_orig_mod.'). Set "
+            "compile=False in the template."
+        )
+        raise ValueError(msg)
+
+
 def _early_stopping_never_triggered(net, epochs_before):
     """Whether training ran all ``max_epochs`` while an EarlyStopping never fired."""
     stoppers = [cb for _, cb in net.callbacks_ if isinstance(cb, EarlyStopping)]
@@ -264,7 +319,7 @@ def _early_stopping_never_triggered(net, epochs_before):
 
 
 @contextmanager
-def training(estimator, net, phase, sample_shape=None, fitted=None):
+def training(estimator, net, phase, sample_shape=None, fitted=None, probe=None):
     """Guard one training call of ``estimator`` on ``net`` (see the module's notes).
 
     Parameters
@@ -281,6 +336,10 @@ def training(estimator, net, phase, sample_shape=None, fitted=None):
     fitted : dict, default=None
         The fitted label attributes of this fit (``classes_``, ``n_outputs_``),
         checked against the last fit when continuing it.
+    probe : ndarray of shape (n_probe, ...), default=None
+        Training samples on which the trained network's outputs must be
+        finite (a diverged fit can keep a finite loss while its outputs
+        overflow).
     """
     partial = getattr(estimator, "_partial", None) is not None
     check_template(estimator)
@@ -298,6 +357,8 @@ def training(estimator, net, phase, sample_shape=None, fitted=None):
             yield
         if interrupted:
             raise KeyboardInterrupt
+        if probe is not None:
+            _check_finite_outputs(net, probe, what)
     finally:
         remove()
     if not partial and _early_stopping_never_triggered(net, epochs_before):

@@ -442,6 +442,25 @@ def _all_frozen(module, name, layer, frozen, all_params):
     return bool(params) and all(p in frozen for p in params)
 
 
+def has_lazy(module: nn.Module) -> bool:
+    """Whether ``module`` has lazy layers whose parameters are not sized yet."""
+    return any(
+        isinstance(t, nn.parameter.UninitializedTensorMixin)
+        for t in (*module.parameters(), *module.buffers())
+    )
+
+
+def materialize(module: nn.Module, X: torch.Tensor) -> None:
+    """Size the lazy layers of ``module`` with one forward pass on ``X``.
+
+    Lazy layers (``nn.LazyLinear``, ``nn.LazyConv2d``, ``nn.LazyBatchNorm2d``,
+    ...) create their parameters on their first forward; weights can only be
+    copied into them after it. The pass runs as :func:`output_shape` does: in
+    evaluation mode, without gradients, the modes put back.
+    """
+    output_shape(module, X)
+
+
 def output_shape(module: nn.Module, X: torch.Tensor) -> tuple[int, ...]:
     """Return the shape of ``module(X)`` for one sample, without side effects.
 

@@ -166,6 +166,10 @@ def _looks_like(out: torch.Tensor) -> str:
     seen = f"values from {low:.4g} to {high:.4g}"
     if high <= _TOL and _distribution_fault(out.double().exp()) is None:
         return f"{seen}, which look like log-probabilities (a final LogSoftmax)"
+    fault = _distribution_fault(out)
+    if low >= -_TOL and fault is not None and "not to 1" in fault:
+        # In [0, 1] but no distribution: a sigmoid, or a softmax over the batch.
+        return f"{seen} in {fault}: no distribution over the classes"
     return f"{seen}, which look like logits"
 
 

@@ -20,7 +20,7 @@ from skorch import NeuralNet
 from torch import nn
 from torch.utils.data import Dataset
 
-from . import _guard, _inputs, _io, _layers
+from . import _guard, _inputs, _io, _layers, _validation
 from ._common import _CHECK_X, _seeded, _unchanged_on_error, _writable
 from ._compat import _fit_context
 from ._data import StreamedArray, check_on_disk, dataset_targets
@@ -79,7 +79,10 @@ class _SourceTask:
         with _unchanged_on_error(self), _seeded(self.random_state, "source"):
             net, _ = self._build_net(probe, n_outputs, phase="source")
             self._announce("Pretraining on the source task", data, n_outputs)
-            with _guard.training(self, net, "source"):
+            with (
+                _validation.encoded(net, probe, fitted, n_outputs),
+                _guard.training(self, net, "source", probe=probe),
+            ):
                 net.partial_fit(data, y_enc)
             self._pretrained = _Pretrained(
                 state_dict=_io.cpu_state(net.module_.state_dict()),
@@ -164,6 +167,7 @@ class _SourceTask:
         record = self._read_source(source)
         self._check_source(record)
         self._pretrained = record
+        _inputs.clear_fitted(self)  # a fit from other weights is stale
         self.__dict__.pop("_reinitialise", None)
         return self
 
@@ -306,6 +310,10 @@ class _SourceTask:
         net.set_params(verbose=0, device="cpu", **sizes)
         with torch.random.fork_rng():
             module = net.initialize().module_
+            if _layers.has_lazy(module):
+                if record.sample_shape is None:
+                    return  # lazy layers take their sizes from data: fit checks
+                _layers.materialize(module, torch.zeros((1, *shape)))
         head = _layers.resolve_head(module, self.head)
         if not head and record.n_outputs is None:
             # head=None keeps the output layer, whose size is the target's and
