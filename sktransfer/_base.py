@@ -82,6 +82,7 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
         "net": "no_validation",
         "head": [str, list, tuple, None],
         "frozen": [str, list, tuple],
+        "pretrained": ["boolean"],
         "source_params": [dict, None],
         "freeze_bn_stats": ["boolean"],
         "cache_frozen": [StrOptions({"auto"}), "boolean"],
@@ -100,6 +101,7 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
         *,
         head: str | Sequence[str] | None = "auto",
         frozen: str | Sequence[str] = (),
+        pretrained: bool = True,
         source_params: dict[str, Any] | None = None,
         freeze_bn_stats: bool = True,
         cache_frozen: bool | str = "auto",
@@ -114,6 +116,7 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
         self.net = net
         self.head = head
         self.frozen = frozen
+        self.pretrained = pretrained
         self.source_params = source_params
         self.freeze_bn_stats = freeze_bn_stats
         self.cache_frozen = cache_frozen
@@ -165,7 +168,7 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
                     f"l2sp={self.l2sp!r} pulls the shared weights toward pretrained "
                     f"ones, but this {type(self).__name__} has none: call "
                     "fit_source(X, y) first, pass a module instance with trained "
-                    "weights as net, or set l2sp=0."
+                    "weights as net, or set l2sp=0 (always with pretrained=False)."
                 )
                 raise ValueError(msg)
             with _seeded(self.random_state, "target"), _frozen.fit_scope():
@@ -216,8 +219,6 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
         if pretrained is not None:
             new._pretrained = pretrained
             pretrained.ship_to_cluster()  # once, under joblib's Dask backend
-        if getattr(self, "_reinitialise", False):
-            new._reinitialise = True
         return new
 
     def __sklearn_tags__(self):
@@ -260,7 +261,7 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
 
     def _has_source_weights(self):
         """Whether ``fit`` starts from pretrained weights rather than from scratch."""
-        if getattr(self, "_reinitialise", False):
+        if not self.pretrained:
             return False
         if getattr(self, "_pretrained", None) is not None:
             return True
@@ -270,16 +271,17 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
     def _from_scratch(self):
         """Return an unfitted clone that trains the same network from fresh weights.
 
-        Nothing frozen, no L2-SP, no learning-rate scale, no unfreezing, and no
-        pretrained weights, also not those of a module instance held by ``net``
-        (its layers are re-initialised with their ``reset_parameters``).
+        ``pretrained=False``, and nothing frozen, no L2-SP, no learning-rate
+        scale, no unfreezing.
         """
-        scratch = clone(self).set_params(
-            frozen=(), l2sp=0.0, l2sp_head=0.0, shared_lr_scale=1.0, unfreeze=None
+        return clone(self).set_params(
+            pretrained=False,
+            frozen=(),
+            l2sp=0.0,
+            l2sp_head=0.0,
+            shared_lr_scale=1.0,
+            unfreeze=None,
         )
-        scratch.__dict__.pop("_pretrained", None)
-        scratch._reinitialise = True
-        return scratch
 
     def _default_net_params(self):
         """Return the settings of a net built around a module or the default MLP."""
@@ -367,7 +369,7 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
         )
         pretrained = getattr(self, "_pretrained", None)
         if phase == "target":
-            if pretrained is not None:
+            if pretrained is not None and self.pretrained:
                 if not head and pretrained.n_outputs not in (None, n_outputs):
                     msg = (
                         f"head=None transfers every weight, but the source task has "
@@ -377,7 +379,7 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
                     )
                     raise ValueError(msg)
                 _layers.transfer_weights(module, pretrained.state_dict, skip=head)
-            elif getattr(self, "_reinitialise", False):
+            elif not self.pretrained and not isinstance(net.module, type):
                 _layers.reset_all(module)  # a module instance's weights: not used
             _layers.reset_head(module, head)
         resized = _layers.resize_head(module, head, n_outputs)

@@ -289,11 +289,24 @@ class TransferComparison:
 
 
 def _from_scratch(estimator):
-    """Return an unfitted copy of ``estimator`` that trains from fresh weights."""
+    """Return an unfitted copy of ``estimator`` that trains from fresh weights.
+
+    The public switch ``pretrained=False``, with nothing frozen and no other
+    fine-tuning method, on the transfer estimator (the last step of a
+    pipeline).
+    """
+    params = {
+        "pretrained": False,
+        "frozen": (),
+        "l2sp": 0.0,
+        "l2sp_head": 0.0,
+        "shared_lr_scale": 1.0,
+        "unfreeze": None,
+    }
     if isinstance(estimator, Pipeline):
-        name, step = estimator.steps[-1]
-        return clone(estimator).set_params(**{name: step._from_scratch()})
-    return estimator._from_scratch()
+        name = estimator.steps[-1][0]
+        params = {f"{name}__{key}": value for key, value in params.items()}
+    return clone(estimator).set_params(**params)
 
 
 def _seed(estimator, seed):
