@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import inspect
 from collections.abc import Sequence
-from numbers import Real
+from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -33,6 +33,7 @@ from . import (
     _inputs,
     _layers,
     _outputs,
+    _stopping,
     _validation,
 )
 from ._common import _CHECK_X, _seeded, _unchanged_on_error, _writable
@@ -89,8 +90,12 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
         "l2sp": [Interval(Real, 0, None, closed="left")],
         "l2sp_head": [Interval(Real, 0, None, closed="left")],
         "shared_lr_scale": [Interval(Real, 0, None, closed="neither")],
+        "layer_decay": [Interval(Real, 0, None, closed="neither")],
         "unfreeze": [list, tuple, None],
         "autocast": [StrOptions({"bfloat16"}), None],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -108,8 +113,12 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
         l2sp: float = 0.0,
         l2sp_head: float = 0.0,
         shared_lr_scale: float = 1.0,
+        layer_decay: float = 1.0,
         unfreeze: Sequence[tuple[int, str | Sequence[str]]] | None = None,
         autocast: str | None = None,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        n_iter_no_change: int = 10,
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
     ) -> None:
@@ -123,8 +132,12 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
         self.l2sp = l2sp
         self.l2sp_head = l2sp_head
         self.shared_lr_scale = shared_lr_scale
+        self.layer_decay = layer_decay
         self.unfreeze = unfreeze
         self.autocast = autocast
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
         self.random_state = random_state
         self.verbose = verbose
 
@@ -161,6 +174,7 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
             )
             X = _writable(X)
             y_enc, n_outputs, fitted = self._encode_y(y)
+            _stopping.check_split(self, y_enc)
             pretrained = getattr(self, "_pretrained", None)
             _inputs.check_feature_names(self, pretrained)
             if self.l2sp and not self._has_source_weights():
@@ -352,6 +366,9 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
         for name in ("iterator_train", "iterator_valid"):
             if getattr(net, name) is DataLoader:
                 params[name] = ArrayLoader
+        if phase == "target":
+            defaults = not isinstance(self.net, NeuralNet)
+            params.update(_stopping.net_params(self, net, defaults))
         if phase == "source" and self.source_params:
             params.update(self.source_params)
         try:
@@ -411,7 +428,9 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
             callback = _finetune.Unfreeze(schedule, module).initialize()
             net.callbacks_.append((_UNFREEZE_CALLBACK, callback))
         shared, specific = _split_parameters(module, head)
-        _finetune.initialize_scaled_optimizer(net, shared, self.shared_lr_scale)
+        _finetune.initialize_scaled_optimizer(
+            net, shared, self.shared_lr_scale, decay=self.layer_decay, head=head
+        )
         return net, (shared, specific)
 
     def _freeze(self, net, frozen, head):
