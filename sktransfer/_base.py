@@ -39,6 +39,7 @@ from . import (
 from ._common import _CHECK_X, _seeded, _unchanged_on_error, _writable
 from ._compat import Interval, StrOptions, _fit_context
 from ._data import ArrayLoader
+from ._features import TransformMixin
 from ._modules import MLP, n_flat_features
 from ._partial import _PartialFit
 from ._source import _SourceTask
@@ -69,7 +70,7 @@ def _predict_batch_size(net, n_samples):
     return n_samples if size == -1 else size
 
 
-class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
+class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
     """Base class of the transfer estimators; not for direct use."""
 
     # Set by the subclasses.

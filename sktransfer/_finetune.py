@@ -135,7 +135,8 @@ def initialize_scaled_optimizer(net, shared, scale, *, decay=1.0, head=()):
     head (:func:`layer_depths`) trains with it times ``scale * decay ** d``,
     as timm's ``param_groups_layer_decay`` does (Clark et al., ELECTRA, ICLR
     2020). The head's group comes first, then one group per factor, in
-    the order of the layers. ``scale=1`` and ``decay=1`` are skorch's optimizer, unchanged.
+    the order of the layers. ``scale=1`` and ``decay=1`` are skorch's
+    optimizer, unchanged.
     """
     if scale == 1.0 and decay == 1.0:
         net.initialize_optimizer()
