@@ -18,7 +18,7 @@ import math
 import numbers
 
 import numpy as np
-from sklearn.base import is_classifier
+from sklearn.base import clone, is_classifier
 from sklearn.utils import check_random_state
 from skorch.callbacks import EarlyStopping
 from skorch.dataset import ValidSplit
@@ -57,6 +57,12 @@ def _is_stopper(item):
     return isinstance(callback, EarlyStopping)
 
 
+def _with_patience(callback, patience):
+    callback = clone(callback)
+    callback.set_params(patience=patience)  # skorch's returns None
+    return callback
+
+
 def net_params(estimator, net, defaults):
     """Return the skorch settings of the fine-tuning net for ``early_stopping``.
 
@@ -76,7 +82,7 @@ def net_params(estimator, net, defaults):
         if not defaults:
             return {}
         callbacks = [
-            (CALLBACK, item[1].set_params(patience=patience))
+            (CALLBACK, _with_patience(item[1], patience))
             if isinstance(item, tuple) and item[0] == CALLBACK and _is_stopper(item)
             else item
             for item in _callbacks(net)
