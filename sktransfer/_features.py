@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin, clone
+from sklearn.utils import TransformerTags
 from sklearn.utils.validation import check_is_fitted, validate_data
 from skorch.utils import to_tensor
 
@@ -100,6 +101,12 @@ def _batch_size(net, n_samples):
 class TransformMixin:
     """``transform`` and ``get_feature_names_out`` of the fitted estimators."""
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # float32 features whatever the input's dtype, as the network computes.
+        tags.transformer_tags = TransformerTags(preserves_dtype=["float32"])
+        return tags
+
     def transform(self, X: ArrayLike) -> np.ndarray:
         """Return the head's input: the representation the shared layers compute.
 
@@ -134,6 +141,22 @@ class TransformMixin:
             batch_size=_batch_size(net, len(X)),
             device=net.device,
         )
+
+    def fit_transform(self, X: ArrayLike, y: ArrayLike) -> np.ndarray:
+        """Fine-tune on ``X, y`` (:meth:`fit`), then return :meth:`transform` of ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, ...)
+            Target samples.
+        y : array-like of shape (n_samples,) or (n_samples, n_targets)
+            Target labels or targets.
+
+        Returns
+        -------
+        features : ndarray of shape (n_samples, n_features_out), float32
+        """
+        return self.fit(X, y).transform(X)
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """Return names for the columns of :meth:`transform`.
