@@ -9,6 +9,7 @@ from importlib.metadata import PackageNotFoundError, version
 from ._classifier import TransferClassifier
 from ._compare import NegativeTransferWarning, TransferComparison, compare_transfer
 from ._data import ArrayLoader
+from ._features import PretrainedFeatures
 from ._modules import MLP
 from ._pipeline import fit_source
 from ._plot import plot_history
@@ -23,6 +24,7 @@ __all__ = [
     "MLP",
     "ArrayLoader",
     "NegativeTransferWarning",
+    "PretrainedFeatures",
     "TransferClassifier",
     "TransferComparison",
     "TransferRegressor",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import inspect
 from collections.abc import Sequence
-from numbers import Real
+from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -33,11 +33,13 @@ from . import (
     _inputs,
     _layers,
     _outputs,
+    _stopping,
     _validation,
 )
 from ._common import _CHECK_X, _seeded, _unchanged_on_error, _writable
 from ._compat import Interval, StrOptions, _fit_context
 from ._data import ArrayLoader
+from ._features import TransformMixin
 from ._modules import MLP, n_flat_features
 from ._partial import _PartialFit
 from ._source import _SourceTask
@@ -68,7 +70,7 @@ def _predict_batch_size(net, n_samples):
     return n_samples if size == -1 else size
 
 
-class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
+class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
     """Base class of the transfer estimators; not for direct use."""
 
     # Set by the subclasses.
@@ -82,14 +84,19 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
         "net": "no_validation",
         "head": [str, list, tuple, None],
         "frozen": [str, list, tuple],
+        "pretrained": ["boolean"],
         "source_params": [dict, None],
         "freeze_bn_stats": ["boolean"],
         "cache_frozen": [StrOptions({"auto"}), "boolean"],
         "l2sp": [Interval(Real, 0, None, closed="left")],
         "l2sp_head": [Interval(Real, 0, None, closed="left")],
         "shared_lr_scale": [Interval(Real, 0, None, closed="neither")],
+        "layer_decay": [Interval(Real, 0, None, closed="neither")],
         "unfreeze": [list, tuple, None],
         "autocast": [StrOptions({"bfloat16"}), None],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -100,28 +107,38 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
         *,
         head: str | Sequence[str] | None = "auto",
         frozen: str | Sequence[str] = (),
+        pretrained: bool = True,
         source_params: dict[str, Any] | None = None,
         freeze_bn_stats: bool = True,
         cache_frozen: bool | str = "auto",
         l2sp: float = 0.0,
         l2sp_head: float = 0.0,
         shared_lr_scale: float = 1.0,
+        layer_decay: float = 1.0,
         unfreeze: Sequence[tuple[int, str | Sequence[str]]] | None = None,
         autocast: str | None = None,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        n_iter_no_change: int = 10,
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
     ) -> None:
         self.net = net
         self.head = head
         self.frozen = frozen
+        self.pretrained = pretrained
         self.source_params = source_params
         self.freeze_bn_stats = freeze_bn_stats
         self.cache_frozen = cache_frozen
         self.l2sp = l2sp
         self.l2sp_head = l2sp_head
         self.shared_lr_scale = shared_lr_scale
+        self.layer_decay = layer_decay
         self.unfreeze = unfreeze
         self.autocast = autocast
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
         self.random_state = random_state
         self.verbose = verbose
 
@@ -158,6 +175,7 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
             )
             X = _writable(X)
             y_enc, n_outputs, fitted = self._encode_y(y)
+            _stopping.check_split(self, y_enc)
             pretrained = getattr(self, "_pretrained", None)
             _inputs.check_feature_names(self, pretrained)
             if self.l2sp and not self._has_source_weights():
@@ -165,7 +183,7 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
                     f"l2sp={self.l2sp!r} pulls the shared weights toward pretrained "
                     f"ones, but this {type(self).__name__} has none: call "
                     "fit_source(X, y) first, pass a module instance with trained "
-                    "weights as net, or set l2sp=0."
+                    "weights as net, or set l2sp=0 (always with pretrained=False)."
                 )
                 raise ValueError(msg)
             with _seeded(self.random_state, "target"), _frozen.fit_scope():
@@ -218,8 +236,6 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
         if pretrained is not None:
             new._pretrained = pretrained
             pretrained.ship_to_cluster()  # once, under joblib's Dask backend
-        if getattr(self, "_reinitialise", False):
-            new._reinitialise = True
         return new
 
     def __sklearn_tags__(self):
@@ -262,7 +278,7 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
 
     def _has_source_weights(self):
         """Whether ``fit`` starts from pretrained weights rather than from scratch."""
-        if getattr(self, "_reinitialise", False):
+        if not self.pretrained:
             return False
         if getattr(self, "_pretrained", None) is not None:
             return True
@@ -272,16 +288,17 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
     def _from_scratch(self):
         """Return an unfitted clone that trains the same network from fresh weights.
 
-        Nothing frozen, no L2-SP, no learning-rate scale, no unfreezing, and no
-        pretrained weights, also not those of a module instance held by ``net``
-        (its layers are re-initialised with their ``reset_parameters``).
+        ``pretrained=False``, and nothing frozen, no L2-SP, no learning-rate
+        scale, no unfreezing.
         """
-        scratch = clone(self).set_params(
-            frozen=(), l2sp=0.0, l2sp_head=0.0, shared_lr_scale=1.0, unfreeze=None
+        return clone(self).set_params(
+            pretrained=False,
+            frozen=(),
+            l2sp=0.0,
+            l2sp_head=0.0,
+            shared_lr_scale=1.0,
+            unfreeze=None,
         )
-        scratch.__dict__.pop("_pretrained", None)
-        scratch._reinitialise = True
-        return scratch
 
     def _default_net_params(self):
         """Return the settings of a net built around a module or the default MLP."""
@@ -352,6 +369,9 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
         for name in ("iterator_train", "iterator_valid"):
             if getattr(net, name) is DataLoader:
                 params[name] = ArrayLoader
+        if phase == "target":
+            defaults = not isinstance(self.net, NeuralNet)
+            params.update(_stopping.net_params(self, net, defaults))
         if phase == "source" and self.source_params:
             params.update(self.source_params)
         try:
@@ -372,7 +392,7 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
         )
         pretrained = getattr(self, "_pretrained", None)
         if phase == "target":
-            if pretrained is not None:
+            if pretrained is not None and self.pretrained:
                 if not head and pretrained.n_outputs not in (None, n_outputs):
                     msg = (
                         f"head=None transfers every weight, but the source task has "
@@ -382,7 +402,7 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
                     )
                     raise ValueError(msg)
                 _layers.transfer_weights(module, pretrained.state_dict, skip=head)
-            elif getattr(self, "_reinitialise", False):
+            elif not self.pretrained and not isinstance(net.module, type):
                 _layers.reset_all(module)  # a module instance's weights: not used
             _layers.reset_head(module, head)
         resized = _layers.resize_head(module, head, n_outputs)
@@ -414,7 +434,9 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
             callback = _finetune.Unfreeze(schedule, module).initialize()
             net.callbacks_.append((_UNFREEZE_CALLBACK, callback))
         shared, specific = _split_parameters(module, head)
-        _finetune.initialize_scaled_optimizer(net, shared, self.shared_lr_scale)
+        _finetune.initialize_scaled_optimizer(
+            net, shared, self.shared_lr_scale, decay=self.layer_decay, head=head
+        )
         return net, (shared, specific)
 
     def _freeze(self, net, frozen, head):

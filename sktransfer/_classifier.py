@@ -74,6 +74,14 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         parameter of ``net_.module_`` has the ``requires_grad`` it arrived
         with, so that the fitted module fine-tunes again as a plain module
         (continuing with ``net_.partial_fit`` trains every parameter).
+    pretrained : bool, default=True
+        Start :meth:`fit` from the pretrained weights (``True``) or from
+        fresh ones (``False``: every layer initialised as the module's
+        constructor does; the weights of a module instance held by ``net``
+        are re-initialised with ``reset_parameters``, so no pretrained tensor
+        survives). The pretrained weights are kept either way, so
+        ``GridSearchCV(clf, {"pretrained": [True, False], ...})`` chooses
+        between transfer and scratch (the name timm and torchvision use).
     source_params : dict, default=None
         skorch settings used only while pretraining, e.g.
         ``{"max_epochs": 5, "lr": 1e-2}``; they update the ``net`` template.
@@ -126,12 +134,35 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         1), the parameters matching the glob patterns become trainable, e.g.
         ``((3, "features.2.*"), (6, "features.*"))``. BatchNorm layers held by
         ``freeze_bn_stats`` train again once their parameters unfreeze.
+    layer_decay : float, default=1.0
+        Layer-wise learning-rate decay (timm's ``param_groups_layer_decay``):
+        a shared parameter ``d`` layers below the head trains at the head's
+        learning rate times ``shared_lr_scale * layer_decay ** d``. Layers are
+        the submodules holding parameters, in ``named_parameters()`` order; a
+        normalisation layer counts with the layer before it. Composes with
+        ``unfreeze`` and ``l2sp``; ``1.0`` changes nothing.
     autocast : {"bfloat16"} or None, default=None
         Mixed precision for fine-tuning: ``"bfloat16"`` runs the forward and
         backward passes under :func:`torch.autocast` (matrix products and
         convolutions in bfloat16; weights, gradients and optimizer in float32),
         on the CPU or a GPU that supports bfloat16. Pretraining and
         prediction stay in float32. ``None`` trains in float32.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the target data (stratified for a
+        classifier), stop when its loss has not improved by 1e-4 for
+        ``n_iter_no_change`` epochs and restore the weights of the best epoch,
+        as :class:`~sklearn.neural_network.MLPClassifier` does. It replaces
+        any ``EarlyStopping`` of the template and sets its ``train_split``;
+        compatible with ``cache_frozen``. ``False`` keeps the template as it
+        is (the default settings stop on the training loss).
+    validation_fraction : float, default=0.1
+        Share of the target data held out with ``early_stopping=True``; each
+        part must hold a sample of every class, else :meth:`fit` raises a
+        ``ValueError``.
+    n_iter_no_change : int, default=10
+        Epochs without improvement before stopping: of the validation loss
+        with ``early_stopping=True``, of the training loss of the default
+        settings otherwise (a skorch template keeps its own callbacks).
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation, shuffling and dropout (torch's global RNG
         is restored afterwards). ``None`` uses torch's global RNG.

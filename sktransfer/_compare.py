@@ -16,10 +16,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import stats
 from sklearn.base import clone, is_classifier, is_regressor
+from sklearn.linear_model import LogisticRegression, RidgeCV
 from sklearn.model_selection import check_cv, cross_val_score
 from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
 from sklearn.utils import check_random_state
 
+from ._features import PretrainedFeatures
 from ._pipeline import transfer_step
 from ._plot import _plot_comparison
 
@@ -35,6 +38,7 @@ _ALPHA = 0.05
 # The names of the two settings every comparison has.
 _SCRATCH = "scratch"
 _TRANSFER = "transfer"
+_PROBE = "linear probe"
 
 
 class NegativeTransferWarning(UserWarning):
@@ -289,11 +293,43 @@ class TransferComparison:
 
 
 def _from_scratch(estimator):
-    """Return an unfitted copy of ``estimator`` that trains from fresh weights."""
+    """Return an unfitted copy of ``estimator`` that trains from fresh weights.
+
+    The public switch ``pretrained=False``, with nothing frozen and no other
+    fine-tuning method, on the transfer estimator (the last step of a
+    pipeline).
+    """
+    params = {
+        "pretrained": False,
+        "frozen": (),
+        "l2sp": 0.0,
+        "l2sp_head": 0.0,
+        "shared_lr_scale": 1.0,
+        "unfreeze": None,
+    }
     if isinstance(estimator, Pipeline):
-        name, step = estimator.steps[-1]
-        return clone(estimator).set_params(**{name: step._from_scratch()})
-    return estimator._from_scratch()
+        name = estimator.steps[-1][0]
+        params = {f"{name}__{key}": value for key, value in params.items()}
+    return clone(estimator).set_params(**params)
+
+
+def _linear_probe(estimator):
+    """Return the linear probe: a linear model on the pretrained features.
+
+    Standardised head inputs of the pretrained network
+    (:class:`PretrainedFeatures`), then :class:`LogisticRegression` for a
+    classifier or :class:`RidgeCV` otherwise; a pipeline's earlier steps
+    come first.
+    """
+    steps = list(estimator.steps[:-1]) if isinstance(estimator, Pipeline) else []
+    transfer = clone(transfer_step(estimator, "compare_transfer"))
+    model = LogisticRegression(max_iter=1000) if is_classifier(estimator) else RidgeCV()
+    steps += [
+        ("pretrainedfeatures", PretrainedFeatures(transfer)),
+        ("standardscaler", StandardScaler()),
+        ("probe", model),
+    ]
+    return Pipeline(steps)
 
 
 def _seed(estimator, seed):
@@ -301,7 +337,10 @@ def _seed(estimator, seed):
     if seed is None:
         return estimator
     if isinstance(estimator, Pipeline):
-        return estimator.set_params(**{f"{estimator.steps[-1][0]}__random_state": seed})
+        name = estimator.steps[-1][0]
+        if name == "probe":
+            return estimator
+        return estimator.set_params(**{f"{name}__random_state": seed})
     return estimator.set_params(random_state=seed)
 
 
@@ -316,7 +355,7 @@ def _check_settings(settings):
             f"got {type(settings).__name__}: {settings!r}."
         )
         raise TypeError(msg)
-    seen = {_SCRATCH: _SCRATCH, _TRANSFER: _TRANSFER}
+    seen = {_SCRATCH: _SCRATCH, _TRANSFER: _TRANSFER, _PROBE: _PROBE}
     for name, params in settings.items():
         if not isinstance(name, str):
             msg = (
@@ -329,12 +368,13 @@ def _check_settings(settings):
             msg = f"Setting names must not be empty; got {name!r}."
             raise ValueError(msg)
         if key in seen:
-            if seen[key] in (_SCRATCH, _TRANSFER):
+            if seen[key] in (_SCRATCH, _TRANSFER, _PROBE):
                 msg = (
                     f"The setting name {name!r} is reserved: every comparison has "
-                    f"{_SCRATCH!r} (training from scratch) and {_TRANSFER!r} "
-                    "(fine-tuning with the estimator's own parameters). Name it "
-                    "otherwise."
+                    f"{_SCRATCH!r} (training from scratch), {_TRANSFER!r} "
+                    "(fine-tuning with the estimator's own parameters) and "
+                    f"{_PROBE!r} (a linear model on the pretrained features). "
+                    "Name it otherwise."
                 )
             else:
                 msg = (
@@ -391,6 +431,7 @@ def compare_transfer(
     scoring: str | Any | None = None,
     n_jobs: int | None = None,
     settings: Mapping[str, Mapping[str, Any]] | None = None,
+    linear_probe: bool = True,
     random_state: int | np.random.RandomState | None = None,
 ) -> TransferComparison:
     """Cross-validate fine-tuning against training from scratch, on the same splits.
@@ -403,6 +444,11 @@ def compare_transfer(
       unfreezing);
     - ``"transfer"``: the estimator fine-tuned from its pretrained weights
       with its own parameters;
+    - ``"linear probe"`` (unless ``linear_probe=False``): a linear model on
+      the pretrained network's features, the standard strong baseline with
+      few labels: :class:`PretrainedFeatures`, standardised, then
+      :class:`~sklearn.linear_model.LogisticRegression` (classifiers) or
+      :class:`~sklearn.linear_model.RidgeCV` (regressors);
     - each named setting of ``settings``: the estimator fine-tuned from its
       pretrained weights with the setting's parameters.
 
@@ -441,8 +487,10 @@ def compare_transfer(
         parameters it sets on a clone of ``estimator`` with ``set_params``,
         e.g. ``{"frozen backbone": {"frozen": "features.*"}, "L2-SP":
         {"frozen": (), "l2sp": 0.01}}``. For a pipeline, name the step:
-        ``{"transferclassifier__frozen": ...}``. The names ``"scratch"`` and
-        ``"transfer"`` are taken.
+        ``{"transferclassifier__frozen": ...}``. The names ``"scratch"``,
+        ``"transfer"`` and ``"linear probe"`` are taken.
+    linear_probe : bool, default=True
+        Whether to score the linear probe.
     random_state : int, RandomState instance or None, default=None
         Seeds the shuffling of the folds when ``cv`` is an int, and is set as
         the ``random_state`` of every estimator compared (a setting may set
@@ -507,7 +555,7 @@ def compare_transfer(
     ...     random_state=0,
     ... )
     >>> list(comparison.scores)
-    ['scratch', 'transfer', 'frozen']
+    ['scratch', 'transfer', 'linear probe', 'frozen']
     >>> comparison.scores["transfer"].shape
     (3,)
     """
@@ -533,6 +581,8 @@ def compare_transfer(
         _SCRATCH: _seed(_from_scratch(estimator), seed),
         _TRANSFER: _seed(clone(estimator), seed),
     }
+    if linear_probe:
+        candidates[_PROBE] = _linear_probe(estimator)
     for name, params in settings.items():
         candidates[name] = _with_params(estimator, name, params, seed)
 

@@ -89,30 +89,76 @@ def l2sp_penalty(net, shared, head, alpha, beta):
         del net.get_loss
 
 
-def initialize_scaled_optimizer(net, shared, scale):
+# Normalisation layers take the depth of the layer before them.
+_NORM_LAYERS = (
+    torch.nn.modules.batchnorm._NormBase,
+    torch.nn.LayerNorm,
+    torch.nn.GroupNorm,
+)
+
+
+def layer_depths(module, head):
+    """Return each shared parameter's depth below the head, by ``id``.
+
+    The layers are the submodules that hold parameters themselves, in the
+    order of ``module.named_parameters()``; a normalisation layer (BatchNorm,
+    LayerNorm, GroupNorm, InstanceNorm) belongs to the layer before it. The
+    last shared layer has depth 1, the one before it 2, and so on; the head's
+    parameters have depth 0 and are not returned.
+    """
+    layers = []  # lists of parameters, first layer first
+    owners = {}
+    for name, param in module.named_parameters():
+        if _layers.is_under(name, head):
+            continue
+        owner_name = name.rpartition(".")[0]
+        owner = module.get_submodule(owner_name)
+        if owner_name not in owners:
+            merge = isinstance(owner, _NORM_LAYERS) and layers
+            owners[owner_name] = len(layers) - 1 if merge else len(layers)
+            if not merge:
+                layers.append([])
+        layers[owners[owner_name]].append(param)
+    return {
+        id(param): len(layers) - i
+        for i, params in enumerate(layers)
+        for param in params
+    }
+
+
+def initialize_scaled_optimizer(net, shared, scale, *, decay=1.0, head=()):
     """Initialise ``net.optimizer_`` with the ``shared`` parameters' lr scaled.
 
     The parameter groups are skorch's own (``optimizer__param_groups`` and the
-    rest); each is split into its shared parameters, which train with the
-    group's learning rate times ``scale``, and the others, which keep it.
+    rest); each is split by learning-rate factor: the head's parameters keep
+    the group's learning rate, a shared parameter at depth ``d`` below the
+    head (:func:`layer_depths`) trains with it times ``scale * decay ** d``,
+    as timm's ``param_groups_layer_decay`` does (Clark et al., ELECTRA, ICLR
+    2020). The head's group comes first, then one group per factor, in
+    the order of the layers. ``scale=1`` and ``decay=1`` are skorch's
+    optimizer, unchanged.
     """
-    if scale == 1.0:
+    if scale == 1.0 and decay == 1.0:
         net.initialize_optimizer()
         return
+    depths = layer_depths(net.module_, head) if decay != 1.0 else {}
+    factors = {id(param): scale * decay ** depths.get(id(param), 0) for param in shared}
     named = list(net.get_all_learnable_params())
     (pgroups,), kwargs = net.get_params_for_optimizer("optimizer", named)
-    shared_ids = {id(param) for param in shared}
     groups = []
     for group in pgroups:
         options = {key: value for key, value in group.items() if key != "params"}
-        params = group["params"]
-        others = [p for p in params if id(p) not in shared_ids]
-        scaled = [p for p in params if id(p) in shared_ids]
-        if others:
-            groups.append({**options, "params": others})
-        if scaled:
-            lr = options.get("lr", kwargs["lr"]) * scale
-            groups.append({**options, "params": scaled, "lr": lr})
+        by_factor = {1.0: []}
+        for param in group["params"]:
+            by_factor.setdefault(factors.get(id(param), 1.0), []).append(param)
+        for factor, params in by_factor.items():
+            if not params:
+                continue
+            if factor == 1.0:
+                groups.append({**options, "params": params})
+            else:
+                lr = options.get("lr", kwargs["lr"]) * factor
+                groups.append({**options, "params": params, "lr": lr})
     net.optimizer_ = net.optimizer(groups, **kwargs)
 
 

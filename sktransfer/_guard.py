@@ -364,7 +364,7 @@ def training(estimator, net, phase, sample_shape=None, fitted=None, probe=None):
     if not partial and _early_stopping_never_triggered(net, epochs_before):
         msg = (
             f"{what.capitalize()} ran all max_epochs={net.max_epochs} epochs and "
-            "early stopping did not trigger: the training loss was still "
+            "early stopping did not trigger: the loss it monitors was still "
             "improving, so the network may not have converged. Allow more epochs "
             "(net__max_epochs, or source_params={'max_epochs': ...} for "
             "pretraining)."

@@ -110,8 +110,10 @@ def plot_history(estimator: Any, ax: Axes | None = None) -> Axes:
     plt = _import_pyplot("plot_history")
     transfer = transfer_step(estimator, "plot_history")
     pretrained = getattr(transfer, "_pretrained", None)
-    source = [] if pretrained is None else list(pretrained.history)
     fitted = hasattr(transfer, "net_")
+    # pretrained=False fits from fresh weights: pretraining is not its history.
+    unused = fitted and not transfer.pretrained
+    source = [] if pretrained is None or unused else list(pretrained.history)
     target = transfer.net_.history.to_list() if fitted else []
     if not source and not target:
         msg = (

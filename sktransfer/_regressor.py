@@ -54,6 +54,14 @@ class TransferRegressor(RegressorMixin, _BaseTransfer):
         arrive with ``requires_grad=False``, are not updated by :meth:`fit`,
         for its duration only. A pattern that matches nothing is an error.
         See :class:`TransferClassifier`.
+    pretrained : bool, default=True
+        Start :meth:`fit` from the pretrained weights (``True``) or from
+        fresh ones (``False``: every layer initialised as the module's
+        constructor does; the weights of a module instance held by ``net``
+        are re-initialised with ``reset_parameters``, so no pretrained tensor
+        survives). The pretrained weights are kept either way, so
+        ``GridSearchCV(clf, {"pretrained": [True, False], ...})`` chooses
+        between transfer and scratch (the name timm and torchvision use).
     source_params : dict, default=None
         skorch settings used only while pretraining, e.g. ``{"max_epochs": 5}``.
     freeze_bn_stats : bool, default=True
@@ -83,8 +91,31 @@ class TransferRegressor(RegressorMixin, _BaseTransfer):
     unfreeze : sequence of (int, str or sequence of str) pairs, default=None
         Gradual unfreezing: ``((epoch, patterns), ...)``; see
         :class:`TransferClassifier`.
+    layer_decay : float, default=1.0
+        Layer-wise learning-rate decay (timm's ``param_groups_layer_decay``):
+        a shared parameter ``d`` layers below the head trains at the head's
+        learning rate times ``shared_lr_scale * layer_decay ** d``. Layers are
+        the submodules holding parameters, in ``named_parameters()`` order; a
+        normalisation layer counts with the layer before it. Composes with
+        ``unfreeze`` and ``l2sp``; ``1.0`` changes nothing.
     autocast : {"bfloat16"} or None, default=None
         Mixed precision for fine-tuning; see :class:`TransferClassifier`.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the target data (stratified for a
+        classifier), stop when its loss has not improved by 1e-4 for
+        ``n_iter_no_change`` epochs and restore the weights of the best epoch,
+        as :class:`~sklearn.neural_network.MLPClassifier` does. It replaces
+        any ``EarlyStopping`` of the template and sets its ``train_split``;
+        compatible with ``cache_frozen``. ``False`` keeps the template as it
+        is (the default settings stop on the training loss).
+    validation_fraction : float, default=0.1
+        Share of the target data held out with ``early_stopping=True``; each
+        part must hold a sample of every class, else :meth:`fit` raises a
+        ``ValueError``.
+    n_iter_no_change : int, default=10
+        Epochs without improvement before stopping: of the validation loss
+        with ``early_stopping=True``, of the training loss of the default
+        settings otherwise (a skorch template keeps its own callbacks).
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation, shuffling and dropout (torch's global RNG
         is restored afterwards). ``None`` uses torch's global RNG.

@@ -92,7 +92,6 @@ class _SourceTask:
                 history=net.history_.to_list(),
                 feature_names=names,
             )
-            self.__dict__.pop("_reinitialise", None)
             _inputs.clear_fitted(self)  # a fit on another target is stale
         return self
 
@@ -168,7 +167,6 @@ class _SourceTask:
         self._check_source(record)
         self._pretrained = record
         _inputs.clear_fitted(self)  # a fit from other weights is stale
-        self.__dict__.pop("_reinitialise", None)
         return self
 
     @property
@@ -241,12 +239,14 @@ class _SourceTask:
         return X, y_enc, n_outputs, fitted, X[:8]
 
     def _source_record(self):
-        """Return the pretrained weights ``fit`` would start from, or None."""
-        if getattr(self, "_reinitialise", False):
-            return None
+        """Return the pretrained weights, or None.
+
+        ``fit`` starts from them unless ``pretrained=False``, which ignores
+        them without forgetting them.
+        """
         record = getattr(self, "_pretrained", None)
-        if record is None and self._has_source_weights():
-            module = self.net.module if isinstance(self.net, NeuralNet) else self.net
+        module = self.net.module if isinstance(self.net, NeuralNet) else self.net
+        if record is None and isinstance(module, nn.Module):
             record = _io.from_module(module)
         return record
 

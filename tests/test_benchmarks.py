@@ -123,3 +123,18 @@ def test_prints_versions_then_one_markdown_table(quick_run):
         )
     ]
     assert run.format_table(rows) in out
+
+
+def test_transfer_quality_quick_run_scores_every_method_on_every_task():
+    path = RUN_PY.parent / "transfer_quality.py"
+    spec = importlib.util.spec_from_file_location("transfer_quality", path)
+    quality = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(quality)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        results = quality.main(["--quick"])
+    assert sorted(task for task, _ in results) == sorted(quality.TASKS)
+    for scores in results.values():
+        assert list(scores) == list(quality.METHODS)
+        assert all(len(s) == 1 and math.isfinite(s[0]) for s in scores.values())
+    assert quality.format_table(results) in out.getvalue()

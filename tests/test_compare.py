@@ -54,6 +54,7 @@ def comparison(pretrained, digits):
             digits.y_target,
             cv=3,
             settings=SETTINGS,
+            linear_probe=False,
             random_state=0,
         )
 
@@ -175,7 +176,13 @@ def test_every_setting_is_fitted_on_the_same_splits_without_pretraining(
     pretraining = forbid_pretraining(monkeypatch, TransferClassifier)
     X, y = digits.X_target, digits.y_target
     result = compare_transfer(
-        pretrained, X, y, cv=3, settings=SETTINGS, random_state=random_state
+        pretrained,
+        X,
+        y,
+        cv=3,
+        settings=SETTINGS,
+        linear_probe=False,
+        random_state=random_state,
     )
     assert pretraining == []
     assert list(result.scores) == ["scratch", "transfer", "frozen backbone", "L2-SP"]
@@ -224,7 +231,7 @@ def test_a_regressor_is_compared_on_shuffled_kfold_splits_with_r2(monkeypatch):
         return original(self, X, y)
 
     monkeypatch.setattr(TransferRegressor, "fit", spy)
-    result = compare_transfer(reg, X, y, cv=3, random_state=0)
+    result = compare_transfer(reg, X, y, cv=3, linear_probe=False, random_state=0)
     assert pretraining == []
     assert result.scoring == "r2"
     assert list(result.scores) == ["scratch", "transfer"]
@@ -250,7 +257,7 @@ def test_a_pipeline_ending_in_a_transfer_estimator(digits):
             settings={"frozen": {"transferclassifier__frozen": "features.*"}},
             random_state=0,
         )
-    assert list(result.scores) == ["scratch", "transfer", "frozen"]
+    assert list(result.scores) == ["scratch", "transfer", "linear probe", "frozen"]
     assert pipe[-1].random_state is None  # the estimator passed is not changed
 
 

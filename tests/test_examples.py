@@ -83,7 +83,12 @@ def test_compare_methods_runs_and_saves_its_plot(tmp_path, capsys):
             "--output", str(output),
         ]
     )  # fmt: skip
-    assert list(comparison.scores) == ["scratch", "transfer", *example.SETTINGS]
+    assert list(comparison.scores) == [
+        "scratch",
+        "transfer",
+        "linear probe",
+        *example.SETTINGS,
+    ]
     assert all(len(scores) == 2 for scores in comparison.scores.values())
     assert output.read_bytes().startswith(b"\x89PNG")
     printed = capsys.readouterr().out

@@ -238,11 +238,15 @@ def test_loaded_weights_survive_clone_pickle_and_joblib(pretrained, tmp_path):
         assert equal_weights(copy.source_weights_, pretrained.source_weights_)
 
 
-def test_load_source_replaces_a_scratch_clone(pretrained):
+def test_pretrained_false_keeps_loaded_weights_but_does_not_start_from_them(
+    pretrained,
+):
     scratch = pretrained._from_scratch()
     assert not scratch._has_source_weights()
     scratch.load_source(pretrained)
-    assert scratch._has_source_weights()
+    assert not scratch._has_source_weights()
+    assert equal_weights(scratch.source_weights_, pretrained.source_weights_)
+    assert scratch.set_params(pretrained=True)._has_source_weights()
 
 
 def test_bad_sources_and_saving_without_weights():

@@ -1,0 +1,342 @@
+"""The head's input as features: ``transform`` and :class:`PretrainedFeatures`.
+
+The representation the shared layers compute is what the head receives. It
+is read with a forward pre-hook on each of the head's submodules: the first
+to run records its input and stops the forward pass, so the head never runs.
+This holds for any network whose head receives one tensor, whatever the
+layers before it compute.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, TransformerMixin, clone
+from sklearn.utils import TransformerTags
+from sklearn.utils.validation import check_is_fitted, validate_data
+from skorch.utils import to_tensor
+
+from . import _layers
+from ._common import _CHECK_X, _seeded, _writable
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+    from typing_extensions import Self
+
+
+class _Reached(Exception):
+    """Raised by the pre-hook once the head's input is recorded."""
+
+
+def head_input(module, head, X, *, batch_size, device):
+    """Return the input of ``module``'s head for every sample of ``X``.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The network; run in evaluation mode without gradients (its modes are
+        restored after).
+    head : sequence of str
+        The head's submodule names; the input of the first of them to run is
+        recorded, flattened to one row per sample.
+    X : ndarray of shape (n_samples, ...)
+        The samples.
+    batch_size : int
+        Samples per forward pass.
+    device : str or torch.device
+        Where the network runs.
+
+    Returns
+    -------
+    features : ndarray of shape (n_samples, n_features), float32
+    """
+    if not head:
+        msg = (
+            "head=None: the network has no head, so there is no head input to "
+            "return. Name the head (head='auto' or a submodule) to use the "
+            "network as a feature extractor."
+        )
+        raise ValueError(msg)
+    seen = []
+
+    def record(_module, args):
+        if not args or not torch.is_tensor(args[0]):
+            msg = "The head's first layer does not receive one tensor."
+            raise TypeError(msg)
+        seen.append(args[0].detach().flatten(1).float().cpu())
+        raise _Reached
+
+    handles = [
+        module.get_submodule(name).register_forward_pre_hook(record) for name in head
+    ]
+    modes = {sub: sub.training for sub in module.modules()}
+    module.eval()
+    try:
+        with torch.no_grad():
+            for start in range(0, len(X), batch_size):
+                batch = to_tensor(X[start : start + batch_size], device=device)
+                try:
+                    module(batch)
+                except _Reached:
+                    continue
+                msg = "The network's forward pass never reached its head."
+                raise ValueError(msg)
+    finally:
+        for handle in handles:
+            handle.remove()
+        for sub, training in modes.items():
+            sub.train(training)
+    if not seen:
+        return np.zeros((0, 0), dtype=np.float32)
+    return torch.cat(seen).numpy()
+
+
+def _batch_size(net, n_samples):
+    size = net.get_params_for("iterator_valid").get("batch_size", net.batch_size)
+    return n_samples if size in (-1, None) else size
+
+
+class TransformMixin:
+    """``transform`` and ``get_feature_names_out`` of the fitted estimators."""
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # float32 features whatever the input's dtype, as the network computes.
+        tags.transformer_tags = TransformerTags(preserves_dtype=["float32"])
+        return tags
+
+    def transform(self, X: ArrayLike) -> np.ndarray:
+        """Return the head's input: the representation the shared layers compute.
+
+        The fine-tuned network runs in evaluation mode up to its head (the
+        input of the head's first submodule to run, read by a forward
+        pre-hook), as :class:`~sklearn.discriminant_analysis.LinearDiscriminantAnalysis`
+        is both a classifier and a transformer. For the *pretrained* network
+        before any fit on the target, use :class:`PretrainedFeatures`.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, ...)
+            Samples of the shape ``fit`` saw.
+
+        Returns
+        -------
+        features : ndarray of shape (n_samples, n_features_out), float32
+            The head's input, flattened to one row per sample.
+
+        Raises
+        ------
+        ValueError
+            If the estimator has ``head=None`` (no head).
+        """
+        X = self._validate_X(X)
+        net = self.net_
+        head = _layers.resolve_head(net.module_, self.head)
+        return head_input(
+            net.module_,
+            head,
+            X,
+            batch_size=_batch_size(net, len(X)),
+            device=net.device,
+        )
+
+    def fit_transform(self, X: ArrayLike, y: ArrayLike) -> np.ndarray:
+        """Fine-tune on ``X, y`` (:meth:`fit`), then return :meth:`transform` of ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, ...)
+            Target samples.
+        y : array-like of shape (n_samples,) or (n_samples, n_targets)
+            Target labels or targets.
+
+        Returns
+        -------
+        features : ndarray of shape (n_samples, n_features_out), float32
+        """
+        return self.fit(X, y).transform(X)
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """Return names for the columns of :meth:`transform`.
+
+        Parameters
+        ----------
+        input_features : array-like of str or None, default=None
+            Ignored; the features are learnt, not the input's columns.
+
+        Returns
+        -------
+        feature_names_out : ndarray of str objects
+            ``"<classname>0"``, ``"<classname>1"``, ... in lower case, as
+            scikit-learn names the outputs of a learnt transformation.
+        """
+        check_is_fitted(self)
+        probe = np.zeros((1, *self._sample_shape), dtype=np.float32)
+        width = self.transform(probe).shape[1]
+        prefix = type(self).__name__.lower()
+        return np.asarray([f"{prefix}{i}" for i in range(width)], dtype=object)
+
+
+class PretrainedFeatures(TransformerMixin, BaseEstimator):
+    """The pretrained network up to its head, as a scikit-learn transformer.
+
+    ``fit`` builds the network of a pretrained transfer estimator with its
+    pretrained weights and trains nothing; ``transform`` returns the head's
+    input (see :meth:`TransferClassifier.transform`). In a
+    :class:`~sklearn.pipeline.Pipeline` before a linear model this is the
+    *linear probe*, the standard baseline of transfer learning with few
+    labels (Kornblith et al., "Do better ImageNet models transfer better?",
+    CVPR 2019). Cloning carries the pretrained weights, so grid searches and
+    cross-validation work on it; ``Pipeline(memory=...)`` caches its
+    features across fits.
+
+    Parameters
+    ----------
+    estimator : TransferClassifier or TransferRegressor
+        A pretrained estimator (after ``fit_source`` or ``load_source``, or
+        with a module instance holding trained weights as ``net``); it is
+        cloned, never changed or fitted.
+
+    Attributes
+    ----------
+    module_ : torch.nn.Module
+        The network with the pretrained weights (its head is not used).
+    head_ : tuple of str
+        The head's submodule names.
+    n_features_in_ : int
+        Number of features seen in ``fit`` (flattened).
+
+    See Also
+    --------
+    TransferClassifier.transform : The fine-tuned network's features.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from skorch import NeuralNetClassifier
+    >>> from torch import nn
+    >>> from sktransfer import MLP, PretrainedFeatures, TransferClassifier
+    >>> X, y = load_digits(return_X_y=True)
+    >>> X = X / 16
+    >>> net = NeuralNetClassifier(
+    ...     MLP, criterion=nn.CrossEntropyLoss, lr=0.3, max_epochs=5, train_split=None
+    ... )
+    >>> clf = TransferClassifier(net, random_state=0).fit_source(X[y < 5], y[y < 5])
+    >>> probe = make_pipeline(PretrainedFeatures(clf), LogisticRegression())
+    >>> probe.fit(X[y >= 5][:50], y[y >= 5][:50]).predict(X[y >= 5][50:53]).shape
+    (3,)
+    """
+
+    _parameter_constraints: dict = {"estimator": "no_validation"}
+
+    def __init__(self, estimator: Any) -> None:
+        self.estimator = estimator
+
+    def fit(self, X: ArrayLike, y: ArrayLike | None = None) -> Self:
+        """Build the pretrained network; nothing is trained.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, ...)
+            Samples of the source's sample shape (only checked).
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : object
+            The fitted transformer.
+
+        Raises
+        ------
+        ValueError
+            If the estimator has no pretrained weights.
+        TypeError
+            If ``estimator`` is not a transfer estimator.
+        """
+        from ._base import _BaseTransfer
+
+        estimator = self.estimator
+        if not isinstance(estimator, _BaseTransfer):
+            msg = (
+                "PretrainedFeatures needs a TransferClassifier or TransferRegressor; "
+                f"got {type(estimator).__name__}."
+            )
+            raise TypeError(msg)
+        record = estimator._source_record()
+        if record is None:
+            msg = (
+                f"PretrainedFeatures needs pretrained weights, but this "
+                f"{type(estimator).__name__} has none: call fit_source(X, y) or "
+                "load_source(source) first, or pass a module instance as net."
+            )
+            raise ValueError(msg)
+        X = _writable(validate_data(self, X, **_CHECK_X))
+        estimator = clone(estimator)
+        n_outputs = record.n_outputs
+        if n_outputs is None:  # a module instance: its own output width
+            module = estimator._template().module
+            n_outputs = _layers.output_shape(module, to_tensor(X[:1], "cpu"))[0]
+        with _seeded(estimator.random_state, "target"):
+            net, _ = estimator._build_net(X, n_outputs, phase="source")
+        module = net.module_
+        head = _layers.resolve_head(module, estimator.head)
+        _layers.transfer_weights(module, record.state_dict, skip=())
+        self.module_ = module.eval()
+        self.head_ = tuple(head)
+        self._device = net.device
+        self._batch_size = _batch_size(net, len(X))
+        self._sample_shape = tuple(X.shape[1:])
+        return self
+
+    def transform(self, X: ArrayLike) -> np.ndarray:
+        """Return the head's input computed by the pretrained network.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, ...)
+            Samples of the shape ``fit`` saw.
+
+        Returns
+        -------
+        features : ndarray of shape (n_samples, n_features_out), float32
+        """
+        check_is_fitted(self)
+        X = _writable(validate_data(self, X, reset=False, **_CHECK_X))
+        if tuple(X.shape[1:]) != self._sample_shape:
+            msg = (
+                f"X has samples of shape {tuple(X.shape[1:])}, but "
+                f"PretrainedFeatures was fitted on samples of shape "
+                f"{self._sample_shape}."
+            )
+            raise ValueError(msg)
+        return head_input(
+            self.module_,
+            self.head_,
+            X,
+            batch_size=self._batch_size,
+            device=self._device,
+        )
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """Return ``"pretrainedfeatures0"``, ``"pretrainedfeatures1"``, ...
+
+        Parameters
+        ----------
+        input_features : array-like of str or None, default=None
+            Ignored; the features are learnt, not the input's columns.
+
+        Returns
+        -------
+        feature_names_out : ndarray of str objects
+        """
+        check_is_fitted(self)
+        probe = np.zeros((1, *self._sample_shape), dtype=np.float32)
+        width = self.transform(probe).shape[1]
+        return np.asarray(
+            [f"pretrainedfeatures{i}" for i in range(width)], dtype=object
+        )
