@@ -34,6 +34,7 @@ from . import (
     _layers,
     _outputs,
     _validation,
+    _weights,
 )
 from ._common import _CHECK_X, _seeded, _unchanged_on_error, _writable
 from ._compat import Interval, StrOptions, _fit_context
@@ -128,7 +129,9 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
     # ------------------------------------------------------------------ public
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X: ArrayLike, y: ArrayLike) -> Self:
+    def fit(
+        self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None
+    ) -> Self:
         """Fine-tune on the target task.
 
         The shared layers start from the pretrained weights (from
@@ -145,6 +148,11 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
             source's columns in the source's order, if it had names.
         y : array-like of shape (n_samples,) or (n_samples, n_targets)
             Target labels or targets.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weight of each sample in the training loss: each mini-batch's loss
+            is the weighted mean ``sum(w * loss) / sum(w)`` of its per-sample
+            losses, as in ``MLPClassifier``. None weighs samples equally.
+            Routed by ``set_fit_request(sample_weight=True)``.
 
         Returns
         -------
@@ -158,6 +166,7 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
             )
             X = _writable(X)
             y_enc, n_outputs, fitted = self._encode_y(y)
+            weights = self._sample_weights(sample_weight, X, y)
             pretrained = getattr(self, "_pretrained", None)
             _inputs.check_feature_names(self, pretrained)
             if self.l2sp and not self._has_source_weights():
@@ -175,6 +184,7 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
                     )
                 self._announce("Fine-tuning on the target task", X, n_outputs)
                 split, cache = self._frozen_stage(net, X)
+                _weights.install(net, weights)
                 with (
                     _finetune.l2sp_penalty(
                         net, shared, specific, self.l2sp, self.l2sp_head
@@ -257,6 +267,10 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
         return super().set_params(**params)
 
     # --------------------------------------------------------------- internals
+
+    def _sample_weights(self, sample_weight, X, y):
+        """Return the training weight of each sample (None: equal weights)."""
+        return _weights.sample_weights(sample_weight, X)
 
     def _has_source_weights(self):
         """Whether ``fit`` starts from pretrained weights rather than from scratch."""

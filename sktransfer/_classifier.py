@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -13,12 +14,14 @@ from sklearn.utils.validation import check_is_fitted
 from skorch import NeuralNetClassifier
 from torch import nn
 
-from . import _outputs
+from . import _outputs, _weights
 from ._base import _BaseTransfer
+from ._compat import StrOptions
 from ._partial import encode_partial_classes
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
+    from typing_extensions import Self
 
 
 class TransferClassifier(ClassifierMixin, _BaseTransfer):
@@ -132,6 +135,15 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         convolutions in bfloat16; weights, gradients and optimizer in float32),
         on the CPU or a GPU that supports bfloat16. Pretraining and
         prediction stay in float32. ``None`` trains in float32.
+    class_weight : dict, "balanced" or None, default=None
+        Weights of the target's classes in the fine-tuning loss, as
+        scikit-learn's classifiers take them: a dict ``{label: weight}``
+        (labels not in it weigh 1), ``"balanced"`` for
+        ``n_samples / (n_classes * np.bincount(y))``, or None for equal
+        weights. Multiplied into ``fit``'s ``sample_weight``; see Notes.
+        Pretraining does not use it: pass
+        ``sample_weight=compute_sample_weight("balanced", y_source)`` to
+        :meth:`fit_source` for that.
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation, shuffling and dropout (torch's global RNG
         is restored afterwards). ``None`` uses torch's global RNG.
@@ -229,6 +241,16 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
     probabilities already, or when a callable ``predict_nonlinearity`` gives
     no probabilities.
 
+    Sample weights (``sample_weight`` of :meth:`fit`, :meth:`fit_source` and
+    :meth:`partial_fit`, times ``class_weight``) weigh each sample's loss:
+    each mini-batch's loss is ``sum(w * loss) / sum(w)`` over its samples, as
+    ``MLPClassifier`` computes it (``np.average`` with weights per batch). The
+    weights travel with the batches of :class:`ArrayLoader` (the template must
+    keep its default ``iterator_train``) and the criterion must have torch's
+    ``reduction`` attribute. Integer weights are close to, but not exactly,
+    repeating samples: repeated samples change the mini-batches. A validation
+    split's loss is unweighted.
+
     Frozen-stage caching traces ``forward`` with :mod:`torch.fx` and cuts the
     graph after the last node that is computed from the input by frozen layers
     alone and that alone feeds everything after it (a skip connection inside
@@ -262,6 +284,60 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
     _default_criterion = nn.CrossEntropyLoss
     _multi_output = False
     _output_kind = "classes"
+
+    _parameter_constraints: dict = {
+        **_BaseTransfer._parameter_constraints,
+        "class_weight": [dict, StrOptions({"balanced"}), None],
+    }
+
+    def __init__(
+        self,
+        net: Any = None,
+        *,
+        head: str | Sequence[str] | None = "auto",
+        frozen: str | Sequence[str] = (),
+        source_params: dict[str, Any] | None = None,
+        freeze_bn_stats: bool = True,
+        cache_frozen: bool | str = "auto",
+        l2sp: float = 0.0,
+        l2sp_head: float = 0.0,
+        shared_lr_scale: float = 1.0,
+        unfreeze: Sequence[tuple[int, str | Sequence[str]]] | None = None,
+        autocast: str | None = None,
+        class_weight: dict | str | None = None,
+        random_state: int | np.random.RandomState | None = None,
+        verbose: int = 0,
+    ) -> None:
+        # Every parameter of the base, which assigns them, and class_weight.
+        super().__init__(
+            net,
+            head=head,
+            frozen=frozen,
+            source_params=source_params,
+            freeze_bn_stats=freeze_bn_stats,
+            cache_frozen=cache_frozen,
+            l2sp=l2sp,
+            l2sp_head=l2sp_head,
+            shared_lr_scale=shared_lr_scale,
+            unfreeze=unfreeze,
+            autocast=autocast,
+            random_state=random_state,
+            verbose=verbose,
+        )
+        self.class_weight = class_weight
+
+    def _sample_weights(self, sample_weight, X, y):
+        """Return ``sample_weight`` times ``class_weight`` (None: equal weights)."""
+        class_weight = self.class_weight
+        if class_weight == "balanced" and getattr(self, "_partial", None) is not None:
+            msg = (
+                "class_weight='balanced' is not supported by partial_fit, which "
+                "sees one part of the data at a time (as in SGDClassifier). Pass a "
+                "dict of class weights, computed once on all the labels with "
+                "sklearn.utils.class_weight.compute_class_weight."
+            )
+            raise ValueError(msg)
+        return _weights.sample_weights(sample_weight, X, class_weight=class_weight, y=y)
 
     @property
     def source_classes_(self) -> np.ndarray:
@@ -342,8 +418,12 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         return scores[:, 1] - scores[:, 0] if scores.shape[1] == 2 else scores
 
     def partial_fit(
-        self, X: ArrayLike, y: ArrayLike, classes: ArrayLike | None = None
-    ) -> TransferClassifier:
+        self,
+        X: ArrayLike,
+        y: ArrayLike,
+        classes: ArrayLike | None = None,
+        sample_weight: ArrayLike | None = None,
+    ) -> Self:
         """Fine-tune for one epoch over the given samples.
 
         The first call starts as :meth:`fit` does (shared layers from the
@@ -361,13 +441,15 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         classes : array-like of shape (n_classes,), default=None
             Every label that ``y`` may hold over all calls. Required on the
             first call, as in scikit-learn; may be omitted afterwards.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weight of each sample in the loss, as in :meth:`fit`.
 
         Returns
         -------
         self : object
             The fitted estimator.
         """
-        return self._partial_fit(X, y, classes)
+        return self._partial_fit(X, y, classes, sample_weight=sample_weight)
 
     @available_if(_has_probabilities)
     def predict_proba(self, X: ArrayLike) -> np.ndarray:

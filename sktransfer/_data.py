@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -35,6 +36,18 @@ _IGNORED = frozenset(
         "pin_memory_device",
     }
 )
+
+
+class WeightedTarget(NamedTuple):
+    """A training batch's targets and their sample weights.
+
+    What :class:`ArrayLoader` yields in place of the targets when it is given
+    ``sample_weight``: ``batch[1].y`` are the targets, ``batch[1].sample_weight``
+    the weights of the same samples (float32, shape (batch_size,)).
+    """
+
+    y: torch.Tensor
+    sample_weight: torch.Tensor
 
 
 def _as_tensor(array):
@@ -156,6 +169,13 @@ class ArrayLoader:
         Random number generator for the order; torch's global one if None.
     pin_memory : bool, default=False
         Copy each batch into pinned memory (for faster copies to a GPU).
+    sample_weight : array-like of shape (n_samples,), default=None
+        A weight per row of the dataset (of the whole dataset, for a
+        ``Subset``). Each batch then yields a :class:`WeightedTarget` of its
+        targets and their weights in place of the targets, for a ``get_loss``
+        that weighs the per-sample losses (``fit(X, y, sample_weight)`` of the
+        transfer estimators). Needs a dataset of whole arrays (no
+        ``DataLoader`` fallback); a ValueError otherwise.
     **kwargs : dict
         Other ``DataLoader`` settings. Those about worker processes are
         accepted and unneeded; any other sends the data through
@@ -180,6 +200,7 @@ class ArrayLoader:
         drop_last=False,
         generator=None,
         pin_memory=False,
+        sample_weight=None,
         **kwargs,
     ):
         self.dataset = dataset
@@ -202,6 +223,9 @@ class ArrayLoader:
             )
         else:
             self._X, self._y, self._indices = tensors
+        self._weights = None
+        if sample_weight is not None:
+            self._weights = _check_weights(sample_weight, tensors, dataset)
 
     @property
     def fast(self):
@@ -254,7 +278,34 @@ class ArrayLoader:
             if self.pin_memory:
                 # A cache kept on the GPU is already where it is needed.
                 Xb, yb = (t if t.is_cuda else t.pin_memory() for t in (Xb, yb))
+            if self._weights is not None:
+                wb = (
+                    self._weights[start : start + size]
+                    if order is None
+                    else self._weights.index_select(0, idx)
+                )
+                yb = WeightedTarget(yb, wb)
             yield Xb, yb
+
+
+def _check_weights(sample_weight, tensors, dataset):
+    """Return ``sample_weight`` as a float32 tensor, one weight per dataset row."""
+    if tensors is None:
+        msg = (
+            f"sample_weight travels with the batches that ArrayLoader slices from "
+            f"whole arrays, but its dataset, a {type(dataset).__name__}, goes "
+            "through torch's DataLoader sample by sample. Pass X and y as arrays."
+        )
+        raise ValueError(msg)
+    weights = torch.as_tensor(np.asarray(sample_weight, dtype=np.float32))
+    n_rows = len(tensors[0])
+    if weights.shape != (n_rows,):
+        msg = (
+            f"sample_weight has shape {tuple(weights.shape)}; ArrayLoader needs "
+            f"one weight per row of its dataset, shape ({n_rows},)."
+        )
+        raise ValueError(msg)
+    return weights
 
 
 # Rows checked for non-finite values at a time when validating an array on disk.
