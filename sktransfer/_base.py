@@ -36,7 +36,14 @@ from . import (
     _validation,
     _weights,
 )
-from ._common import _CHECK_X, _seeded, _unchanged_on_error, _writable
+from ._common import (
+    _CHECK_X,
+    _dense_rows,
+    _nbytes,
+    _seeded,
+    _unchanged_on_error,
+    _writable,
+)
 from ._compat import Interval, StrOptions, _fit_context
 from ._data import ArrayLoader
 from ._modules import MLP, n_flat_features
@@ -196,7 +203,7 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
                     if split is None:
                         net.partial_fit(X, y_enc)
                     else:
-                        size = _predict_batch_size(net, len(X))
+                        size = _predict_batch_size(net, X.shape[0])
                         Z = split.transform(
                             X,
                             batch_size=size,
@@ -236,6 +243,7 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
         # CUDA kernels (atomics in backward passes) are not bit-reproducible.
         tags.non_deterministic = str(device).startswith("cuda")
         tags.input_tags.three_d_array = True  # image arrays (N x C x H x W) too
+        tags.input_tags.sparse = True  # densified a batch at a time
         return tags
 
     def set_params(self, **params: Any) -> Self:
@@ -402,7 +410,9 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
             + ". Name the head's submodules so that they end in the output layer."
         )
         try:
-            shape = _layers.output_shape(module, to_tensor(X[:1], device=net.device))
+            shape = _layers.output_shape(
+                module, to_tensor(_dense_rows(X, 1), device=net.device)
+            )
         except ValueError as exc:
             if not resized:
                 raise
@@ -413,7 +423,7 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
                 f"{phase} task needs ({n_outputs},). {hint}"
             )
             raise ValueError(msg)
-        _outputs.check_probe(net, to_tensor(X[:8], device=net.device))
+        _outputs.check_probe(net, to_tensor(_dense_rows(X, 8), device=net.device))
         if phase == "source":
             net.initialize_optimizer()
             return net, None
@@ -454,7 +464,7 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
             net=net,
             net_class=self._net_class,
             cache_frozen=self.cache_frozen,
-            limit=max(_CACHE_LIMIT, X.nbytes),
+            limit=max(_CACHE_LIMIT, _nbytes(X)),
             device=net.device,
             verbose=self.verbose,
         )
@@ -484,7 +494,8 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
         """Label the epoch table that skorch prints at ``verbose > 0``."""
         if self.verbose:
             kind = self._output_kind
-            print(f"[sktransfer] {what}: {len(X)} samples, {n_outputs} {kind}")
+            n_samples = X.shape[0] if hasattr(X, "shape") else len(X)
+            print(f"[sktransfer] {what}: {n_samples} samples, {n_outputs} {kind}")
 
     def _validate_X(self, X):
         """Check ``X`` for prediction against what ``fit`` saw."""

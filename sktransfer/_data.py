@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+from scipy import sparse
 from skorch.dataset import Dataset
 from torch.utils.data import DataLoader, Subset, TensorDataset
 
@@ -94,6 +95,22 @@ class StreamedArray(torch.utils.data.Dataset):
         return torch.from_numpy(np.asarray(self.X[index], dtype=np.float32))
 
 
+class _SparseRows:
+    """Rows of a SciPy sparse matrix, densified to float32 a batch at a time."""
+
+    def __init__(self, X):
+        self.X = X.tocsr()  # row slicing is cheap in CSR; still sparse
+
+    def __len__(self):
+        return self.X.shape[0]
+
+    def rows(self, index):
+        """Return the rows at ``index`` (slice or index tensor) as a dense tensor."""
+        if isinstance(index, torch.Tensor):
+            index = index.numpy()
+        return torch.from_numpy(self.X[index].toarray().astype(np.float32, copy=False))
+
+
 def _tensors_of(dataset):
     """``(X, y, indices)`` of a dataset made of whole arrays, else None.
 
@@ -108,6 +125,12 @@ def _tensors_of(dataset):
             return None
     # Subclasses of skorch's Dataset may transform samples: not ours to slice.
     if type(dataset) is Dataset:
+        if sparse.issparse(dataset.X):
+            X = _SparseRows(dataset.X)
+            y = None if dataset.y is None else _as_tensor(dataset.y)
+            if dataset.y is not None and (y is None or len(y) != len(X)):
+                return None
+            return X, y, indices
         X = _as_tensor(dataset.X)
         y = None if dataset.y is None else _as_tensor(dataset.y)
         if X is None or (dataset.y is not None and y is None):
@@ -125,7 +148,7 @@ def _tensors_of(dataset):
 
 def _rows(X, index):
     """Rows of a tensor or a :class:`StreamedArray` at a slice or index tensor."""
-    if isinstance(X, StreamedArray):
+    if isinstance(X, (StreamedArray, _SparseRows)):
         return X.rows(index)
     if isinstance(index, slice):
         return X[index]
@@ -143,7 +166,9 @@ class ArrayLoader:
     :class:`~torch.utils.data.Subset` of either (skorch's validation split),
     each batch is a slice (or, shuffled, one ``index_select``) of the whole
     tensors, which share memory with the arrays. An array on disk
-    (``fit_source`` with a :class:`numpy.memmap`) is read a batch at a time.
+    (``fit_source`` with a :class:`numpy.memmap`) is read a batch at a time,
+    and a SciPy sparse matrix (CSR or CSC) is densified a batch at a time, never
+    whole.
     Batches stay on the CPU; skorch moves each batch to the net's device.
 
     Shuffling draws from torch's random number generator exactly as

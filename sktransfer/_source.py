@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from . import _frozen, _guard, _inputs, _io, _layers, _weights
-from ._common import _CHECK_X, _seeded, _unchanged_on_error, _writable
+from ._common import _CHECK_X, _dense_rows, _seeded, _unchanged_on_error, _writable
 from ._compat import _fit_context
 from ._data import StreamedArray, check_on_disk, dataset_targets
 from ._pretrained import _Pretrained
@@ -260,7 +260,7 @@ class _SourceTask:
         )
         X = _writable(X)
         y_enc, n_outputs, fitted = self._encode_y(y)
-        return X, y_enc, n_outputs, fitted, X[:8]
+        return X, y_enc, n_outputs, fitted, _dense_rows(X, 8)
 
     def _source_record(self):
         """Return the pretrained weights ``fit`` would start from, or None."""
