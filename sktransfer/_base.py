@@ -169,7 +169,11 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
         _inputs.refuse_dataset(X, y)
         with _unchanged_on_error(self):
             X, y = validate_data(
-                self, X, y, **_CHECK_X, multi_output=self._multi_output
+                self,
+                X,
+                y,
+                **_CHECK_X,
+                multi_output=self._multi_output or np.ndim(y) == 2,
             )
             X = _writable(X)
             y_enc, n_outputs, fitted = self._encode_y(y)
@@ -423,7 +427,11 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
                 f"{phase} task needs ({n_outputs},). {hint}"
             )
             raise ValueError(msg)
-        _outputs.check_probe(net, to_tensor(_dense_rows(X, 8), device=net.device))
+        _outputs.check_probe(
+            net,
+            to_tensor(_dense_rows(X, 8), device=net.device),
+            multilabel=getattr(self, "_multilabel_y", False),
+        )
         if phase == "source":
             net.initialize_optimizer()
             return net, None

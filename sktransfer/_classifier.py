@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from sklearn.base import ClassifierMixin
 from sklearn.utils.metaestimators import available_if
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
+from sklearn.utils.validation import check_is_fitted, column_or_1d
 from skorch import NeuralNetClassifier
 from torch import nn
 
@@ -326,6 +326,11 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         )
         self.class_weight = class_weight
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True  # a 2-D indicator y
+        return tags
+
     def _sample_weights(self, sample_weight, X, y):
         """Return ``sample_weight`` times ``class_weight`` (None: equal weights)."""
         class_weight = self.class_weight
@@ -345,8 +350,19 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         return self._get_pretrained().classes
 
     def _encode_y(self, y):
-        """Encode labels as 0..n_classes-1; return them, the count and ``classes_``."""
+        """Encode labels as 0..n_classes-1; return them, the count and ``classes_``.
+
+        A multilabel indicator matrix becomes float32 targets, one column per
+        label, for ``BCEWithLogitsLoss``. Notes whether ``y`` is multilabel in
+        ``_multilabel_y`` for the network about to be built.
+        """
         check_classification_targets(y)
+        y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)  # with scikit-learn's warning
+        self._multilabel_y = y.ndim == 2
+        if y.ndim == 2:
+            return self._encode_multilabel(y)
         partial = getattr(self, "_partial", None)
         if partial is not None:
             return encode_partial_classes(self, y, partial["classes"])
@@ -358,6 +374,40 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
             )
             raise ValueError(msg)
         return encoded.astype(np.int64), len(classes), {"classes_": classes}
+
+    def _encode_multilabel(self, y):
+        """Return an indicator ``y`` as float32, its width and ``classes_``."""
+        kind = type_of_target(y)
+        if kind != "multilabel-indicator":
+            msg = (
+                f"{type(self).__name__} takes y of shape (n_samples,) or a "
+                "multilabel indicator matrix of shape (n_samples, n_labels) holding "
+                f"0 and 1; got a 2-D y of shape {y.shape} and type {kind!r} "
+                "(multiclass-multioutput is not supported)."
+            )
+            raise ValueError(msg)
+        if getattr(self, "_partial", None) is not None:
+            msg = (
+                f"{type(self).__name__}.partial_fit takes a y of class labels; a "
+                "multilabel y trains with fit."
+            )
+            raise ValueError(msg)
+        y = y.toarray() if hasattr(y, "toarray") else y
+        values = np.unique(y)
+        if not np.isin(values, (0, 1)).all():
+            msg = (
+                f"A multilabel y holds 0 and 1 (a label is absent or present); got "
+                f"the values {values!r}."
+            )
+            raise ValueError(msg)
+        # As MLPClassifier: the labels are the columns 0..n_labels-1.
+        return y.astype(np.float32), y.shape[1], {"classes_": np.arange(y.shape[1])}
+
+    def _default_net_params(self):
+        params = super()._default_net_params()
+        if getattr(self, "_multilabel_y", False):
+            params["criterion"] = nn.BCEWithLogitsLoss
+        return params
 
     def _has_probabilities(self):
         """Whether the ``net`` parameter defines probabilities (for available_if)."""
@@ -384,8 +434,12 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         probabilities: another criterion).
         """
         check_is_fitted(self)
+        criterion = self.net_.criterion_
+        # fit accepts BCEWithLogitsLoss for a multilabel y only.
         return _outputs.output_kind(
-            self.net_.criterion_, self.net_.predict_nonlinearity
+            criterion,
+            self.net_.predict_nonlinearity,
+            multilabel=isinstance(criterion, nn.BCEWithLogitsLoss),
         )
 
     def _outputs(self, X):
@@ -414,7 +468,10 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
             of ``classes_[0]`` (the log-odds under ``CrossEntropyLoss``),
             positive where ``predict`` gives ``classes_[1]``.
         """
-        scores = self._outputs(X).double().numpy()
+        out = self._outputs(X)
+        scores = out.double().numpy()
+        if self.out_activation_ == _outputs.SIGMOID:
+            return scores  # one logit per label
         return scores[:, 1] - scores[:, 0] if scores.shape[1] == 2 else scores
 
     def partial_fit(
@@ -513,5 +570,8 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         y : ndarray of shape (n_samples,)
             Class labels from ``classes_``.
         """
-        index = self._outputs(X).argmax(dim=1).numpy()
+        out = self._outputs(X)
+        if self.out_activation_ == _outputs.SIGMOID:
+            return (out > 0).numpy().astype(np.int64)  # probability above 0.5
+        index = out.argmax(dim=1).numpy()
         return self.classes_[index]

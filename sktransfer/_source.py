@@ -249,14 +249,18 @@ class _SourceTask:
         if isinstance(X, np.memmap):
             check_on_disk(X)
             y = check_array(y, ensure_2d=False, dtype=None, input_name="y")
-            if not self._multi_output:
+            if not self._multi_output and y.ndim == 2 and y.shape[1] == 1:
                 y = column_or_1d(y, warn=True)
             check_consistent_length(X, y)
             y_enc, n_outputs, fitted = self._encode_y(y)
             probe = np.array(X[:8], dtype=np.float32)
             return StreamedArray(X, y_enc), y_enc, n_outputs, fitted, probe
         X, y = check_X_y(
-            X, y, **_CHECK_X, multi_output=self._multi_output, estimator=self
+            X,
+            y,
+            **_CHECK_X,
+            multi_output=self._multi_output or np.ndim(y) == 2,
+            estimator=self,
         )
         X = _writable(X)
         y_enc, n_outputs, fitted = self._encode_y(y)
