@@ -123,3 +123,16 @@ def test_prints_versions_then_one_markdown_table(quick_run):
         )
     ]
     assert run.format_table(rows) in out
+
+
+def test_sample_weight_benchmark_quick_mode_gives_both_rows():
+    path = RUN_PY.parent / "sample_weight.py"
+    spec = importlib.util.spec_from_file_location("sample_weight_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with contextlib.redirect_stdout(io.StringIO()):
+        full, mini = module.main(["--quick"])
+    assert full["batch_size"] > 200 > mini["batch_size"]
+    # One full batch: weights and repetitions agree up to float32 rounding.
+    assert full["max_abs_proba_gap"] < 1e-5
+    assert math.isfinite(mini["max_abs_proba_gap"])
