@@ -39,6 +39,7 @@ from . import (
 from ._common import (
     _CHECK_X,
     _dense_rows,
+    _is_2d,
     _nbytes,
     _seeded,
     _unchanged_on_error,
@@ -173,7 +174,7 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
                 X,
                 y,
                 **_CHECK_X,
-                multi_output=self._multi_output or np.ndim(y) == 2,
+                multi_output=self._multi_output or _is_2d(y),
             )
             X = _writable(X)
             y_enc, n_outputs, fitted = self._encode_y(y)

@@ -353,16 +353,16 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         """Encode labels as 0..n_classes-1; return them, the count and ``classes_``.
 
         A multilabel indicator matrix becomes float32 targets, one column per
-        label, for ``BCEWithLogitsLoss``. Notes whether ``y`` is multilabel in
-        ``_multilabel_y`` for the network about to be built.
+        label, for ``BCEWithLogitsLoss``; ``_multilabel_y`` (present only
+        then) tells the network about to be built.
         """
         check_classification_targets(y)
         y = np.asarray(y)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)  # with scikit-learn's warning
-        self._multilabel_y = y.ndim == 2
         if y.ndim == 2:
             return self._encode_multilabel(y)
+        self.__dict__.pop("_multilabel_y", None)
         partial = getattr(self, "_partial", None)
         if partial is not None:
             return encode_partial_classes(self, y, partial["classes"])
@@ -400,6 +400,7 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
                 f"the values {values!r}."
             )
             raise ValueError(msg)
+        self._multilabel_y = True  # for the network about to be built
         # As MLPClassifier: the labels are the columns 0..n_labels-1.
         return y.astype(np.float32), y.shape[1], {"classes_": np.arange(y.shape[1])}
 

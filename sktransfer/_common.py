@@ -66,3 +66,8 @@ def _nbytes(X):
     if sparse.issparse(X):
         return X.data.nbytes + X.indices.nbytes + X.indptr.nbytes
     return X.nbytes
+
+
+def _is_2d(y):
+    """Whether ``y`` (any array-like, unchecked) is two-dimensional."""
+    return np.asarray(y).ndim == 2

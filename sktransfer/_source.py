@@ -21,7 +21,14 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from . import _frozen, _guard, _inputs, _io, _layers, _weights
-from ._common import _CHECK_X, _dense_rows, _seeded, _unchanged_on_error, _writable
+from ._common import (
+    _CHECK_X,
+    _dense_rows,
+    _is_2d,
+    _seeded,
+    _unchanged_on_error,
+    _writable,
+)
 from ._compat import _fit_context
 from ._data import StreamedArray, check_on_disk, dataset_targets
 from ._pretrained import _Pretrained
@@ -259,7 +266,7 @@ class _SourceTask:
             X,
             y,
             **_CHECK_X,
-            multi_output=self._multi_output or np.ndim(y) == 2,
+            multi_output=self._multi_output or _is_2d(y),
             estimator=self,
         )
         X = _writable(X)
