@@ -35,8 +35,17 @@ from . import (
     _outputs,
     _stopping,
     _validation,
+    _weights,
 )
-from ._common import _CHECK_X, _seeded, _unchanged_on_error, _writable
+from ._common import (
+    _CHECK_X,
+    _dense_rows,
+    _is_2d,
+    _nbytes,
+    _seeded,
+    _unchanged_on_error,
+    _writable,
+)
 from ._compat import Interval, StrOptions, _fit_context
 from ._data import ArrayLoader
 from ._features import TransformMixin
@@ -145,7 +154,9 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
     # ------------------------------------------------------------------ public
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X: ArrayLike, y: ArrayLike) -> Self:
+    def fit(
+        self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None
+    ) -> Self:
         """Fine-tune on the target task.
 
         The shared layers start from the pretrained weights (from
@@ -162,6 +173,11 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
             source's columns in the source's order, if it had names.
         y : array-like of shape (n_samples,) or (n_samples, n_targets)
             Target labels or targets.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weight of each sample in the training loss: each mini-batch's loss
+            is the weighted mean ``sum(w * loss) / sum(w)`` of its per-sample
+            losses, as in ``MLPClassifier``. None weighs samples equally.
+            Routed by ``set_fit_request(sample_weight=True)``.
 
         Returns
         -------
@@ -171,11 +187,16 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
         _inputs.refuse_dataset(X, y)
         with _unchanged_on_error(self):
             X, y = validate_data(
-                self, X, y, **_CHECK_X, multi_output=self._multi_output
+                self,
+                X,
+                y,
+                **_CHECK_X,
+                multi_output=self._multi_output or _is_2d(y),
             )
             X = _writable(X)
             y_enc, n_outputs, fitted = self._encode_y(y)
             _stopping.check_split(self, y_enc)
+            weights = self._sample_weights(sample_weight, X, y)
             pretrained = getattr(self, "_pretrained", None)
             _inputs.check_feature_names(self, pretrained)
             if self.l2sp and not self._has_source_weights():
@@ -193,6 +214,7 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
                     )
                 self._announce("Fine-tuning on the target task", X, n_outputs)
                 split, cache = self._frozen_stage(net, X)
+                _weights.install(net, weights)
                 with (
                     _finetune.l2sp_penalty(
                         net, shared, specific, self.l2sp, self.l2sp_head
@@ -200,13 +222,18 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
                     _finetune.autocast(self.autocast, net.device),
                     _validation.encoded(net, X, fitted, n_outputs, split, cache),
                     _guard.training(
-                        self, net, "target", X.shape[1:], fitted, probe=X[:256]
+                        self,
+                        net,
+                        "target",
+                        X.shape[1:],
+                        fitted,
+                        probe=_dense_rows(X, 8),
                     ),
                 ):
                     if split is None:
                         net.partial_fit(X, y_enc)
                     else:
-                        size = _predict_batch_size(net, len(X))
+                        size = _predict_batch_size(net, X.shape[0])
                         Z = split.transform(
                             X,
                             batch_size=size,
@@ -244,6 +271,7 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
         # CUDA kernels (atomics in backward passes) are not bit-reproducible.
         tags.non_deterministic = str(device).startswith("cuda")
         tags.input_tags.three_d_array = True  # image arrays (N x C x H x W) too
+        tags.input_tags.sparse = True  # densified a batch at a time
         return tags
 
     def set_params(self, **params: Any) -> Self:
@@ -275,6 +303,10 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
         return super().set_params(**params)
 
     # --------------------------------------------------------------- internals
+
+    def _sample_weights(self, sample_weight, X, y):
+        """Return the training weight of each sample (None: equal weights)."""
+        return _weights.sample_weights(sample_weight, X)
 
     def _has_source_weights(self):
         """Whether ``fit`` starts from pretrained weights rather than from scratch."""
@@ -413,7 +445,9 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
             + ". Name the head's submodules so that they end in the output layer."
         )
         try:
-            shape = _layers.output_shape(module, to_tensor(X[:1], device=net.device))
+            shape = _layers.output_shape(
+                module, to_tensor(_dense_rows(X, 1), device=net.device)
+            )
         except ValueError as exc:
             if not resized:
                 raise
@@ -424,7 +458,11 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
                 f"{phase} task needs ({n_outputs},). {hint}"
             )
             raise ValueError(msg)
-        _outputs.check_probe(net, to_tensor(X[:8], device=net.device))
+        _outputs.check_probe(
+            net,
+            to_tensor(_dense_rows(X, 8), device=net.device),
+            multilabel=getattr(self, "_multilabel_y", False),
+        )
         if phase == "source":
             net.initialize_optimizer()
             return net, None
@@ -467,7 +505,7 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
             net=net,
             net_class=self._net_class,
             cache_frozen=self.cache_frozen,
-            limit=max(_CACHE_LIMIT, X.nbytes),
+            limit=max(_CACHE_LIMIT, _nbytes(X)),
             device=net.device,
             verbose=self.verbose,
         )
@@ -497,7 +535,8 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
         """Label the epoch table that skorch prints at ``verbose > 0``."""
         if self.verbose:
             kind = self._output_kind
-            print(f"[sktransfer] {what}: {len(X)} samples, {n_outputs} {kind}")
+            n_samples = X.shape[0] if hasattr(X, "shape") else len(X)
+            print(f"[sktransfer] {what}: {n_samples} samples, {n_outputs} {kind}")
 
     def _validate_X(self, X):
         """Check ``X`` for prediction against what ``fit`` saw."""

@@ -32,12 +32,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
+from scipy import sparse
 from skorch.utils import to_tensor
 from torch import fx, nn
 from torch.nn.modules.batchnorm import _NormBase
 from torch.nn.modules.dropout import _DropoutNd
 
 from . import _trust
+from ._common import _dense_rows
 from ._layers import is_held
 
 
@@ -78,15 +80,22 @@ class FrozenStage:
         stage runs in evaluation mode without gradients; the modes of its
         layers are restored afterwards.
         """
-        X = torch.as_tensor(X)
+        is_sparse = sparse.issparse(X)
+        X = X if is_sparse else torch.as_tensor(X)
+        n_samples = X.shape[0]
         with _modes_restored(self.stage), torch.no_grad():
             self.stage.eval()
             out = None
-            for start in range(0, len(X), batch_size):
-                chunk = self.stage(X[start : start + batch_size].to(device))
+            for start in range(0, n_samples, batch_size):
+                rows = X[start : start + batch_size]
+                if is_sparse:  # densified a batch at a time
+                    rows = torch.from_numpy(rows.toarray())
+                chunk = self.stage(rows.to(device))
                 if out is None:
                     out = torch.empty(
-                        (len(X), *chunk.shape[1:]), dtype=chunk.dtype, device=keep_on
+                        (n_samples, *chunk.shape[1:]),
+                        dtype=chunk.dtype,
+                        device=keep_on,
                     )
                 out[start : start + len(chunk)] = chunk
         return out
@@ -357,7 +366,9 @@ def plan(
     elif (problem := _trust.data_path_problem(net, net_class)) is not None:
         split, why = None, problem
     else:
-        split, why = find_frozen_stage(module, to_tensor(X[:8], device=device))
+        split, why = find_frozen_stage(
+            module, to_tensor(_dense_rows(X, 8), device=device)
+        )
     if split is not None:
         thawed = [n for n, _ in split.stage.named_parameters() if n in unfrozen_later]
         if thawed:
@@ -380,7 +391,7 @@ def plan(
                 ),
             )
     if split is not None:
-        report["nbytes"] = nbytes = split.nbytes(len(X))
+        report["nbytes"] = nbytes = split.nbytes(X.shape[0])
         if cache_frozen == "auto" and nbytes > limit:
             split = None
             why = (

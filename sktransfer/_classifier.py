@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from sklearn.base import ClassifierMixin
 from sklearn.utils.metaestimators import available_if
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
+from sklearn.utils.validation import check_is_fitted, column_or_1d
 from skorch import NeuralNetClassifier
 from torch import nn
 
-from . import _outputs
+from . import _outputs, _weights
 from ._base import _BaseTransfer
+from ._compat import StrOptions
 from ._partial import encode_partial_classes
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
+    from typing_extensions import Self
 
 
 class TransferClassifier(ClassifierMixin, _BaseTransfer):
@@ -163,6 +166,15 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         Epochs without improvement before stopping: of the validation loss
         with ``early_stopping=True``, of the training loss of the default
         settings otherwise (a skorch template keeps its own callbacks).
+    class_weight : dict, "balanced" or None, default=None
+        Weights of the target's classes in the fine-tuning loss, as
+        scikit-learn's classifiers take them: a dict ``{label: weight}``
+        (labels not in it weigh 1), ``"balanced"`` for
+        ``n_samples / (n_classes * np.bincount(y))``, or None for equal
+        weights. Multiplied into ``fit``'s ``sample_weight``; see Notes.
+        Pretraining does not use it: pass
+        ``sample_weight=compute_sample_weight("balanced", y_source)`` to
+        :meth:`fit_source` for that.
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation, shuffling and dropout (torch's global RNG
         is restored afterwards). ``None`` uses torch's global RNG.
@@ -260,6 +272,16 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
     probabilities already, or when a callable ``predict_nonlinearity`` gives
     no probabilities.
 
+    Sample weights (``sample_weight`` of :meth:`fit`, :meth:`fit_source` and
+    :meth:`partial_fit`, times ``class_weight``) weigh each sample's loss:
+    each mini-batch's loss is ``sum(w * loss) / sum(w)`` over its samples, as
+    ``MLPClassifier`` computes it (``np.average`` with weights per batch). The
+    weights travel with the batches of :class:`ArrayLoader` (the template must
+    keep its default ``iterator_train``) and the criterion must have torch's
+    ``reduction`` attribute. Integer weights are close to, but not exactly,
+    repeating samples: repeated samples change the mini-batches. A validation
+    split's loss is unweighted.
+
     Frozen-stage caching traces ``forward`` with :mod:`torch.fx` and cuts the
     graph after the last node that is computed from the input by frozen layers
     alone and that alone feeds everything after it (a skip connection inside
@@ -294,14 +316,94 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
     _multi_output = False
     _output_kind = "classes"
 
+    _parameter_constraints: dict = {
+        **_BaseTransfer._parameter_constraints,
+        "class_weight": [dict, StrOptions({"balanced"}), None],
+    }
+
+    def __init__(
+        self,
+        net: Any = None,
+        *,
+        head: str | Sequence[str] | None = "auto",
+        frozen: str | Sequence[str] = (),
+        pretrained: bool = True,
+        source_params: dict[str, Any] | None = None,
+        freeze_bn_stats: bool = True,
+        cache_frozen: bool | str = "auto",
+        l2sp: float = 0.0,
+        l2sp_head: float = 0.0,
+        shared_lr_scale: float = 1.0,
+        layer_decay: float = 1.0,
+        unfreeze: Sequence[tuple[int, str | Sequence[str]]] | None = None,
+        autocast: str | None = None,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        n_iter_no_change: int = 10,
+        class_weight: dict | str | None = None,
+        random_state: int | np.random.RandomState | None = None,
+        verbose: int = 0,
+    ) -> None:
+        # Every parameter of the base (which assigns them), then our own.
+        super().__init__(
+            net,
+            head=head,
+            frozen=frozen,
+            pretrained=pretrained,
+            source_params=source_params,
+            freeze_bn_stats=freeze_bn_stats,
+            cache_frozen=cache_frozen,
+            l2sp=l2sp,
+            l2sp_head=l2sp_head,
+            shared_lr_scale=shared_lr_scale,
+            layer_decay=layer_decay,
+            unfreeze=unfreeze,
+            autocast=autocast,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction,
+            n_iter_no_change=n_iter_no_change,
+            random_state=random_state,
+            verbose=verbose,
+        )
+        self.class_weight = class_weight
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True  # a 2-D indicator y
+        return tags
+
+    def _sample_weights(self, sample_weight, X, y):
+        """Return ``sample_weight`` times ``class_weight`` (None: equal weights)."""
+        class_weight = self.class_weight
+        if class_weight == "balanced" and getattr(self, "_partial", None) is not None:
+            msg = (
+                "class_weight='balanced' is not supported by partial_fit, which "
+                "sees one part of the data at a time (as in SGDClassifier). Pass a "
+                "dict of class weights, computed once on all the labels with "
+                "sklearn.utils.class_weight.compute_class_weight."
+            )
+            raise ValueError(msg)
+        return _weights.sample_weights(sample_weight, X, class_weight=class_weight, y=y)
+
     @property
     def source_classes_(self) -> np.ndarray:
         """The class labels of the source task, an ndarray."""
         return self._get_pretrained().classes
 
     def _encode_y(self, y):
-        """Encode labels as 0..n_classes-1; return them, the count and ``classes_``."""
+        """Encode labels as 0..n_classes-1; return them, the count and ``classes_``.
+
+        A multilabel indicator matrix becomes float32 targets, one column per
+        label, for ``BCEWithLogitsLoss``; ``_multilabel_y`` (present only
+        then) tells the network about to be built.
+        """
         check_classification_targets(y)
+        y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)  # with scikit-learn's warning
+        if y.ndim == 2:
+            return self._encode_multilabel(y)
+        self.__dict__.pop("_multilabel_y", None)
         partial = getattr(self, "_partial", None)
         if partial is not None:
             return encode_partial_classes(self, y, partial["classes"])
@@ -313,6 +415,41 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
             )
             raise ValueError(msg)
         return encoded.astype(np.int64), len(classes), {"classes_": classes}
+
+    def _encode_multilabel(self, y):
+        """Return an indicator ``y`` as float32, its width and ``classes_``."""
+        kind = type_of_target(y)
+        if kind != "multilabel-indicator":
+            msg = (
+                f"{type(self).__name__} takes y of shape (n_samples,) or a "
+                "multilabel indicator matrix of shape (n_samples, n_labels) holding "
+                f"0 and 1; got a 2-D y of shape {y.shape} and type {kind!r} "
+                "(multiclass-multioutput is not supported)."
+            )
+            raise ValueError(msg)
+        if getattr(self, "_partial", None) is not None:
+            msg = (
+                f"{type(self).__name__}.partial_fit takes a y of class labels; a "
+                "multilabel y trains with fit."
+            )
+            raise ValueError(msg)
+        y = y.toarray() if hasattr(y, "toarray") else y
+        values = np.unique(y)
+        if not np.isin(values, (0, 1)).all():
+            msg = (
+                f"A multilabel y holds 0 and 1 (a label is absent or present); got "
+                f"the values {values!r}."
+            )
+            raise ValueError(msg)
+        self._multilabel_y = True  # for the network about to be built
+        # As MLPClassifier: the labels are the columns 0..n_labels-1.
+        return y.astype(np.float32), y.shape[1], {"classes_": np.arange(y.shape[1])}
+
+    def _default_net_params(self):
+        params = super()._default_net_params()
+        if getattr(self, "_multilabel_y", False):
+            params["criterion"] = nn.BCEWithLogitsLoss
+        return params
 
     def _has_probabilities(self):
         """Whether the ``net`` parameter defines probabilities (for available_if)."""
@@ -339,8 +476,12 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         probabilities: another criterion).
         """
         check_is_fitted(self)
+        criterion = self.net_.criterion_
+        # fit accepts BCEWithLogitsLoss for a multilabel y only.
         return _outputs.output_kind(
-            self.net_.criterion_, self.net_.predict_nonlinearity
+            criterion,
+            self.net_.predict_nonlinearity,
+            multilabel=isinstance(criterion, nn.BCEWithLogitsLoss),
         )
 
     def _outputs(self, X):
@@ -369,12 +510,19 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
             of ``classes_[0]`` (the log-odds under ``CrossEntropyLoss``),
             positive where ``predict`` gives ``classes_[1]``.
         """
-        scores = self._outputs(X).double().numpy()
+        out = self._outputs(X)
+        scores = out.double().numpy()
+        if self.out_activation_ == _outputs.SIGMOID:
+            return scores  # one logit per label
         return scores[:, 1] - scores[:, 0] if scores.shape[1] == 2 else scores
 
     def partial_fit(
-        self, X: ArrayLike, y: ArrayLike, classes: ArrayLike | None = None
-    ) -> TransferClassifier:
+        self,
+        X: ArrayLike,
+        y: ArrayLike,
+        classes: ArrayLike | None = None,
+        sample_weight: ArrayLike | None = None,
+    ) -> Self:
         """Fine-tune for one epoch over the given samples.
 
         The first call starts as :meth:`fit` does (shared layers from the
@@ -392,13 +540,15 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         classes : array-like of shape (n_classes,), default=None
             Every label that ``y`` may hold over all calls. Required on the
             first call, as in scikit-learn; may be omitted afterwards.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weight of each sample in the loss, as in :meth:`fit`.
 
         Returns
         -------
         self : object
             The fitted estimator.
         """
-        return self._partial_fit(X, y, classes)
+        return self._partial_fit(X, y, classes, sample_weight=sample_weight)
 
     @available_if(_has_probabilities)
     def predict_proba(self, X: ArrayLike) -> np.ndarray:
@@ -462,5 +612,8 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         y : ndarray of shape (n_samples,)
             Class labels from ``classes_``.
         """
-        index = self._outputs(X).argmax(dim=1).numpy()
+        out = self._outputs(X)
+        if self.out_activation_ == _outputs.SIGMOID:
+            return (out > 0).numpy().astype(np.int64)  # probability above 0.5
+        index = out.argmax(dim=1).numpy()
         return self.classes_[index]

@@ -6,14 +6,16 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
+from scipy import sparse
 from sklearn.utils import check_random_state
 
-# How every array reaching a network is checked: float32, finite, dense; samples
-# may have any shape (N x C x H x W images too).
+# How every array reaching a network is checked: float32, finite; samples may
+# have any shape (N x C x H x W images too). Sparse matrices of any format
+# become CSR, whose rows ArrayLoader densifies one batch at a time.
 _CHECK_X = {
     "dtype": np.float32,
     "allow_nd": True,
-    "accept_sparse": False,
+    "accept_sparse": "csr",
     "ensure_all_finite": True,
 }
 
@@ -48,4 +50,24 @@ def _seeded(random_state, phase):
 
 def _writable(X):
     """Return ``X`` as an array torch can wrap without a warning."""
+    if sparse.issparse(X):
+        return X  # densified a batch at a time, into new arrays
     return X if X.flags.writeable else X.copy()
+
+
+def _dense_rows(X, stop):
+    """Return the first ``stop`` rows of ``X`` as a dense array (to probe a network)."""
+    rows = X[:stop]
+    return rows.toarray() if sparse.issparse(rows) else rows
+
+
+def _nbytes(X):
+    """Return the bytes ``X`` takes in memory (a sparse matrix's three arrays)."""
+    if sparse.issparse(X):
+        return X.data.nbytes + X.indices.nbytes + X.indptr.nbytes
+    return X.nbytes
+
+
+def _is_2d(y):
+    """Whether ``y`` (any array-like, unchecked) is two-dimensional."""
+    return np.asarray(y).ndim == 2

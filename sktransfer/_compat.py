@@ -6,6 +6,12 @@ module changes.
 
 from sklearn.base import _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import _get_feature_names
+from sklearn.utils.validation import _check_sample_weight, _get_feature_names
 
-__all__ = ["Interval", "StrOptions", "_fit_context", "_get_feature_names"]
+__all__ = [
+    "Interval",
+    "StrOptions",
+    "_check_sample_weight",
+    "_fit_context",
+    "_get_feature_names",
+]

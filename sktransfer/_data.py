@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 import torch
+from scipy import sparse
 from skorch.dataset import Dataset
 from torch.utils.data import DataLoader, Subset, TensorDataset
 
@@ -35,6 +37,18 @@ _IGNORED = frozenset(
         "pin_memory_device",
     }
 )
+
+
+class WeightedTarget(NamedTuple):
+    """A training batch's targets and their sample weights.
+
+    What :class:`ArrayLoader` yields in place of the targets when it is given
+    ``sample_weight``: ``batch[1].y`` are the targets, ``batch[1].sample_weight``
+    the weights of the same samples (float32, shape (batch_size,)).
+    """
+
+    y: torch.Tensor
+    sample_weight: torch.Tensor
 
 
 def _as_tensor(array):
@@ -81,6 +95,22 @@ class StreamedArray(torch.utils.data.Dataset):
         return torch.from_numpy(np.asarray(self.X[index], dtype=np.float32))
 
 
+class _SparseRows:
+    """Rows of a SciPy sparse matrix, densified to float32 a batch at a time."""
+
+    def __init__(self, X):
+        self.X = X.tocsr()  # row slicing is cheap in CSR; still sparse
+
+    def __len__(self):
+        return self.X.shape[0]
+
+    def rows(self, index):
+        """Return the rows at ``index`` (slice or index tensor) as a dense tensor."""
+        if isinstance(index, torch.Tensor):
+            index = index.numpy()
+        return torch.from_numpy(self.X[index].toarray().astype(np.float32, copy=False))
+
+
 def _tensors_of(dataset):
     """``(X, y, indices)`` of a dataset made of whole arrays, else None.
 
@@ -95,6 +125,12 @@ def _tensors_of(dataset):
             return None
     # Subclasses of skorch's Dataset may transform samples: not ours to slice.
     if type(dataset) is Dataset:
+        if sparse.issparse(dataset.X):
+            X = _SparseRows(dataset.X)
+            y = None if dataset.y is None else _as_tensor(dataset.y)
+            if dataset.y is not None and (y is None or len(y) != len(X)):
+                return None
+            return X, y, indices
         X = _as_tensor(dataset.X)
         y = None if dataset.y is None else _as_tensor(dataset.y)
         if X is None or (dataset.y is not None and y is None):
@@ -112,7 +148,7 @@ def _tensors_of(dataset):
 
 def _rows(X, index):
     """Rows of a tensor or a :class:`StreamedArray` at a slice or index tensor."""
-    if isinstance(X, StreamedArray):
+    if isinstance(X, (StreamedArray, _SparseRows)):
         return X.rows(index)
     if isinstance(index, slice):
         return X[index]
@@ -130,7 +166,9 @@ class ArrayLoader:
     :class:`~torch.utils.data.Subset` of either (skorch's validation split),
     each batch is a slice (or, shuffled, one ``index_select``) of the whole
     tensors, which share memory with the arrays. An array on disk
-    (``fit_source`` with a :class:`numpy.memmap`) is read a batch at a time.
+    (``fit_source`` with a :class:`numpy.memmap`) is read a batch at a time,
+    and a SciPy sparse matrix (CSR or CSC) is densified a batch at a time, never
+    whole.
     Batches stay on the CPU; skorch moves each batch to the net's device.
 
     Shuffling draws from torch's random number generator exactly as
@@ -156,6 +194,13 @@ class ArrayLoader:
         Random number generator for the order; torch's global one if None.
     pin_memory : bool, default=False
         Copy each batch into pinned memory (for faster copies to a GPU).
+    sample_weight : array-like of shape (n_samples,), default=None
+        A weight per row of the dataset (of the whole dataset, for a
+        ``Subset``). Each batch then yields a :class:`WeightedTarget` of its
+        targets and their weights in place of the targets, for a ``get_loss``
+        that weighs the per-sample losses (``fit(X, y, sample_weight)`` of the
+        transfer estimators). Needs a dataset of whole arrays (no
+        ``DataLoader`` fallback); a ValueError otherwise.
     **kwargs : dict
         Other ``DataLoader`` settings. Those about worker processes are
         accepted and unneeded; any other sends the data through
@@ -180,6 +225,7 @@ class ArrayLoader:
         drop_last=False,
         generator=None,
         pin_memory=False,
+        sample_weight=None,
         **kwargs,
     ):
         self.dataset = dataset
@@ -202,6 +248,9 @@ class ArrayLoader:
             )
         else:
             self._X, self._y, self._indices = tensors
+        self._weights = None
+        if sample_weight is not None:
+            self._weights = _check_weights(sample_weight, tensors, dataset)
 
     @property
     def fast(self):
@@ -254,7 +303,34 @@ class ArrayLoader:
             if self.pin_memory:
                 # A cache kept on the GPU is already where it is needed.
                 Xb, yb = (t if t.is_cuda else t.pin_memory() for t in (Xb, yb))
+            if self._weights is not None:
+                wb = (
+                    self._weights[start : start + size]
+                    if order is None
+                    else self._weights.index_select(0, idx)
+                )
+                yb = WeightedTarget(yb, wb)
             yield Xb, yb
+
+
+def _check_weights(sample_weight, tensors, dataset):
+    """Return ``sample_weight`` as a float32 tensor, one weight per dataset row."""
+    if tensors is None:
+        msg = (
+            f"sample_weight travels with the batches that ArrayLoader slices from "
+            f"whole arrays, but its dataset, a {type(dataset).__name__}, goes "
+            "through torch's DataLoader sample by sample. Pass X and y as arrays."
+        )
+        raise ValueError(msg)
+    weights = torch.as_tensor(np.asarray(sample_weight, dtype=np.float32))
+    n_rows = len(tensors[0])
+    if weights.shape != (n_rows,):
+        msg = (
+            f"sample_weight has shape {tuple(weights.shape)}; ArrayLoader needs "
+            f"one weight per row of its dataset, shape ({n_rows},)."
+        )
+        raise ValueError(msg)
+    return weights
 
 
 # Rows checked for non-finite values at a time when validating an array on disk.

@@ -15,7 +15,7 @@ from contextlib import contextmanager, nullcontext
 import torch
 from skorch.callbacks import Callback
 
-from . import _layers
+from . import _frozen, _layers
 
 
 class L2SPLoss:
@@ -33,7 +33,8 @@ class L2SPLoss:
 
     def __init__(self, net, shared, head, alpha, beta):
         self.net = net
-        self.get_loss = type(net).get_loss
+        # The net's current get_loss, so that wrappers compose (sample weights).
+        self.get_loss = net.get_loss
         self.shared = list(shared)
         self.source = {}
         self._copy_trainable_sources()
@@ -65,7 +66,7 @@ class L2SPLoss:
         return total
 
     def __call__(self, y_pred, y_true, X=None, training=False):
-        loss = self.get_loss(self.net, y_pred, y_true, X=X, training=training)
+        loss = self.get_loss(y_pred, y_true, X=X, training=training)
         if training:
             loss = loss + self.penalty()
         return loss
@@ -82,11 +83,8 @@ def l2sp_penalty(net, shared, head, alpha, beta):
     if not alpha and not beta:
         yield
         return
-    net.get_loss = L2SPLoss(net, shared, head, alpha, beta)
-    try:
-        yield
-    finally:
-        del net.get_loss
+    _frozen.wrap_get_loss(net, L2SPLoss(net, shared, head, alpha, beta))
+    yield
 
 
 # Normalisation layers take the depth of the layer before them.

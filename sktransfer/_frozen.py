@@ -52,6 +52,28 @@ def on_exit(callback, /, *args, **kwargs):
     stack.callback(callback, *args, **kwargs)
 
 
+def wrap_get_loss(net, wrapper):
+    """Make ``wrapper`` the net's ``get_loss`` until the current fit ends.
+
+    ``wrapper`` is called as skorch calls ``get_loss`` and is expected to call
+    the ``get_loss`` the net had when it was made (``net.get_loss``, bound),
+    so that wrappers compose: sample weights, then L2-SP, each around the
+    last. When fit ends, the net gets back what it had (usually nothing on
+    the instance: skorch's method).
+    """
+    had = "get_loss" in vars(net)
+    previous = vars(net).get("get_loss")
+    net.get_loss = wrapper
+
+    def undo():
+        if had:
+            net.get_loss = previous
+        else:
+            vars(net).pop("get_loss", None)
+
+    on_exit(undo)
+
+
 def frozen_parameters(module, matched, head):
     """Return the names of the parameters frozen for fine-tuning, in module order.
 

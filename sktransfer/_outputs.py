@@ -24,6 +24,7 @@ __all__ = [
     "PROBABILITIES",
     "PREDICT_NONLINEARITY",
     "SCORES",
+    "SIGMOID",
     "SOFTMAX",
     "check_probe",
     "log_probabilities",
@@ -37,6 +38,7 @@ SOFTMAX = "softmax"  # logits; predict_proba is their softmax
 PROBABILITIES = "probabilities"  # probabilities, returned as they are
 PREDICT_NONLINEARITY = "predict_nonlinearity"  # the user's callable makes them
 SCORES = "scores"  # another criterion's outputs: no probabilities
+SIGMOID = "sigmoid"  # multilabel: one logit per label, BCEWithLogitsLoss
 
 # How far a float32 distribution may stray from [0, 1] and a row sum of 1.
 _TOL = 1e-4
@@ -60,7 +62,9 @@ def _name(obj: Any) -> str:
     return getattr(obj, "__name__", repr(obj))
 
 
-def output_kind(criterion: Any, predict_nonlinearity: Any = "auto") -> str:
+def output_kind(
+    criterion: Any, predict_nonlinearity: Any = "auto", *, multilabel: bool = False
+) -> str:
     """Return what a classifier's module outputs, by criterion and nonlinearity.
 
     Parameters
@@ -69,33 +73,54 @@ def output_kind(criterion: Any, predict_nonlinearity: Any = "auto") -> str:
         The net's criterion (a ``torch.compile`` wrapper is unwrapped).
     predict_nonlinearity : "auto", callable or None, default="auto"
         skorch's setting of that name.
+    multilabel : bool, default=False
+        Whether ``y`` is a multilabel indicator matrix, which trains one
+        logit per label with ``BCEWithLogitsLoss`` (the only criterion
+        accepted then; ``predict_nonlinearity`` is not used).
 
     Returns
     -------
-    kind : {"softmax", "probabilities", "predict_nonlinearity", "scores"}
+    kind : {"softmax", "probabilities", "predict_nonlinearity", "scores", \
+            "sigmoid"}
         ``"softmax"``: logits, for ``CrossEntropyLoss`` and its subclasses;
         ``"probabilities"``: probabilities, for ``NLLLoss`` and its
         subclasses (skorch takes their log); ``"predict_nonlinearity"``: a
         callable turns the outputs into probabilities; ``"scores"``: outputs
         that define no probabilities (any other criterion, or
-        ``predict_nonlinearity=None`` on logits).
+        ``predict_nonlinearity=None`` on logits); ``"sigmoid"``: one logit per
+        label of a multilabel ``y``.
 
     Raises
     ------
     ValueError
-        For ``BCEWithLogitsLoss`` and ``BCELoss``, which take one output and
-        float targets rather than one output per class and class indices.
+        For ``BCEWithLogitsLoss`` and ``BCELoss`` on single-label ``y``, which
+        take one output and float targets rather than one output per class
+        and class indices; for a multilabel ``y``, any criterion but
+        ``BCEWithLogitsLoss``.
     TypeError
         If ``predict_nonlinearity`` is none of the above.
     """
     cls = _criterion_class(criterion)
+    if multilabel:
+        if issubclass(cls, nn.BCEWithLogitsLoss):
+            return SIGMOID
+        msg = (
+            f"A multilabel y (an indicator matrix of 0 and 1, one column per "
+            f"label) trains one sigmoid per label with "
+            f"criterion=torch.nn.BCEWithLogitsLoss, the default for such a y; got "
+            f"criterion={cls.__name__}. Set net__criterion=torch.nn.BCEWithLogitsLoss "
+            "(the module returns one logit per label)."
+        )
+        raise ValueError(msg)
     if issubclass(cls, _BINARY):
         msg = (
             f"criterion={cls.__name__} takes one output per sample and float "
             "targets, but TransferClassifier trains a network with one output per "
             "class on class indices 0 to n_classes - 1. Use "
             "criterion=torch.nn.CrossEntropyLoss with two outputs: a softmax over "
-            "two logits is the sigmoid of their difference, the same model."
+            "two logits is the sigmoid of their difference, the same model. "
+            "(BCEWithLogitsLoss is the criterion of a multilabel y, a 2-D indicator "
+            "matrix.)"
         )
         raise ValueError(msg)
     if predict_nonlinearity is None:
@@ -192,7 +217,7 @@ def _probe_outputs(module: nn.Module, X: torch.Tensor) -> torch.Tensor:
     return out[0] if isinstance(out, tuple) else out
 
 
-def check_probe(net: NeuralNet, X: torch.Tensor) -> None:
+def check_probe(net: NeuralNet, X: torch.Tensor, *, multilabel: bool = False) -> None:
     """Check that a classifier net's module outputs what its criterion takes.
 
     Runs the initialised ``net.module_`` once on the probe batch ``X`` in
@@ -205,6 +230,8 @@ def check_probe(net: NeuralNet, X: torch.Tensor) -> None:
         An initialised net.
     X : torch.Tensor
         A few samples, on the net's device.
+    multilabel : bool, default=False
+        Whether the task is multilabel (see :func:`output_kind`).
 
     Raises
     ------
@@ -218,8 +245,8 @@ def check_probe(net: NeuralNet, X: torch.Tensor) -> None:
     if not isinstance(net, NeuralNetClassifier):
         return
     criterion, nonlin = net.criterion_, net.predict_nonlinearity
-    kind = output_kind(criterion, nonlin)
-    if kind == SCORES:
+    kind = output_kind(criterion, nonlin, multilabel=multilabel)
+    if kind in (SCORES, SIGMOID):
         return
     name = _criterion_class(criterion).__name__
     module = type(net.module_).__name__
@@ -285,6 +312,8 @@ def probabilities(out: torch.Tensor, kind: str, nonlin: Any = None) -> np.ndarra
     """
     if kind == SOFTMAX:
         return torch.softmax(out.double(), dim=1).numpy()
+    if kind == SIGMOID:
+        return torch.sigmoid(out.double()).numpy()
     if kind == PREDICT_NONLINEARITY:
         proba = _check_nonlinearity(nonlin, out, "at prediction")
         return proba.detach().cpu().double().numpy()
@@ -303,5 +332,7 @@ def log_probabilities(out: torch.Tensor, kind: str, nonlin: Any = None) -> np.nd
     """Return the log of :func:`probabilities`, exactly for logits."""
     if kind == SOFTMAX:
         return torch.log_softmax(out.double(), dim=1).numpy()
+    if kind == SIGMOID:
+        return torch.nn.functional.logsigmoid(out.double()).numpy()
     with np.errstate(divide="ignore"):  # log(0) is -inf, as it should be
         return np.log(probabilities(out, kind, nonlin))

@@ -20,14 +20,14 @@ from ._common import _CHECK_X
 class _PartialFit:
     """``partial_fit`` for the transfer estimators; a base of ``_BaseTransfer``."""
 
-    def _partial_fit(self, X, y, classes=None):
+    def _partial_fit(self, X, y, classes=None, sample_weight=None):
         """Run ``fit`` for one epoch, continuing the last fit if there is one."""
         if hasattr(self, "net_"):
             # scikit-learn's message when the number of features changes.
             validate_data(self, X, reset=False, **_CHECK_X)
         self._partial = {"classes": classes}
         try:
-            return self.fit(X, y)
+            return self.fit(X, y, sample_weight=sample_weight)
         finally:
             self.__dict__.pop("_partial", None)
 

@@ -14,7 +14,12 @@ if TYPE_CHECKING:
     from numpy.typing import ArrayLike
 
 
-def fit_source(estimator: Any, X: ArrayLike, y: ArrayLike) -> Any:
+def fit_source(
+    estimator: Any,
+    X: ArrayLike,
+    y: ArrayLike,
+    sample_weight: ArrayLike | None = None,
+) -> Any:
     """Pretrain a transfer estimator, or the one that ends a pipeline.
 
     For a :class:`~sklearn.pipeline.Pipeline`, the pipeline's transformers are
@@ -40,6 +45,10 @@ def fit_source(estimator: Any, X: ArrayLike, y: ArrayLike) -> Any:
         Source samples, as the pipeline's first step takes them.
     y : array-like
         Source labels or targets.
+    sample_weight : array-like of shape (n_samples,), default=None
+        Weight of each source sample in the pretraining loss, given to the
+        transfer estimator's ``fit_source``; the transformers are fitted
+        unweighted.
 
     Returns
     -------
@@ -83,7 +92,7 @@ def fit_source(estimator: Any, X: ArrayLike, y: ArrayLike) -> Any:
             steps = [(name, _unfrozen(step)) for name, step in estimator.steps[:-1]]
             transformers = clone(Pipeline(steps))
             X = transformers.fit_transform(X, y)
-        fit_source(estimator[-1], X, y)
+        fit_source(estimator[-1], X, y, sample_weight=sample_weight)
         if len(estimator) > 1:
             estimator.set_params(
                 **{name: _frozen(step) for name, step in transformers.steps}
@@ -95,7 +104,10 @@ def fit_source(estimator: Any, X: ArrayLike, y: ArrayLike) -> Any:
             f"ending in one; got {type(estimator).__name__}."
         )
         raise TypeError(msg)
-    estimator.fit_source(X, y)
+    if sample_weight is None:
+        estimator.fit_source(X, y)
+    else:
+        estimator.fit_source(X, y, sample_weight=sample_weight)
     return estimator
 
 

@@ -176,7 +176,9 @@ class TransferRegressor(RegressorMixin, _BaseTransfer):
         y2d = y.reshape(len(y), -1)
         return y2d, y2d.shape[1], {"n_outputs_": y2d.shape[1], "_y_ndim": y.ndim}
 
-    def partial_fit(self, X: ArrayLike, y: ArrayLike) -> TransferRegressor:
+    def partial_fit(
+        self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None
+    ) -> TransferRegressor:
         """Fine-tune for one epoch over the given samples.
 
         The first call starts as :meth:`fit` does (shared layers from the
@@ -191,13 +193,15 @@ class TransferRegressor(RegressorMixin, _BaseTransfer):
             Target samples, with the source's sample shape.
         y : array-like of shape (n_samples,) or (n_samples, n_targets)
             Their targets, as many per sample on every call.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weight of each sample in the loss, as in :meth:`fit`.
 
         Returns
         -------
         self : object
             The fitted estimator.
         """
-        return self._partial_fit(X, y)
+        return self._partial_fit(X, y, sample_weight=sample_weight)
 
     def predict(self, X: ArrayLike) -> np.ndarray:
         """Return the predicted targets.

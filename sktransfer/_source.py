@@ -20,8 +20,15 @@ from skorch import NeuralNet
 from torch import nn
 from torch.utils.data import Dataset
 
-from . import _guard, _inputs, _io, _layers, _validation
-from ._common import _CHECK_X, _seeded, _unchanged_on_error, _writable
+from . import _frozen, _guard, _inputs, _io, _layers, _validation, _weights
+from ._common import (
+    _CHECK_X,
+    _dense_rows,
+    _is_2d,
+    _seeded,
+    _unchanged_on_error,
+    _writable,
+)
 from ._compat import _fit_context
 from ._data import StreamedArray, check_on_disk, dataset_targets
 from ._pretrained import _Pretrained
@@ -35,7 +42,12 @@ class _SourceTask:
     """Pretraining and pretrained weights; a base of ``_BaseTransfer``."""
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit_source(self, X: ArrayLike | Dataset, y: ArrayLike | None = None) -> Self:
+    def fit_source(
+        self,
+        X: ArrayLike | Dataset,
+        y: ArrayLike | None = None,
+        sample_weight: ArrayLike | None = None,
+    ) -> Self:
         """Pretrain the network on the source task.
 
         Every layer trains (``frozen`` applies to fine-tuning only), with the
@@ -67,6 +79,12 @@ class _SourceTask:
         y : array-like of shape (n_samples,) or (n_samples, n_targets), \
                 default=None
             Source labels or targets; None when ``X`` is a ``Dataset``.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weight of each source sample in the pretraining loss (each
+            mini-batch's loss is ``sum(w * loss) / sum(w)``, as in
+            :meth:`fit`), e.g. the importance weights of instance-based
+            transfer (the density ratio of target to source). Not for a
+            ``Dataset`` ``X``. ``class_weight`` does not apply to pretraining.
 
         Returns
         -------
@@ -76,8 +94,23 @@ class _SourceTask:
         _inputs.check_source_params(self.source_params)
         names = _inputs.source_feature_names(X)
         data, y_enc, n_outputs, fitted, probe = self._source_data(X, y)
-        with _unchanged_on_error(self), _seeded(self.random_state, "source"):
+        weights = None
+        if sample_weight is not None:
+            if isinstance(X, Dataset):
+                msg = (
+                    f"fit_source got a {type(X).__name__} and sample_weight; "
+                    "weights travel with batches sliced from arrays. Pass X and y "
+                    "as arrays (a numpy.memmap X streams from disk)."
+                )
+                raise ValueError(msg)
+            weights = _weights.sample_weights(sample_weight, data)
+        with (
+            _unchanged_on_error(self),
+            _seeded(self.random_state, "source"),
+            _frozen.fit_scope(),
+        ):
             net, _ = self._build_net(probe, n_outputs, phase="source")
+            _weights.install(net, weights)
             self._announce("Pretraining on the source task", data, n_outputs)
             with (
                 _validation.encoded(net, probe, fitted, n_outputs),
@@ -225,18 +258,22 @@ class _SourceTask:
         if isinstance(X, np.memmap):
             check_on_disk(X)
             y = check_array(y, ensure_2d=False, dtype=None, input_name="y")
-            if not self._multi_output:
+            if not self._multi_output and y.ndim == 2 and y.shape[1] == 1:
                 y = column_or_1d(y, warn=True)
             check_consistent_length(X, y)
             y_enc, n_outputs, fitted = self._encode_y(y)
             probe = np.array(X[:8], dtype=np.float32)
             return StreamedArray(X, y_enc), y_enc, n_outputs, fitted, probe
         X, y = check_X_y(
-            X, y, **_CHECK_X, multi_output=self._multi_output, estimator=self
+            X,
+            y,
+            **_CHECK_X,
+            multi_output=self._multi_output or _is_2d(y),
+            estimator=self,
         )
         X = _writable(X)
         y_enc, n_outputs, fitted = self._encode_y(y)
-        return X, y_enc, n_outputs, fitted, X[:8]
+        return X, y_enc, n_outputs, fitted, _dense_rows(X, 8)
 
     def _source_record(self):
         """Return the pretrained weights, or None.

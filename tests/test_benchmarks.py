@@ -138,3 +138,16 @@ def test_transfer_quality_quick_run_scores_every_method_on_every_task():
         assert list(scores) == list(quality.METHODS)
         assert all(len(s) == 1 and math.isfinite(s[0]) for s in scores.values())
     assert quality.format_table(results) in out.getvalue()
+
+
+def test_sample_weight_benchmark_quick_mode_gives_both_rows():
+    path = RUN_PY.parent / "sample_weight.py"
+    spec = importlib.util.spec_from_file_location("sample_weight_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with contextlib.redirect_stdout(io.StringIO()):
+        full, mini = module.main(["--quick"])
+    assert full["batch_size"] > 200 > mini["batch_size"]
+    # One full batch: weights and repetitions agree up to float32 rounding.
+    assert full["max_abs_proba_gap"] < 1e-5
+    assert math.isfinite(mini["max_abs_proba_gap"])

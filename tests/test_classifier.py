@@ -3,7 +3,6 @@
 import numpy as np
 import pandas as pd
 import pytest
-import scipy.sparse as sp
 import torch
 from nets import ConvNet, FixedOutputNet, tiny_classifier_net
 from sklearn.base import clone
@@ -319,7 +318,6 @@ def test_nested_net_parameters_need_a_skorch_net():
         (np.ones((4, 3)), [1, 1, 1, 1], ValueError, "at least 2 classes"),
         ([[np.nan, 1]] * 4, [0, 1, 0, 1], ValueError, "NaN"),
         ([[np.inf, 1]] * 4, [0, 1, 0, 1], ValueError, "infinity"),
-        (sp.csr_matrix(np.ones((4, 3))), [0, 1, 0, 1], TypeError, "dense data"),
         (np.ones((0, 3)), [], ValueError, "0 sample"),
         (np.full((4, 2), 1 + 1j), [0, 1, 0, 1], ValueError, "Complex data"),
         ([["a", "b"]] * 4, [0, 1, 0, 1], ValueError, "could not convert"),
