@@ -9,6 +9,7 @@ from importlib.metadata import PackageNotFoundError, version
 from ._classifier import TransferClassifier
 from ._compare import NegativeTransferWarning, TransferComparison, compare_transfer
 from ._data import ArrayLoader
+from ._defaults import default_net
 from ._modules import MLP
 from ._pipeline import fit_source
 from ._plot import plot_history
@@ -28,6 +29,7 @@ __all__ = [
     "TransferRegressor",
     "__version__",
     "compare_transfer",
+    "default_net",
     "fit_source",
     "plot_history",
 ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import inspect
 from collections.abc import Sequence
-from numbers import Real
+from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 
 from . import (
     _cache,
+    _defaults,
     _finetune,
     _frozen,
     _guard,
@@ -90,6 +91,10 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
         "shared_lr_scale": [Interval(Real, 0, None, closed="neither")],
         "unfreeze": [list, tuple, None],
         "autocast": [StrOptions({"bfloat16"}), None],
+        "hidden_layer_sizes": [tuple, list, None],
+        "lr": [Interval(Real, 0, None, closed="neither"), None],
+        "max_epochs": [Interval(Integral, 1, None, closed="left"), None],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), None],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -108,6 +113,10 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
         shared_lr_scale: float = 1.0,
         unfreeze: Sequence[tuple[int, str | Sequence[str]]] | None = None,
         autocast: str | None = None,
+        hidden_layer_sizes: Sequence[int] | None = None,
+        lr: float | None = None,
+        max_epochs: int | None = None,
+        batch_size: int | None = None,
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
     ) -> None:
@@ -122,6 +131,10 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
         self.shared_lr_scale = shared_lr_scale
         self.unfreeze = unfreeze
         self.autocast = autocast
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.lr = lr
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
         self.random_state = random_state
         self.verbose = verbose
 
@@ -248,12 +261,7 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
         nested = sorted(key for key in params if key.startswith("net__"))
         net = params.get("net", self.net)
         if nested and not isinstance(net, NeuralNet):
-            msg = (
-                f"Cannot set {', '.join(nested)}: net is {net!r}, not a skorch net. "
-                f"Pass net={self._net_class.__name__}(module, ...) to tune its "
-                "settings as net__<name>."
-            )
-            raise ValueError(msg)
+            raise ValueError(_defaults.nested_error(self, nested, net))
         return super().set_params(**params)
 
     # --------------------------------------------------------------- internals
@@ -345,7 +353,7 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
         parameters frozen.
         """
         net = self._template()
-        params = {"verbose": int(self.verbose)}
+        params = {"verbose": int(self.verbose), **_defaults.overrides(self, net)}
         # The fast data path, unless the template brings its own iterators.
         for name in ("iterator_train", "iterator_valid"):
             if getattr(net, name) is DataLoader:

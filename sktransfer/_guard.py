@@ -305,7 +305,7 @@ def training(estimator, net, phase, sample_shape=None, fitted=None):
             f"{what.capitalize()} ran all max_epochs={net.max_epochs} epochs and "
             "early stopping did not trigger: the training loss was still "
             "improving, so the network may not have converged. Allow more epochs "
-            "(net__max_epochs, or source_params={'max_epochs': ...} for "
+            "(max_epochs or net__max_epochs, or source_params={'max_epochs': ...} for "
             "pretraining)."
         )
         _warn(msg, ConvergenceWarning)

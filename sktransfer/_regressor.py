@@ -29,8 +29,7 @@ class TransferRegressor(RegressorMixin, _BaseTransfer):
 
     Parameters
     ----------
-    net : NeuralNetRegressor, torch.nn.Module class or instance, or None, \
-            default=None
+    net : NeuralNetRegressor, torch.nn.Module class or instance, or None, default=None
         The network. A skorch ``NeuralNetRegressor`` is an unfitted template:
         it is cloned, never changed, and its settings are reachable as
         ``net__lr``, ``net__module__<name>``, ... A module class or instance is
@@ -85,12 +84,38 @@ class TransferRegressor(RegressorMixin, _BaseTransfer):
         :class:`TransferClassifier`.
     autocast : {"bfloat16"} or None, default=None
         Mixed precision for fine-tuning; see :class:`TransferClassifier`.
+    hidden_layer_sizes : tuple of int, default=None
+        Width of each hidden layer of the default :class:`~sktransfer.MLP`,
+        as in ``MLPRegressor``; ``None`` is ``(100,)``, or what the template
+        sets. Only for a network whose module class takes
+        ``hidden_layer_sizes``; otherwise a ValueError.
+    lr : float, default=None
+        Learning rate of both phases; ``None`` is the default network's
+        ``1e-3``, or the template's ``lr``. A value overrides the template's.
+    max_epochs : int, default=None
+        Most epochs of each phase; ``None`` is the default network's ``200``
+        (with early stopping), or the template's. A value overrides the
+        template's.
+    batch_size : int, default=None
+        Samples per training batch; ``None`` is the default network's
+        ``200``, or the template's. A value overrides the template's.
+        These four reach the network in both phases (``source_params``
+        still wins while pretraining), so ``GridSearchCV`` tunes them on the
+        default network; any other setting of it is reachable from its
+        template, ``sktransfer.default_net('regressor')``, passed as ``net``.
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation, shuffling and dropout (torch's global RNG
-        is restored afterwards). ``None`` uses torch's global RNG.
+        is restored afterwards). ``None`` uses torch's global RNG. The same
+        seed gives the same weights and predictions on the CPU with the same
+        number of torch threads (``torch.get_num_threads()``): float sums
+        split over another number of threads round differently.
     verbose : int, default=0
-        ``0`` is silent; ``1`` prints skorch's epoch table of pretraining and
-        fine-tuning, each under a header.
+        ``0`` is silent. ``1`` prints, for pretraining and for fine-tuning, a
+        header, skorch's epoch table (without colour codes when the output is
+        not a terminal) and one summary line: epochs run, why training
+        stopped (early stopping at epoch N, or ``max_epochs`` reached), the
+        best loss and the time taken. ``2`` adds skorch's ``ProgressBar``
+        inside each epoch. Overrides the template's ``verbose``.
 
     Attributes
     ----------
