@@ -35,6 +35,7 @@ from skorch import NeuralNet
 from skorch.callbacks import Callback, EarlyStopping
 
 from ._finetune import L2SPLoss
+from ._progress import reporting, why_stopped
 
 # The name of the non-finite loss check among the net's callbacks while training.
 _NONFINITE_CALLBACK = "sktransfer_nonfinite_loss"
@@ -258,9 +259,7 @@ def _sigint_recorded():
 def _early_stopping_never_triggered(net, epochs_before):
     """Whether training ran all ``max_epochs`` while an EarlyStopping never fired."""
     stoppers = [cb for _, cb in net.callbacks_ if isinstance(cb, EarlyStopping)]
-    if not stoppers or len(net.history) - epochs_before < net.max_epochs:
-        return False
-    return not any(cb.misses_ >= cb.patience for cb in stoppers)
+    return bool(stoppers) and why_stopped(net, epochs_before)[0] == "max_epochs"
 
 
 @contextmanager
@@ -294,7 +293,10 @@ def training(estimator, net, phase, sample_shape=None, fitted=None):
     remove = _install_callback(net, _NONFINITE_CALLBACK, NonFiniteLoss(what))
     epochs_before = len(net.history)
     try:
-        with _sigint_recorded() as interrupted:
+        with (
+            reporting(net, what, estimator.verbose, partial),
+            _sigint_recorded() as interrupted,
+        ):
             yield
         if interrupted:
             raise KeyboardInterrupt

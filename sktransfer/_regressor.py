@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.base import RegressorMixin
 from skorch import NeuralNetRegressor
 from torch import nn
+from torch.utils.data import Dataset
 
+from . import _targets
 from ._base import _BaseTransfer
 
 if TYPE_CHECKING:
@@ -41,6 +44,16 @@ class TransferRegressor(RegressorMixin, _BaseTransfer):
         improved by 1e-4 for 10 epochs, shuffled batches, no validation split.
         A module class whose constructor takes ``n_features_in`` or
         ``n_outputs`` gets them from the data of each task.
+    normalize_y : bool, default=True
+        Standardise the targets before they reach the loss, and map
+        predictions back, as ``GaussianProcessRegressor(normalize_y=True)``
+        does: each task with its own statistics, per target (pretraining with
+        the source's mean and standard deviation, fine-tuning with the
+        target's, kept for :meth:`predict`; ``partial_fit`` keeps those of its
+        first call). The reported losses are then in units of the targets'
+        variance. A network with ``MSELoss`` fits targets far from unit scale
+        poorly (on diabetes, targets 25 to 346, the default network reaches
+        R² -3.4 without it); ``False`` trains on the targets as they are.
     head : "auto", str, list or tuple of str, or None, default="auto"
         The target-specific layers: submodule names as
         ``module.named_modules()`` gives them. They are not transferred but
@@ -164,11 +177,78 @@ class TransferRegressor(RegressorMixin, _BaseTransfer):
     _multi_output = True
     _output_kind = "outputs"
 
+    _parameter_constraints: dict = {
+        **_BaseTransfer._parameter_constraints,
+        "normalize_y": ["boolean"],
+    }
+
+    def __init__(
+        self,
+        net: Any = None,
+        *,
+        head: str | Sequence[str] | None = "auto",
+        frozen: str | Sequence[str] = (),
+        source_params: dict[str, Any] | None = None,
+        freeze_bn_stats: bool = True,
+        cache_frozen: bool | str = "auto",
+        l2sp: float = 0.0,
+        l2sp_head: float = 0.0,
+        shared_lr_scale: float = 1.0,
+        unfreeze: Sequence[tuple[int, str | Sequence[str]]] | None = None,
+        autocast: str | None = None,
+        hidden_layer_sizes: Sequence[int] | None = None,
+        lr: float | None = None,
+        max_epochs: int | None = None,
+        batch_size: int | None = None,
+        random_state: int | np.random.RandomState | None = None,
+        verbose: int = 0,
+        normalize_y: bool = True,
+    ) -> None:
+        super().__init__(
+            net,
+            head=head,
+            frozen=frozen,
+            source_params=source_params,
+            freeze_bn_stats=freeze_bn_stats,
+            cache_frozen=cache_frozen,
+            l2sp=l2sp,
+            l2sp_head=l2sp_head,
+            shared_lr_scale=shared_lr_scale,
+            unfreeze=unfreeze,
+            autocast=autocast,
+            hidden_layer_sizes=hidden_layer_sizes,
+            lr=lr,
+            max_epochs=max_epochs,
+            batch_size=batch_size,
+            random_state=random_state,
+            verbose=verbose,
+        )
+        self.normalize_y = normalize_y
+
     def _encode_y(self, y):
-        """Shape targets as float32 (n_samples, n_outputs) for the network."""
-        y = np.asarray(y, dtype=np.float32)
+        """Shape targets as float32 (n_samples, n_outputs), standardised if asked."""
+        y = np.asarray(y)
         y2d = y.reshape(len(y), -1)
-        return y2d, y2d.shape[1], {"n_outputs_": y2d.shape[1], "_y_ndim": y.ndim}
+        continued = getattr(self, "_partial", None) is not None and hasattr(
+            self, "net_"
+        )
+        if continued and hasattr(self, "_y_mean"):  # partial_fit keeps its scaling
+            mean, scale = self._y_mean, self._y_scale
+        else:
+            mean, scale = _targets.statistics(y2d, self.normalize_y)
+        fitted = {
+            "n_outputs_": y2d.shape[1],
+            "_y_ndim": y.ndim,
+            "_y_mean": mean,
+            "_y_scale": scale,
+        }
+        return _targets.standardize(y2d, mean, scale), y2d.shape[1], fitted
+
+    def _source_data(self, X, y):
+        data, y_enc, n_outputs, fitted, probe = super()._source_data(X, y)
+        if isinstance(X, Dataset) and self.normalize_y:
+            data = _targets.ScaledTargets(data, fitted["_y_mean"], fitted["_y_scale"])
+        return data, y_enc, n_outputs, fitted, probe
 
     def partial_fit(self, X: ArrayLike, y: ArrayLike) -> TransferRegressor:
         """Fine-tune for one epoch over the given samples.
@@ -209,6 +289,9 @@ class TransferRegressor(RegressorMixin, _BaseTransfer):
         """
         X = self._validate_X(X)
         y = np.asarray(self.net_.predict(X), dtype=np.float64)
+        y = _targets.restore(
+            y, getattr(self, "_y_mean", 0.0), getattr(self, "_y_scale", 1.0)
+        )
         return y.ravel() if self._y_ndim == 1 else y
 
     def __sklearn_tags__(self):
