@@ -310,8 +310,10 @@ class TransferComparison:
         Settings are along the x axis, scratch first and in black. Each
         setting's fold scores are points, its mean a short bar; the scores of
         one fold are joined across settings by a thin grey line, so that a
-        fold where transfer helps shows as a rising line. A dashed line marks
-        the mean score of scratch.
+        fold where transfer helps shows as a rising line. Equal fold scores
+        within a setting are spread sideways and counted (``×3``). A dashed
+        line marks the mean score of scratch, and each transferred setting's
+        p-value (:attr:`p_values`) is written above it.
 
         Parameters
         ----------
@@ -329,7 +331,7 @@ class TransferComparison:
         ImportError
             If matplotlib is not installed.
         """
-        return _plot_comparison(self.scores, self.scoring, ax)
+        return _plot_comparison(self.scores, self.scoring, ax, self.p_values)
 
 
 def _from_scratch(estimator):

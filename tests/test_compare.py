@@ -507,6 +507,33 @@ def test_plot_draws_one_scatter_per_setting(comparison):
     assert [text.get_text() for text in ax.get_legend().get_texts()] == ["scratch mean"]
 
 
+def test_plot_spreads_and_counts_tied_fold_scores_and_shows_p_values():
+    result = TransferComparison(
+        {
+            "scratch": [0.8, 0.9, 0.8, 0.7],
+            "transfer": [0.9, 0.9, 0.9, 0.8],
+            "frozen": [0.6, 0.7, 0.5, 0.65],
+        }
+    )
+    ax = result.plot()
+    scratch, transfer, frozen = (c.get_offsets() for c in ax.collections)
+    # Three folds tie at 0.9 under transfer: three x positions, one count.
+    tied = transfer[transfer[:, 1] == 0.9, 0]
+    assert len(set(tied)) == 3
+    assert all(abs(x - 1) <= 0.12 + 1e-9 for x in tied)
+    assert transfer[transfer[:, 1] == 0.8, 0].tolist() == [1.0]
+    assert len(set(scratch[scratch[:, 1] == 0.8, 0])) == 2
+    assert frozen[:, 0].tolist() == [2.0] * 4  # no ties, no spread
+    texts = [text.get_text() for text in ax.texts]
+    assert texts.count("×3") == 1
+    assert texts.count("×2") == 1
+    for name in ("transfer", "frozen"):
+        assert f"p = {result.p_values[name]:.2g}" in texts
+    # Each fold's grey line goes through its jittered points.
+    folds = [line for line in ax.get_lines() if line.get_color() == "grey"]
+    np.testing.assert_allclose([f.get_xdata()[1] for f in folds], transfer[:, 0])
+
+
 def test_plot_draws_on_the_axes_given(comparison):
     _, ax = plt.subplots()
     assert comparison.plot(ax=ax) is ax
