@@ -34,6 +34,7 @@ from . import (
     _inputs,
     _layers,
     _outputs,
+    _repr,
     _validation,
 )
 from ._common import _CHECK_X, _seeded, _unchanged_on_error, _writable
@@ -232,6 +233,9 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
         if getattr(self, "_reinitialise", False):
             new._reinitialise = True
         return new
+
+    def __repr__(self, N_CHAR_MAX=700):  # noqa: N803 (scikit-learn's name)
+        return _repr.estimator_repr(self, BaseEstimator.__repr__, N_CHAR_MAX)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
