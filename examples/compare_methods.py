@@ -114,6 +114,7 @@ def main(argv=None):
         cv=args.folds,
         settings=SETTINGS,
         random_state=args.seed,
+        verbose=1,  # a line per setting and per fold as each finishes
     )
     print(
         f"Digits 0-4 -> 5-9, {args.labels_per_class} labels per class, "

@@ -106,7 +106,7 @@ def main(argv=None):
         # 3. Someone else loads it and tunes the fine-tuning on a Dask cluster.
         clf = TransferClassifier(net, head="head", random_state=0).load_source(path)
     grid = {"frozen": [(), "features.*"], "net__lr": [1e-3, 3e-3]}
-    search = GridSearchCV(clf, grid, cv=3, n_jobs=-1)
+    search = GridSearchCV(clf, grid, cv=3, n_jobs=-1, verbose=1)  # prints progress
     if args.scheduler:
         client = Client(args.scheduler)
         cluster = None

@@ -10,6 +10,8 @@ labelled images. Runs offline in well under a minute on 2 CPU cores::
     python examples/quickstart.py
 """
 
+import time
+
 import numpy as np
 import torch
 from sklearn.base import clone
@@ -69,6 +71,8 @@ def main():
 
     budgets = (5, 10, 20, 40)
     rows = {name: {b: [] for b in budgets} for name in ("scratch", "full", "frozen")}
+    print("Pretrained on digits 0-4; fine-tuning 3 draws x 4 budgets x 3 models.")
+    start = time.perf_counter()
     for draw in range(3):
         d = make_digits_transfer(10, random_state=draw, images=True)
         for epochs in budgets:
@@ -82,6 +86,10 @@ def main():
                 )
                 model.fit(d.X_target, d.y_target)
                 rows[name][epochs].append(model.score(d.X_test, d.y_test))
+        print(
+            f"  draw {draw + 1}/3 done ({time.perf_counter() - start:.0f} s)",
+            flush=True,
+        )
 
     n_test = len(data.X_test)
     print(f"Target: digits 5-9, 10 labelled images per class, {n_test} test images.")

@@ -9,6 +9,7 @@ from importlib.metadata import PackageNotFoundError, version
 from ._classifier import TransferClassifier
 from ._compare import NegativeTransferWarning, TransferComparison, compare_transfer
 from ._data import ArrayLoader
+from ._defaults import default_net
 from ._features import PretrainedFeatures
 from ._modules import MLP
 from ._pipeline import fit_source
@@ -30,6 +31,7 @@ __all__ = [
     "TransferRegressor",
     "__version__",
     "compare_transfer",
+    "default_net",
     "fit_source",
     "plot_history",
 ]

@@ -27,12 +27,14 @@ from torch.utils.data import DataLoader
 
 from . import (
     _cache,
+    _defaults,
     _finetune,
     _frozen,
     _guard,
     _inputs,
     _layers,
     _outputs,
+    _repr,
     _stopping,
     _validation,
     _weights,
@@ -106,6 +108,10 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
         "early_stopping": ["boolean"],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "hidden_layer_sizes": [tuple, list, None],
+        "lr": [Interval(Real, 0, None, closed="neither"), None],
+        "max_epochs": [Interval(Integral, 1, None, closed="left"), None],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), None],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -129,6 +135,10 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
         early_stopping: bool = False,
         validation_fraction: float = 0.1,
         n_iter_no_change: int = 10,
+        hidden_layer_sizes: Sequence[int] | None = None,
+        lr: float | None = None,
+        max_epochs: int | None = None,
+        batch_size: int | None = None,
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
     ) -> None:
@@ -148,6 +158,10 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.lr = lr
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
         self.random_state = random_state
         self.verbose = verbose
 
@@ -265,6 +279,9 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
             pretrained.ship_to_cluster()  # once, under joblib's Dask backend
         return new
 
+    def __repr__(self, N_CHAR_MAX=700):  # noqa: N803 (scikit-learn's name)
+        return _repr.estimator_repr(self, BaseEstimator.__repr__, N_CHAR_MAX)
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         device = self.net.device if isinstance(self.net, NeuralNet) else "cpu"
@@ -294,12 +311,7 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
         nested = sorted(key for key in params if key.startswith("net__"))
         net = params.get("net", self.net)
         if nested and not isinstance(net, NeuralNet):
-            msg = (
-                f"Cannot set {', '.join(nested)}: net is {net!r}, not a skorch net. "
-                f"Pass net={self._net_class.__name__}(module, ...) to tune its "
-                "settings as net__<name>."
-            )
-            raise ValueError(msg)
+            raise ValueError(_defaults.nested_error(self, nested, net))
         return super().set_params(**params)
 
     # --------------------------------------------------------------- internals
@@ -396,7 +408,7 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
         parameters frozen.
         """
         net = self._template()
-        params = {"verbose": int(self.verbose)}
+        params = {"verbose": int(self.verbose), **_defaults.overrides(self, net)}
         # The fast data path, unless the template brings its own iterators.
         for name in ("iterator_train", "iterator_valid"):
             if getattr(net, name) is DataLoader:

@@ -39,8 +39,7 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
 
     Parameters
     ----------
-    net : NeuralNetClassifier, torch.nn.Module class or instance, or None, \
-            default=None
+    net : NeuralNetClassifier, torch.nn.Module class or instance, or None, default=None
         The network. A skorch ``NeuralNetClassifier`` is an unfitted template:
         it is cloned, never changed, and its settings are reachable as
         ``net__lr``, ``net__module__<name>``, ... A module class or instance is
@@ -175,12 +174,38 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         Pretraining does not use it: pass
         ``sample_weight=compute_sample_weight("balanced", y_source)`` to
         :meth:`fit_source` for that.
+    hidden_layer_sizes : tuple of int, default=None
+        Width of each hidden layer of the default :class:`~sktransfer.MLP`,
+        as in ``MLPClassifier``; ``None`` is ``(100,)``, or what the template
+        sets. Only for a network whose module class takes
+        ``hidden_layer_sizes``; otherwise a ValueError.
+    lr : float, default=None
+        Learning rate of both phases; ``None`` is the default network's
+        ``1e-3``, or the template's ``lr``. A value overrides the template's.
+    max_epochs : int, default=None
+        Most epochs of each phase; ``None`` is the default network's ``200``
+        (with early stopping), or the template's. A value overrides the
+        template's.
+    batch_size : int, default=None
+        Samples per training batch; ``None`` is the default network's
+        ``200``, or the template's. A value overrides the template's.
+        These four reach the network in both phases (``source_params``
+        still wins while pretraining), so ``GridSearchCV`` tunes them on the
+        default network; any other setting of it is reachable from its
+        template, ``sktransfer.default_net('classifier')``, passed as ``net``.
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation, shuffling and dropout (torch's global RNG
-        is restored afterwards). ``None`` uses torch's global RNG.
+        is restored afterwards). ``None`` uses torch's global RNG. The same
+        seed gives the same weights and predictions on the CPU with the same
+        number of torch threads (``torch.get_num_threads()``): float sums
+        split over another number of threads round differently.
     verbose : int, default=0
-        ``0`` is silent; ``1`` prints skorch's epoch table of pretraining and
-        fine-tuning, each under a header. Overrides the template's ``verbose``.
+        ``0`` is silent. ``1`` prints, for pretraining and for fine-tuning, a
+        header, skorch's epoch table (without colour codes when the output is
+        not a terminal) and one summary line: epochs run, why training
+        stopped (early stopping at epoch N, or ``max_epochs`` reached), the
+        best loss and the time taken. ``2`` adds skorch's ``ProgressBar``
+        inside each epoch. Overrides the template's ``verbose``.
 
     Attributes
     ----------
@@ -340,6 +365,10 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         early_stopping: bool = False,
         validation_fraction: float = 0.1,
         n_iter_no_change: int = 10,
+        hidden_layer_sizes: Sequence[int] | None = None,
+        lr: float | None = None,
+        max_epochs: int | None = None,
+        batch_size: int | None = None,
         class_weight: dict | str | None = None,
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
@@ -362,6 +391,10 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
             early_stopping=early_stopping,
             validation_fraction=validation_fraction,
             n_iter_no_change=n_iter_no_change,
+            hidden_layer_sizes=hidden_layer_sizes,
+            lr=lr,
+            max_epochs=max_epochs,
+            batch_size=batch_size,
             random_state=random_state,
             verbose=verbose,
         )

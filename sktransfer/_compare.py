@@ -9,6 +9,7 @@ splits, and tests whether every transferred setting is worse than scratch
 from __future__ import annotations
 
 import numbers
+import time
 import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -76,6 +77,27 @@ def _paired_worse(scores, reference):
     return p_value, p_value < _ALPHA
 
 
+def _p_higher(scores, reference):
+    """Return the p-value that ``scores`` are higher than ``reference``, fold by fold.
+
+    As :func:`_paired_worse`, the other way round: 0 or 1 for differences
+    without spread, NaN for a single fold.
+    """
+    diff = scores - reference
+    if len(diff) < 2:
+        return np.nan
+    if np.ptp(diff) <= 1e-12 * max(1.0, np.abs(diff).max()):
+        return 0.0 if diff.mean() > 0 else 1.0
+    return float(stats.ttest_rel(scores, reference, alternative="greater").pvalue)
+
+
+def _p(value):
+    """Format a p-value for a sentence: two significant digits, or "< 0.001"."""
+    if not np.isfinite(value):
+        return "no p-value (one fold)"
+    return "p < 0.001" if value < 1e-3 else f"p = {value:.2g}"
+
+
 def _format_number(value, scale, sign=""):
     """Format a score with three decimals, or four significant digits if large.
 
@@ -125,8 +147,11 @@ class TransferComparison:
         True when every transferred setting scores significantly lower than
         scratch (p-value below 0.05).
     verdict : str
-        One sentence saying whether transfer is negative, or how much the
-        best setting gains; the last line of the printed table.
+        One sentence a user can act on: whether transfer beat scratch on
+        these data, the best transferred setting's mean score against
+        scratch's, and the p-value of the paired test that decides it (that
+        it is higher, or that it is lower); the last line of the printed
+        table.
 
     See Also
     --------
@@ -178,23 +203,42 @@ class TransferComparison:
 
     @property
     def verdict(self) -> str:
-        """One sentence: negative transfer, or how the best setting does."""
+        """One sentence a user can act on: did transfer beat scratch, by what test."""
+        scratch = self._reference
+        best = self.best
+        ours = self.scores[best].mean()
+        theirs = self.scores[scratch].mean()
+        scale = self._scale
+        versus = (
+            f"best transfer setting {best!r}, {self.scoring} "
+            f"{_format_number(ours, scale)} vs {_format_number(theirs, scale)} "
+            f"for {scratch}"
+        )
+        test = f"over {self.n_splits} folds, one-sided paired t-test"
         if self.negative_transfer:
             return (
-                "negative transfer: every transferred setting scores lower than "
-                f"{self._reference} (one-sided paired t-test, p < {_ALPHA})."
+                f"Transfer hurt on these data: every transferred setting scored "
+                f"lower than {scratch} ({versus}, {_p(self.p_values[best])} "
+                f"that it is lower, {test}); train from {scratch}, or try another "
+                "source task or fewer frozen layers."
             )
-        gain = _format_number(self.gain, self._scale, "+")
-        verdict = (
-            f"no negative transfer: the best transferred setting, {self.best!r}, "
-            f"scores {gain} {self.scoring} against {self._reference} on average"
+        p_higher = _p_higher(self.scores[best], self.scores[scratch])
+        if self.gain > 0 and p_higher < _ALPHA:
+            return (
+                f"Transfer beat {scratch} on these data: {versus}, "
+                f"{_p(p_higher)} that it is higher ({test}); use {best!r}."
+            )
+        if self.gain > 0:
+            return (
+                f"Transfer did not clearly beat {scratch} on these data: {versus}, "
+                f"{_p(p_higher)} that it is higher ({test}), not below "
+                f"{_ALPHA}; more folds or more target data would tell them apart."
+            )
+        return (
+            f"Transfer did not beat {scratch} on these data: {versus}, "
+            f"{_p(self.p_values[best])} that it is lower ({test}); train "
+            f"from {scratch}, or try another source task or other settings."
         )
-        if self.gain <= 0:
-            verdict += (
-                "; none beats it on average, but not every one scores "
-                f"significantly lower (one-sided paired t-test, p < {_ALPHA})"
-            )
-        return verdict + "."
 
     @property
     def _scale(self):
@@ -270,8 +314,10 @@ class TransferComparison:
         Settings are along the x axis, scratch first and in black. Each
         setting's fold scores are points, its mean a short bar; the scores of
         one fold are joined across settings by a thin grey line, so that a
-        fold where transfer helps shows as a rising line. A dashed line marks
-        the mean score of scratch.
+        fold where transfer helps shows as a rising line. Equal fold scores
+        within a setting are spread sideways and counted (``×3``). A dashed
+        line marks the mean score of scratch, and each transferred setting's
+        p-value (:attr:`p_values`) is written above it.
 
         Parameters
         ----------
@@ -289,7 +335,7 @@ class TransferComparison:
         ImportError
             If matplotlib is not installed.
         """
-        return _plot_comparison(self.scores, self.scoring, ax)
+        return _plot_comparison(self.scores, self.scoring, ax, self.p_values)
 
 
 def _from_scratch(estimator):
@@ -405,6 +451,17 @@ def _with_params(estimator, name, params, seed):
     return candidate
 
 
+def _progress_line(name, scores, scoring_name, start):
+    """Return the line ``compare_transfer(verbose=1)`` prints after a setting."""
+    scale = np.abs(scores).max()
+    return (
+        f"[sktransfer] compare_transfer: {name!r} done: {scoring_name} "
+        f"{_format_number(scores.mean(), scale)} ± "
+        f"{_format_number(scores.std(), scale)} over {len(scores)} folds "
+        f"({time.perf_counter() - start:.1f} s)"
+    )
+
+
 def _scoring_name(scoring, estimator):
     """Name ``scoring`` for the table and the plot."""
     if isinstance(scoring, str):
@@ -433,6 +490,7 @@ def compare_transfer(
     settings: Mapping[str, Mapping[str, Any]] | None = None,
     linear_probe: bool = True,
     random_state: int | np.random.RandomState | None = None,
+    verbose: int = 0,
 ) -> TransferComparison:
     """Cross-validate fine-tuning against training from scratch, on the same splits.
 
@@ -497,6 +555,12 @@ def compare_transfer(
         its own), so that all start from the same seed. A RandomState
         instance is drawn from once for an int seed. ``None`` keeps ``cv``
         unshuffled and the estimators' own ``random_state``.
+    verbose : int, default=0
+        ``0`` is silent. ``1`` prints a line when each setting starts and one
+        with its mean score and time when it finishes, and
+        :func:`~sklearn.model_selection.cross_val_score` prints each fold's
+        score as it finishes (its ``verbose=3``). The estimators' own
+        ``verbose`` is left as it is.
 
     Returns
     -------
@@ -593,7 +657,14 @@ def compare_transfer(
     splits = list(splitter.split(X, y))
 
     scores = {}
-    for name, candidate in candidates.items():
+    for i, (name, candidate) in enumerate(candidates.items(), 1):
+        start = time.perf_counter()
+        if verbose:
+            print(
+                f"[sktransfer] compare_transfer: setting {i}/{len(candidates)} "
+                f"{name!r}, {len(splits)} folds",
+                flush=True,
+            )
         try:
             scores[name] = cross_val_score(
                 candidate,
@@ -603,11 +674,14 @@ def compare_transfer(
                 scoring=scoring,
                 n_jobs=n_jobs,
                 error_score="raise",
+                verbose=3 if verbose else 0,  # scikit-learn prints each fold
             )
         except Exception as exc:
             if hasattr(exc, "add_note"):  # Python >= 3.11
                 exc.add_note(f"(in compare_transfer, setting {name!r})")
             raise
+        if verbose:
+            print(_progress_line(name, scores[name], scoring_name, start), flush=True)
     comparison = TransferComparison(scores, scoring=scoring_name)
     if comparison.negative_transfer:
         scratch = _format_number(scores[_SCRATCH].mean(), comparison._scale)

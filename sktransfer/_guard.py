@@ -36,6 +36,7 @@ from skorch.callbacks import Callback, EarlyStopping
 from skorch.utils import to_tensor
 
 from ._finetune import L2SPLoss
+from ._progress import reporting, why_stopped
 
 # The name of the non-finite loss check among the net's callbacks while training.
 _NONFINITE_CALLBACK = "sktransfer_nonfinite_loss"
@@ -313,9 +314,7 @@ def refuse_compile(net):
 def _early_stopping_never_triggered(net, epochs_before):
     """Whether training ran all ``max_epochs`` while an EarlyStopping never fired."""
     stoppers = [cb for _, cb in net.callbacks_ if isinstance(cb, EarlyStopping)]
-    if not stoppers or len(net.history) - epochs_before < net.max_epochs:
-        return False
-    return not any(cb.misses_ >= cb.patience for cb in stoppers)
+    return bool(stoppers) and why_stopped(net, epochs_before)[0] == "max_epochs"
 
 
 @contextmanager
@@ -353,7 +352,10 @@ def training(estimator, net, phase, sample_shape=None, fitted=None, probe=None):
     remove = _install_callback(net, _NONFINITE_CALLBACK, NonFiniteLoss(what))
     epochs_before = len(net.history)
     try:
-        with _sigint_recorded() as interrupted:
+        with (
+            reporting(net, what, estimator.verbose, partial),
+            _sigint_recorded() as interrupted,
+        ):
             yield
         if interrupted:
             raise KeyboardInterrupt
@@ -366,7 +368,7 @@ def training(estimator, net, phase, sample_shape=None, fitted=None, probe=None):
             f"{what.capitalize()} ran all max_epochs={net.max_epochs} epochs and "
             "early stopping did not trigger: the loss it monitors was still "
             "improving, so the network may not have converged. Allow more epochs "
-            "(net__max_epochs, or source_params={'max_epochs': ...} for "
+            "(max_epochs or net__max_epochs, or source_params={'max_epochs': ...} for "
             "pretraining)."
         )
         _warn(msg, ConvergenceWarning)

@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 from ._compat import _get_feature_names
 
 # Private fitted attributes of ``fit`` (the public ones end in "_").
-_PRIVATE_FITTED = ("_sample_shape", "_y_ndim")
+_PRIVATE_FITTED = ("_sample_shape", "_y_ndim", "_y_mean", "_y_scale")
 
 
 def source_feature_names(X):

@@ -171,21 +171,37 @@ def plot_history(estimator: Any, ax: Axes | None = None) -> Axes:
     return ax
 
 
-def _plot_comparison(scores, scoring, ax):
+def _plot_comparison(scores, scoring, ax, p_values=None):
     """Draw the per-fold scores of each setting of a comparison; return the Axes.
 
     Settings are along the x axis, in the order of ``scores`` (scratch first).
     Each setting is one scatter of its fold scores plus a bar at its mean;
     the scores of one fold are joined across settings by a thin grey line,
-    and a dashed line marks the mean of training from scratch.
+    and a dashed line marks the mean of training from scratch. Folds with
+    equal scores in a setting are spread sideways (jitter) and counted
+    (``×3``). Each transferred setting's p-value (``p_values``, the paired
+    test that it scores lower than scratch) is written above it.
     """
     plt = _import_pyplot("TransferComparison.plot")
     ax = _axes(plt, ax)
     names = list(scores)
     table = np.column_stack([scores[name] for name in names])  # folds x settings
     positions = np.arange(len(names))
-    for fold in table:
-        ax.plot(positions, fold, color="grey", linewidth=0.6, alpha=0.5, zorder=1)
+    x = np.empty_like(table)
+    for i in positions:
+        x[:, i], ties = _spread_ties(table[:, i], i)
+        for score, count, right in ties:
+            ax.annotate(
+                f"×{count}",
+                xy=(right, score),
+                xytext=(4, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize="small",
+                color="grey",
+            )
+    for fold_x, fold in zip(x, table, strict=True):
+        ax.plot(fold_x, fold, color="grey", linewidth=0.6, alpha=0.5, zorder=1)
     reference = ax.axhline(
         table[:, 0].mean(),
         color=_SCRATCH_COLOUR,
@@ -196,9 +212,7 @@ def _plot_comparison(scores, scoring, ax):
     )
     for i, name in enumerate(names):
         colour = _SCRATCH_COLOUR if i == 0 else f"C{(i - 1) % 10}"
-        ax.scatter(
-            np.full(len(table), i), table[:, i], color=colour, zorder=2, label=name
-        )
+        ax.scatter(x[:, i], table[:, i], color=colour, zorder=2, label=name)
         ax.plot(
             [i - 0.2, i + 0.2],
             [table[:, i].mean()] * 2,
@@ -206,6 +220,18 @@ def _plot_comparison(scores, scoring, ax):
             linewidth=2.5,
             zorder=3,
         )
+        p_value = (p_values or {}).get(name)
+        if i and p_value is not None:
+            ax.annotate(
+                f"p = {p_value:.2g}" if np.isfinite(p_value) else "p: n/a",
+                xy=(i, 1),
+                xycoords=("data", "axes fraction"),
+                xytext=(0, -4),
+                textcoords="offset points",
+                ha="center",
+                va="top",
+                fontsize="small",
+            )
     ax.legend(handles=[reference])
     ax.set_xticks(positions, names)
     if sum(len(name) for name in names) > 50:  # long names would overlap
@@ -213,7 +239,30 @@ def _plot_comparison(scores, scoring, ax):
         for label in ax.get_xticklabels():
             label.set_horizontalalignment("right")
     ax.set_xlim(-0.5, len(names) - 0.5)
+    low, high = ax.get_ylim()
+    ax.set_ylim(low, high + 0.12 * (high - low))  # room for the p-values
     ax.set_xlabel("setting")
     ax.set_ylabel(scoring)
-    ax.set_title(f"{len(table)}-fold cross-validation: fold scores and means (bars)")
+    title = f"{len(table)}-fold cross-validation: fold scores and means (bars)"
+    if p_values:
+        title += "\np: one-sided paired t-test that a setting scores lower than scratch"
+    ax.set_title(title)
     return ax
+
+
+def _spread_ties(values, centre, width=0.12):
+    """Return x positions for ``values`` at ``centre``, equal values side by side.
+
+    Also returns ``(value, count, rightmost x)`` for each value that occurs
+    more than once, to label it.
+    """
+    x = np.full(len(values), float(centre))
+    ties = []
+    unique, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    for k, (value, count) in enumerate(zip(unique, counts, strict=True)):
+        if count < 2:
+            continue
+        members = np.flatnonzero(inverse == k)
+        x[members] = centre + np.linspace(-width, width, count)
+        ties.append((value, int(count), centre + width))
+    return x, ties

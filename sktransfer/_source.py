@@ -68,16 +68,15 @@ class _SourceTask:
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features) or (n_samples, ...), \
-                numpy.memmap, or torch.utils.data.Dataset
-            Source samples; image arrays such as (n, C, H, W) are accepted. A
+        X : array-like, numpy.memmap or torch.utils.data.Dataset
+            Source samples, of shape (n_samples, n_features) or
+            (n_samples, ...); image arrays such as (n, C, H, W) are accepted. A
             ``Dataset`` yields ``(sample, target)`` pairs, the targets as the
             loss takes them: class indices 0 to n_classes - 1 for a classifier,
             float32 targets for a regressor. Its targets are read once before
             training (from its ``targets`` attribute if it has one, such as
             torchvision's data sets, else by one pass over it).
-        y : array-like of shape (n_samples,) or (n_samples, n_targets), \
-                default=None
+        y : array-like of shape (n_samples,) or (n_samples, n_targets), default=None
             Source labels or targets; None when ``X`` is a ``Dataset``.
         sample_weight : array-like of shape (n_samples,), default=None
             Weight of each source sample in the pretraining loss (each

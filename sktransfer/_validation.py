@@ -129,6 +129,8 @@ def _check_valid(valid, X, fitted, n_outputs):
             f"targets per sample, but the training data has {n_outputs}."
         )
         raise ValueError(msg)
+    if "_y_mean" in fitted:  # normalize_y: the training targets' scaling
+        y_val = ((y_val - fitted["_y_mean"]) / fitted["_y_scale"]).astype(np.float32)
     return X_val, y_val
 
 

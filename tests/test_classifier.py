@@ -214,7 +214,9 @@ def test_verbose_labels_pretraining_and_fine_tuning(digits, capsys):
     out = capsys.readouterr().out
     assert "Pretraining on the source task: 901 samples, 5 classes" in out
     assert "Fine-tuning on the target task: 50 samples, 5 classes" in out
-    assert out.count("train_loss") == 2  # one epoch table for each phase
+    assert out.count("epoch    train_loss") == 2  # one epoch table for each phase
+    for phase in ("Pretraining", "Fine-tuning"):  # one summary line each
+        assert out.count(f"{phase} done: 2 epochs, max_epochs=2 reached") == 1
 
     TransferClassifier(tiny_classifier_net(verbose=1)).fit(
         digits.X_target, digits.y_target

@@ -1,5 +1,6 @@
 """compare_transfer: same splits, settings, the negative-transfer test, the result."""
 
+import re
 import sys
 import warnings
 
@@ -121,7 +122,7 @@ def test_negative_transfer_from_a_useless_source_is_detected_and_warned():
     assert result.p_values["transfer"] < 0.01
     assert result.gain < -0.2
     assert (result.scores["transfer"] < result.scores["scratch"]).all()
-    assert "Verdict: negative transfer" in str(result)
+    assert "Verdict: Transfer hurt on these data: every transferred" in str(result)
 
 
 def test_a_useful_source_gives_a_positive_gain_and_no_warning():
@@ -151,7 +152,14 @@ def test_a_useful_source_gives_a_positive_gain_and_no_warning():
     assert result.n_splits == 5
     assert result.best in ("transfer", "frozen backbone")
     assert all(p > 0.5 for p in result.p_values.values())
-    assert "Verdict: no negative transfer" in str(result)
+    assert (
+        str(result)
+        .splitlines()[-1]
+        .startswith(
+            f"Verdict: Transfer beat scratch on these data: best transfer setting "
+            f"{result.best!r}"
+        )
+    )
 
 
 # ------------------------------------------------- splits, settings, seeds
@@ -419,11 +427,54 @@ def test_the_verdict_when_no_setting_beats_scratch_but_not_all_are_worse():
     result = TransferComparison(
         {"scratch": [0.8, 0.9, 0.7], "transfer": [0.75, 0.95, 0.6]}, scoring="f1"
     )
+    # Differences -0.05, 0.05, -0.1: t = -0.756 with 2 degrees of freedom.
+    diff = np.array([-0.05, 0.05, -0.1])
+    p_lower = stats.t.cdf(diff.mean() / (diff.std(ddof=1) / 3**0.5), 2)
+    assert f"{p_lower:.2g}" == "0.26"
     assert result.verdict == (
-        "no negative transfer: the best transferred setting, 'transfer', scores "
-        "-0.033 f1 against scratch on average; none beats it on average, but not "
-        "every one scores significantly lower (one-sided paired t-test, p < 0.05)."
+        "Transfer did not beat scratch on these data: best transfer setting "
+        "'transfer', f1 0.767 vs 0.800 for scratch, p = 0.26 that it is lower "
+        "(over 3 folds, one-sided paired t-test); train from scratch, or try "
+        "another source task or other settings."
     )
+
+
+@pytest.mark.parametrize(
+    ("transfer", "start", "p_text"),
+    [
+        # Differences 0.1, 0.05, 0.1, 0.05: mean 0.075, sd 0.0289, t = 5.2, 3 dof.
+        (
+            [0.9, 0.95, 0.8, 0.85],
+            "Transfer beat scratch",
+            "p = 0.0069 that it is higher",
+        ),
+        # Differences 0.1, -0.05, 0.05, 0.05: not significant either way.
+        ([0.9, 0.85, 0.75, 0.85], "Transfer did not clearly beat", "p = 0.16 that"),
+        ([0.6, 0.7, 0.5, 0.65], "Transfer hurt on these data", "p < 0.001 that"),
+    ],
+)
+def test_each_verdict_is_one_sentence_with_scores_and_p_value(transfer, start, p_text):
+    scratch = [0.8, 0.9, 0.7, 0.8]
+    result = TransferComparison({"scratch": scratch, "transfer": transfer})
+    verdict = result.verdict
+    assert verdict.startswith(start)
+    assert p_text in verdict
+    assert f"{np.mean(transfer):.3f} vs 0.800 for scratch" in verdict
+    assert verdict.count(". ") == 0  # one sentence
+    assert verdict.endswith(".")
+
+
+def test_verbose_reports_each_setting_and_fold(capsys):
+    data = make_digits_transfer(10, random_state=0)
+    clf = TransferClassifier(tiny_classifier_net(max_epochs=2), random_state=0)
+    clf.fit_source(data.X_source[:200], data.y_source[:200])
+    compare_transfer(clf, data.X_target, data.y_target, cv=2, verbose=1)
+    out = capsys.readouterr().out
+    assert "[sktransfer] compare_transfer: setting 1/3 'scratch', 2 folds" in out
+    assert "[sktransfer] compare_transfer: setting 2/3 'transfer', 2 folds" in out
+    assert "[sktransfer] compare_transfer: setting 3/3 'linear probe', 2 folds" in out
+    assert out.count("[CV] END") == 6  # scikit-learn's line for each fold
+    assert re.search(r"'transfer' done: accuracy 0\.\d{3} ± 0\.\d{3} over 2 folds", out)
 
 
 def test_to_frame_has_one_row_per_fold_and_one_column_per_setting(comparison):
@@ -462,6 +513,33 @@ def test_plot_draws_one_scatter_per_setting(comparison):
         comparison.scores["scratch"].mean()
     )
     assert [text.get_text() for text in ax.get_legend().get_texts()] == ["scratch mean"]
+
+
+def test_plot_spreads_and_counts_tied_fold_scores_and_shows_p_values():
+    result = TransferComparison(
+        {
+            "scratch": [0.8, 0.9, 0.8, 0.7],
+            "transfer": [0.9, 0.9, 0.9, 0.8],
+            "frozen": [0.6, 0.7, 0.5, 0.65],
+        }
+    )
+    ax = result.plot()
+    scratch, transfer, frozen = (c.get_offsets() for c in ax.collections)
+    # Three folds tie at 0.9 under transfer: three x positions, one count.
+    tied = transfer[transfer[:, 1] == 0.9, 0]
+    assert len(set(tied)) == 3
+    assert all(abs(x - 1) <= 0.12 + 1e-9 for x in tied)
+    assert transfer[transfer[:, 1] == 0.8, 0].tolist() == [1.0]
+    assert len(set(scratch[scratch[:, 1] == 0.8, 0])) == 2
+    assert frozen[:, 0].tolist() == [2.0] * 4  # no ties, no spread
+    texts = [text.get_text() for text in ax.texts]
+    assert texts.count("×3") == 1
+    assert texts.count("×2") == 1
+    for name in ("transfer", "frozen"):
+        assert f"p = {result.p_values[name]:.2g}" in texts
+    # Each fold's grey line goes through its jittered points.
+    folds = [line for line in ax.get_lines() if line.get_color() == "grey"]
+    np.testing.assert_allclose([f.get_xdata()[1] for f in folds], transfer[:, 0])
 
 
 def test_plot_draws_on_the_axes_given(comparison):

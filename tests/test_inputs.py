@@ -76,8 +76,9 @@ def test_regressor_validation_set_of_1d_targets_gets_the_fit_shape(digits):
     X_val, y_val = X[300:400], y[300:400]
     net = tiny_regressor_net(train_split=predefined_split(Dataset(X_val, y_val)))
     reg = TransferRegressor(net, random_state=0).fit(X[:300], y[:300])
-    # skorch averages the per-batch MSE weighted by batch size: the MSE of all.
-    expected = mean_squared_error(y_val, reg.predict(X_val))
+    # skorch averages the per-batch MSE weighted by batch size: the MSE of all,
+    # in units of the training targets' variance (normalize_y=True).
+    expected = mean_squared_error(y_val, reg.predict(X_val)) / y[:300].var()
     assert reg.net_.history[-1, "valid_loss"] == pytest.approx(expected, rel=1e-5)
 
 
