@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import inspect
 from collections.abc import Sequence
-from numbers import Real
+from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,6 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from . import (
+    _augment,
     _cache,
     _finetune,
     _frozen,
@@ -90,6 +91,11 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
         "shared_lr_scale": [Interval(Real, 0, None, closed="neither")],
         "unfreeze": [list, tuple, None],
         "autocast": [StrOptions({"bfloat16"}), None],
+        "augment": "no_validation",  # checked by _augment.check_augment
+        "mixup_alpha": [Interval(Real, 0, None, closed="left")],
+        "cutmix_alpha": [Interval(Real, 0, None, closed="left")],
+        "tta_views": [Interval(Integral, 0, None, closed="left")],
+        "cache_views": [Interval(Integral, 1, None, closed="left"), None],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -108,6 +114,11 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
         shared_lr_scale: float = 1.0,
         unfreeze: Sequence[tuple[int, str | Sequence[str]]] | None = None,
         autocast: str | None = None,
+        augment: Any = None,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        tta_views: int = 0,
+        cache_views: int | None = None,
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
     ) -> None:
@@ -122,6 +133,11 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
         self.shared_lr_scale = shared_lr_scale
         self.unfreeze = unfreeze
         self.autocast = autocast
+        self.augment = augment
+        self.mixup_alpha = mixup_alpha
+        self.cutmix_alpha = cutmix_alpha
+        self.tta_views = tta_views
+        self.cache_views = cache_views
         self.random_state = random_state
         self.verbose = verbose
 
@@ -152,6 +168,7 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
             The fitted estimator.
         """
         _inputs.refuse_dataset(X, y)
+        _augment.check_augment(self.augment, type(self).__name__)
         with _unchanged_on_error(self):
             X, y = validate_data(
                 self, X, y, **_CHECK_X, multi_output=self._multi_output
@@ -433,17 +450,22 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
         unfreeze = dict(net.callbacks_).get(_UNFREEZE_CALLBACK)
         schedule = () if unfreeze is None else unfreeze.schedule
         later = {name: epoch for epoch, names in schedule for name in names}
-        return _cache.plan(
-            net.module_,
-            X,
-            unfrozen_later=later,
-            net=net,
-            net_class=self._net_class,
-            cache_frozen=self.cache_frozen,
-            limit=max(_CACHE_LIMIT, X.nbytes),
-            device=net.device,
-            verbose=self.verbose,
-        )
+
+        def plan_stage(cache_frozen, limit):
+            return _cache.plan(
+                net.module_,
+                X,
+                unfrozen_later=later,
+                net=net,
+                net_class=self._net_class,
+                cache_frozen=cache_frozen,
+                limit=limit,
+                device=net.device,
+                verbose=self.verbose,
+            )
+
+        limit = max(_CACHE_LIMIT, X.nbytes)
+        return _augment.plan(self, net, X, plan_stage=plan_stage, limit=limit)
 
     @staticmethod
     def _module_sizes(net, X, n_outputs):

@@ -13,7 +13,7 @@ from sklearn.utils.validation import check_is_fitted
 from skorch import NeuralNetClassifier
 from torch import nn
 
-from . import _outputs
+from . import _augment, _outputs
 from ._base import _BaseTransfer
 from ._partial import encode_partial_classes
 
@@ -314,7 +314,10 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
 
     def _outputs(self, X):
         """Return the network's raw outputs for ``X`` as a CPU tensor."""
-        X = self._validate_X(X)
+        return self._raw_outputs(self._validate_X(X))
+
+    def _raw_outputs(self, X):
+        """Return the network's raw outputs for validated ``X`` as a CPU tensor."""
         parts = []
         for out in self.net_.forward_iter(X, training=False):
             out = out[0] if isinstance(out, tuple) else out
@@ -390,7 +393,11 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
             Probabilities in the order of ``classes_``; each row sums to one,
             and its largest is at the class ``predict`` gives.
         """
-        out = self._outputs(X)
+        return _augment.tta_average(self, self._validate_X(X), self._probabilities)
+
+    def _probabilities(self, X):
+        """Return ``predict_proba`` of validated ``X``, without test-time views."""
+        out = self._raw_outputs(X)
         return _outputs.probabilities(
             out, self.out_activation_, self.net_.predict_nonlinearity
         )
@@ -410,6 +417,9 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
             Log-probabilities in the order of ``classes_`` (the log-softmax of
             the outputs under ``CrossEntropyLoss``, exact for large logits).
         """
+        if self.tta_views:
+            with np.errstate(divide="ignore"):
+                return np.log(self.predict_proba(X))
         out = self._outputs(X)
         return _outputs.log_probabilities(
             out, self.out_activation_, self.net_.predict_nonlinearity
@@ -431,5 +441,16 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         y : ndarray of shape (n_samples,)
             Class labels from ``classes_``.
         """
+        if self.tta_views:
+            X = self._validate_X(X)
+            kind = self.out_activation_
+            average = (
+                self._probabilities if kind != _outputs.SCORES else (self._raw_scores)
+            )
+            index = np.asarray(_augment.tta_average(self, X, average)).argmax(axis=1)
+            return self.classes_[index]
         index = self._outputs(X).argmax(dim=1).numpy()
         return self.classes_[index]
+
+    def _raw_scores(self, X):
+        return self._raw_outputs(X).double().numpy()

@@ -156,6 +156,12 @@ class ArrayLoader:
         Random number generator for the order; torch's global one if None.
     pin_memory : bool, default=False
         Copy each batch into pinned memory (for faster copies to a GPU).
+    transform : callable, default=None
+        Called as ``transform(Xb, yb)`` on each batch, returning the batch to
+        use: a per-batch transform of whole tensors (the estimators'
+        ``augment``, MixUp and CutMix use it on training batches only). It
+        must not change ``Xb`` in place: unshuffled batches are views of the
+        data. With ``DataLoader`` (the fallback) it is applied to its batches.
     **kwargs : dict
         Other ``DataLoader`` settings. Those about worker processes are
         accepted and unneeded; any other sends the data through
@@ -180,9 +186,11 @@ class ArrayLoader:
         drop_last=False,
         generator=None,
         pin_memory=False,
+        transform=None,
         **kwargs,
     ):
         self.dataset = dataset
+        self.transform = transform
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.drop_last = drop_last
@@ -221,7 +229,9 @@ class ArrayLoader:
 
     def __iter__(self):
         if self._fallback is not None:
-            return iter(self._fallback)
+            if self.transform is None:
+                return iter(self._fallback)
+            return (self.transform(Xb, yb) for Xb, yb in self._fallback)
         # DataLoader draws a base seed for its workers each time it is
         # iterated, and RandomSampler a seed for its own generator; both draws
         # are repeated so that the random numbers used after them match.
@@ -251,10 +261,19 @@ class ArrayLoader:
             if yb is None:
                 # skorch's placeholder target, as DataLoader would collate it.
                 yb = torch.zeros(len(Xb), 1)
+            if self.transform is not None:
+                Xb, yb = self.transform(Xb, yb)
             if self.pin_memory:
                 # A cache kept on the GPU is already where it is needed.
-                Xb, yb = (t if t.is_cuda else t.pin_memory() for t in (Xb, yb))
+                Xb, yb = (_pinned(t) for t in (Xb, yb))
             yield Xb, yb
+
+
+def _pinned(batch):
+    """``batch`` in pinned memory, unless on a GPU already or not a tensor."""
+    if not isinstance(batch, torch.Tensor) or batch.is_cuda:
+        return batch
+    return batch.pin_memory()
 
 
 # Rows checked for non-finite values at a time when validating an array on disk.

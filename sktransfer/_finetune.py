@@ -32,8 +32,7 @@ class L2SPLoss:
     """
 
     def __init__(self, net, shared, head, alpha, beta):
-        self.net = net
-        self.get_loss = type(net).get_loss
+        self.get_loss = net.get_loss  # the current one: wrappers compose
         self.shared = list(shared)
         self.source = {}
         self._copy_trainable_sources()
@@ -65,7 +64,7 @@ class L2SPLoss:
         return total
 
     def __call__(self, y_pred, y_true, X=None, training=False):
-        loss = self.get_loss(self.net, y_pred, y_true, X=X, training=training)
+        loss = self.get_loss(y_pred, y_true, X=X, training=training)
         if training:
             loss = loss + self.penalty()
         return loss
@@ -82,11 +81,16 @@ def l2sp_penalty(net, shared, head, alpha, beta):
     if not alpha and not beta:
         yield
         return
+    had = "get_loss" in vars(net)
+    previous = vars(net).get("get_loss")
     net.get_loss = L2SPLoss(net, shared, head, alpha, beta)
     try:
         yield
     finally:
-        del net.get_loss
+        if had:
+            net.get_loss = previous
+        else:
+            del net.get_loss
 
 
 def initialize_scaled_optimizer(net, shared, scale):

@@ -9,6 +9,7 @@ from sklearn.base import RegressorMixin
 from skorch import NeuralNetRegressor
 from torch import nn
 
+from . import _augment
 from ._base import _BaseTransfer
 
 if TYPE_CHECKING:
@@ -183,8 +184,12 @@ class TransferRegressor(RegressorMixin, _BaseTransfer):
             one-dimensional y.
         """
         X = self._validate_X(X)
-        y = np.asarray(self.net_.predict(X), dtype=np.float64)
+        y = _augment.tta_average(self, X, self._predict_plain)
         return y.ravel() if self._y_ndim == 1 else y
+
+    def _predict_plain(self, X):
+        """Return the network's predictions for validated ``X``, float64."""
+        return np.asarray(self.net_.predict(X), dtype=np.float64)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
