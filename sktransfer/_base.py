@@ -69,6 +69,11 @@ def _predict_batch_size(net, n_samples):
     return n_samples if size == -1 else size
 
 
+def _is_factory(obj):
+    """Whether ``obj`` is a callable that returns a module (not a class)."""
+    return callable(obj) and not isinstance(obj, (type, nn.Module, NeuralNet))
+
+
 class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
     """Base class of the transfer estimators; not for direct use."""
 
@@ -216,6 +221,7 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
                 setattr(self, name, value)
             self._sample_shape = tuple(X.shape[1:])
             self.frozen_cache_ = cache
+            self.head_ = _layers.resolve_head(net.module_, self.head)
             self.net_ = net
         return self
 
@@ -345,11 +351,13 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
             return clone(net)
         if isinstance(net, nn.Module):
             return cls(copy.deepcopy(net), **self._default_net_params())
-        if isinstance(net, type) and issubclass(net, nn.Module):
+        if isinstance(net, type) and issubclass(net, nn.Module) or _is_factory(net):
             return cls(net, **self._default_net_params())
         msg = (
-            f"net must be None, a skorch {cls.__name__}, or a torch.nn.Module class "
-            f"or instance; got {net!r} of type {type(net).__name__}."
+            f"net must be None, a skorch {cls.__name__}, a torch.nn.Module class "
+            "or instance, or a function returning a module (a model factory such "
+            f"as torchvision.models.resnet18); got {net!r} of type "
+            f"{type(net).__name__}."
         )
         raise TypeError(msg)
 
@@ -474,7 +482,7 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
         Filled for a module class whose constructor takes them, unless the
         template sets them already.
         """
-        if not isinstance(net.module, type):
+        if not (isinstance(net.module, type) or _is_factory(net.module)):
             return {}
         try:
             accepted = inspect.signature(net.module).parameters
