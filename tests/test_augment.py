@@ -70,7 +70,8 @@ def test_training_batches_augmented_validation_and_predict_not(digit_images):
     clf.predict(digit_images.X_test[:20])
     training = [X for mode, X in Recorder.seen if mode]
     evaluating = [X for mode, X in Recorder.seen if not mode]
-    assert training and evaluating
+    assert training
+    assert evaluating
     # Digits lie in [0, 1]: augmented ones in [10, 11].
     assert all(X.min() >= 10 for X in training)
     assert all(X.max() <= 1 for X in evaluating)
@@ -191,7 +192,7 @@ def test_wrappers_of_get_loss_compose():
     target = _augment.MixedTarget(
         torch.tensor([0, 1, 2, 3]), torch.tensor([3, 2, 1, 0]), 0.3
     )
-    penalty = sum(((p - b) ** 2).sum() for p, b in zip(shared, before))
+    penalty = sum(((p - b) ** 2).sum() for p, b in zip(shared, before, strict=True))
     expected = (
         0.3 * nn.functional.cross_entropy(logits, target.a)
         + 0.7 * nn.functional.cross_entropy(logits, target.b)
@@ -288,7 +289,8 @@ def test_cached_views_reproduce_uncached_views(digit_images):
     cached = clone(base).fit(digit_images.X_target, digit_images.y_target)
     uncached = clone(base).set_params(cache_frozen=False)
     uncached.fit(digit_images.X_target, digit_images.y_target)
-    assert cached.frozen_cache_["cached"] and cached.frozen_cache_["views"] == 3
+    assert cached.frozen_cache_["cached"]
+    assert cached.frozen_cache_["views"] == 3
     assert cached.frozen_cache_["nbytes"] == 3 * 50 * 64 * 4  # views x samples
     assert not uncached.frozen_cache_["cached"]
     a, b = cached.net_.module_.state_dict(), uncached.net_.module_.state_dict()
