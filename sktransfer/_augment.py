@@ -77,9 +77,9 @@ def check_settings(estimator, X, net):
     Raises
     ------
     ValueError
-        For ``cutmix_alpha`` on samples that are not images, ``cache_views``
-        without ``augment``, with MixUp/CutMix, with ``cache_frozen=False``
-        is fine (views of the input), with a validation set.
+        For ``cutmix_alpha`` on samples that are not images, and for
+        ``cache_views`` without ``augment``, with MixUp/CutMix or with a
+        validation split of the net.
     """
     name = type(estimator).__name__
     if estimator.cutmix_alpha and X.ndim < 3:
