@@ -159,6 +159,9 @@ def main(argv=None):
     """Run every section, print one table, return its rows."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run")
+    parser.add_argument(
+        "--sections", nargs="+", choices=SECTIONS, default=SECTIONS, help="run these"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1 if args.quick else 2)
     start = time.perf_counter()
@@ -176,6 +179,8 @@ def main(argv=None):
         ("views", lambda: _views(args.quick, base)),
         ("overhead", lambda: _overhead(args.quick, base)),
     ):
+        if name not in args.sections:
+            continue
         for row in section():
             row["section"] = name
             rows.append(row)
