@@ -6,8 +6,8 @@ digits 5-9 with 5 and with 10 labelled images per class (the rest of digits
 every training batch (small rotations and shifts); with augmentation and
 MixUp; and with augmentation and test-time augmentation (probabilities
 averaged over the plain image and 8 augmented views). Each result is the mean
-over draws of the labelled images. Offline; 942 s on this project's shared
-2-core machine under heavy load from other work (about 3 CPU-minutes)::
+over draws of the labelled images. Offline; about 3 minutes (125 CPU-seconds)
+on this project's shared 2-core machine::
 
     python examples/augmented_finetuning.py [--draws 3] [--epochs 30]
 
