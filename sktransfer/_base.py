@@ -26,6 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from . import (
+    _augment,
     _cache,
     _defaults,
     _finetune,
@@ -81,6 +82,11 @@ def _predict_batch_size(net, n_samples):
     return n_samples if size == -1 else size
 
 
+def _is_factory(obj):
+    """Whether ``obj`` is a callable that returns a module (not a class)."""
+    return callable(obj) and not isinstance(obj, (type, nn.Module, NeuralNet))
+
+
 class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
     """Base class of the transfer estimators; not for direct use."""
 
@@ -112,6 +118,11 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
         "lr": [Interval(Real, 0, None, closed="neither"), None],
         "max_epochs": [Interval(Integral, 1, None, closed="left"), None],
         "batch_size": [Interval(Integral, 1, None, closed="left"), None],
+        "augment": "no_validation",  # checked by _augment.check_augment
+        "mixup_alpha": [Interval(Real, 0, None, closed="left")],
+        "cutmix_alpha": [Interval(Real, 0, None, closed="left")],
+        "tta_views": [Interval(Integral, 0, None, closed="left")],
+        "cache_views": [Interval(Integral, 1, None, closed="left"), None],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -139,6 +150,11 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
         lr: float | None = None,
         max_epochs: int | None = None,
         batch_size: int | None = None,
+        augment: Any = None,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        tta_views: int = 0,
+        cache_views: int | None = None,
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
     ) -> None:
@@ -162,6 +178,11 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
         self.lr = lr
         self.max_epochs = max_epochs
         self.batch_size = batch_size
+        self.augment = augment
+        self.mixup_alpha = mixup_alpha
+        self.cutmix_alpha = cutmix_alpha
+        self.tta_views = tta_views
+        self.cache_views = cache_views
         self.random_state = random_state
         self.verbose = verbose
 
@@ -199,6 +220,7 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
             The fitted estimator.
         """
         _inputs.refuse_dataset(X, y)
+        _augment.check_augment(self.augment, type(self).__name__)
         with _unchanged_on_error(self):
             X, y = validate_data(
                 self,
@@ -260,6 +282,7 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
                 setattr(self, name, value)
             self._sample_shape = tuple(X.shape[1:])
             self.frozen_cache_ = cache
+            self.head_ = _layers.resolve_head(net.module_, self.head)
             self.net_ = net
         return self
 
@@ -391,11 +414,13 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
             return clone(net)
         if isinstance(net, nn.Module):
             return cls(copy.deepcopy(net), **self._default_net_params())
-        if isinstance(net, type) and issubclass(net, nn.Module):
+        if isinstance(net, type) and issubclass(net, nn.Module) or _is_factory(net):
             return cls(net, **self._default_net_params())
         msg = (
-            f"net must be None, a skorch {cls.__name__}, or a torch.nn.Module class "
-            f"or instance; got {net!r} of type {type(net).__name__}."
+            f"net must be None, a skorch {cls.__name__}, a torch.nn.Module class "
+            "or instance, or a function returning a module (a model factory such "
+            f"as torchvision.models.resnet18); got {net!r} of type "
+            f"{type(net).__name__}."
         )
         raise TypeError(msg)
 
@@ -510,17 +535,22 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
         unfreeze = dict(net.callbacks_).get(_UNFREEZE_CALLBACK)
         schedule = () if unfreeze is None else unfreeze.schedule
         later = {name: epoch for epoch, names in schedule for name in names}
-        return _cache.plan(
-            net.module_,
-            X,
-            unfrozen_later=later,
-            net=net,
-            net_class=self._net_class,
-            cache_frozen=self.cache_frozen,
-            limit=max(_CACHE_LIMIT, _nbytes(X)),
-            device=net.device,
-            verbose=self.verbose,
-        )
+
+        def plan_stage(cache_frozen, limit):
+            return _cache.plan(
+                net.module_,
+                X,
+                unfrozen_later=later,
+                net=net,
+                net_class=self._net_class,
+                cache_frozen=cache_frozen,
+                limit=limit,
+                device=net.device,
+                verbose=self.verbose,
+            )
+
+        limit = max(_CACHE_LIMIT, _nbytes(X))
+        return _augment.plan(self, net, X, plan_stage=plan_stage, limit=limit)
 
     @staticmethod
     def _module_sizes(net, X, n_outputs):
@@ -529,7 +559,7 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
         Filled for a module class whose constructor takes them, unless the
         template sets them already.
         """
-        if not isinstance(net.module, type):
+        if not (isinstance(net.module, type) or _is_factory(net.module)):
             return {}
         try:
             accepted = inspect.signature(net.module).parameters

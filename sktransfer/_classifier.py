@@ -14,7 +14,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 from skorch import NeuralNetClassifier
 from torch import nn
 
-from . import _outputs, _weights
+from . import _augment, _outputs, _weights
 from ._base import _BaseTransfer
 from ._compat import StrOptions
 from ._partial import encode_partial_classes
@@ -39,12 +39,16 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
 
     Parameters
     ----------
-    net : NeuralNetClassifier, torch.nn.Module class or instance, or None, default=None
+    net : NeuralNetClassifier, module class or instance, factory, or None, default=None
         The network. A skorch ``NeuralNetClassifier`` is an unfitted template:
         it is cloned, never changed, and its settings are reachable as
         ``net__lr``, ``net__module__<name>``, ... A module class or instance is
         wrapped in a ``NeuralNetClassifier`` with the defaults below; an
-        instance's own weights are the pretrained weights. ``None`` uses
+        instance's own weights are the pretrained weights. A model factory, a
+        function returning a module (``torchvision.models.resnet18``,
+        ``functools.partial(timm.create_model, "vit_tiny_patch16_224")``, a
+        builder of your own), is wrapped the same way, as skorch accepts it;
+        the weights it returns are the pretrained ones. ``None`` uses
         :class:`~sktransfer.MLP` with one hidden layer of 100 units. The
         defaults: ``CrossEntropyLoss`` (the module returns logits), Adam with
         ``lr=1e-3``, ``batch_size=200``, up to ``max_epochs=200`` with early
@@ -62,8 +66,13 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         The target-specific layers: submodule names as
         ``module.named_modules()`` gives them. They are not transferred but
         initialised afresh for the target, and the last ``nn.Linear`` among
-        them is resized to the number of classes. ``"auto"`` is the module's
-        last ``nn.Linear`` layer. ``None`` transfers every weight (the source
+        them is resized to the number of classes. ``"auto"`` is the output layer by
+        the conventions of torchvision and timm: the ``nn.Linear`` that timm's
+        ``get_classifier()`` returns, else the last ``nn.Linear`` in a
+        top-level ``fc``, ``classifier``, ``head`` or ``heads`` (``"fc"`` for
+        a ResNet, ``"classifier.1"`` for a MobileNetV2, ``"heads.head"`` for
+        torchvision's ViT), else the module's last ``nn.Linear`` layer
+        (``head_`` tells which). ``None`` transfers every weight (the source
         and target tasks must then have as many classes).
     frozen : str, list or tuple of str, default=()
         Glob patterns (``fnmatch``; ``*`` also matches dots) over parameter
@@ -193,6 +202,55 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         still wins while pretraining), so ``GridSearchCV`` tunes them on the
         default network; any other setting of it is reachable from its
         template, ``sktransfer.default_net('classifier')``, passed as ``net``.
+    augment : callable or None, default=None
+        Applied to each training batch of :meth:`fit` as a whole tensor of
+        shape ``(batch_size, ...)``, returning the augmented batch: any
+        callable on batched tensors, e.g. a ``kornia.augmentation``
+        pipeline (``pip install "sktransfer[augment]"``) or a
+        ``torchvision.transforms.v2`` one. Never applied to validation
+        batches, :meth:`predict` or ``predict_proba`` (except the
+        ``tta_views``). It draws its random numbers from a stream of its own,
+        seeded by ``random_state``, so the same seed gives the same augmented
+        batches and the rest of training is the same as without it. It must
+        be picklable (a module-level function or a class instance, not a
+        lambda) and must not change its input in place. Each fold of
+        ``cross_val_score`` augments only its own training data. With
+        ``augment``, a frozen stage is not cached unless ``cache_views`` is
+        set.
+    mixup_alpha : float, default=0.0
+        MixUp (Zhang et al., ICLR 2018): when positive, each training batch
+        (after ``augment``) is mixed with a shuffled copy of itself,
+        ``lam * x_i + (1 - lam) * x_j`` with ``lam ~ Beta(mixup_alpha,
+        mixup_alpha)``, and the loss is ``lam * loss(y_i) + (1 - lam) *
+        loss(y_j)`` (the cross-entropy against the mixed one-hot targets
+        under ``CrossEntropyLoss``; the same gradient as the squared error
+        against the mixed targets under ``MSELoss``).
+    cutmix_alpha : float, default=0.0
+        CutMix (Yun et al., ICCV 2019): when positive, a box covering a
+        fraction ``1 - lam`` of each image is pasted from the shuffled copy,
+        and the loss weighted by the box's actual area. Images only
+        (samples of shape ``(..., height, width)``). With both alphas
+        positive, each batch uses one of the two with even odds (as timm's
+        ``Mixup``).
+    tta_views : int, default=0
+        Test-time augmentation: ``predict_proba`` (and ``predict``,
+        ``predict_log_proba``) average the probabilities over the plain input
+        and this many views made by ``augment``, seeded by ``random_state``
+        (the same answer on every call). ``0`` is plain prediction, exactly.
+        ``decision_function`` is never averaged.
+    cache_views : int or None, default=None
+        Precompute this many augmented views of the training set once per
+        :meth:`fit` (``augment`` applied to every sample, from the seeded
+        stream) and train on one view per sample, drawn afresh for every
+        batch. When the frozen layers form a cacheable leading stage (see
+        ``cache_frozen``), the views go through it once, so each epoch costs
+        what the trainable rest costs; otherwise the views of the input are
+        kept. The views take ``cache_views`` times the size of the stage's
+        outputs (or of ``X``), reported in ``frozen_cache_``; under
+        ``cache_frozen="auto"`` at most the size of ``X`` or 1 GiB, and always
+        at most half the available memory, else a ValueError says so. Needs
+        ``augment``; not with ``mixup_alpha``/``cutmix_alpha`` or a
+        validation split (the views would be mixed or validated on).
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation, shuffling and dropout (torch's global RNG
         is restored afterwards). ``None`` uses torch's global RNG. The same
@@ -229,11 +287,16 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         makes probabilities) or ``"scores"`` (no probabilities).
     source_classes_ : ndarray
         The source's class labels; set by :meth:`fit_source`.
+    head_ : tuple of str
+        The submodules that :meth:`fit` rebuilt for the target (what ``head``
+        resolved to), e.g. ``("fc",)`` for a ResNet.
     frozen_cache_ : dict
         What :meth:`fit` did with the frozen layers: ``"cached"`` (bool),
         ``"stage"`` (the traced node the network was cut after, or None),
-        ``"nbytes"`` (the size of the cached outputs) and ``"reason"`` (why
-        they were not cached, or None).
+        ``"nbytes"`` (the size of the cached outputs, or of the precomputed
+        views), ``"device"``, ``"reason"`` (why they were not cached, or
+        None) and ``"views"`` (``cache_views`` when views were precomputed,
+        else None).
     source_weights_ : dict of str to torch.Tensor
         The pretrained ``state_dict``; set by :meth:`fit_source`.
     source_history_ : list of dict
@@ -369,6 +432,11 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         lr: float | None = None,
         max_epochs: int | None = None,
         batch_size: int | None = None,
+        augment: Any = None,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        tta_views: int = 0,
+        cache_views: int | None = None,
         class_weight: dict | str | None = None,
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
@@ -395,6 +463,11 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
             lr=lr,
             max_epochs=max_epochs,
             batch_size=batch_size,
+            augment=augment,
+            mixup_alpha=mixup_alpha,
+            cutmix_alpha=cutmix_alpha,
+            tta_views=tta_views,
+            cache_views=cache_views,
             random_state=random_state,
             verbose=verbose,
         )
@@ -519,7 +592,10 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
 
     def _outputs(self, X):
         """Return the network's raw outputs for ``X`` as a CPU tensor."""
-        X = self._validate_X(X)
+        return self._raw_outputs(self._validate_X(X))
+
+    def _raw_outputs(self, X):
+        """Return the network's raw outputs for validated ``X`` as a CPU tensor."""
         parts = []
         for out in self.net_.forward_iter(X, training=False):
             out = out[0] if isinstance(out, tuple) else out
@@ -604,7 +680,11 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
             Probabilities in the order of ``classes_``; each row sums to one,
             and its largest is at the class ``predict`` gives.
         """
-        out = self._outputs(X)
+        return _augment.tta_average(self, self._validate_X(X), self._probabilities)
+
+    def _probabilities(self, X):
+        """Return ``predict_proba`` of validated ``X``, without test-time views."""
+        out = self._raw_outputs(X)
         return _outputs.probabilities(
             out, self.out_activation_, self.net_.predict_nonlinearity
         )
@@ -624,6 +704,9 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
             Log-probabilities in the order of ``classes_`` (the log-softmax of
             the outputs under ``CrossEntropyLoss``, exact for large logits).
         """
+        if self.tta_views:
+            with np.errstate(divide="ignore"):
+                return np.log(self.predict_proba(X))
         out = self._outputs(X)
         return _outputs.log_probabilities(
             out, self.out_activation_, self.net_.predict_nonlinearity
@@ -645,8 +728,21 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         y : ndarray of shape (n_samples,)
             Class labels from ``classes_``.
         """
+        if self.tta_views:
+            X = self._validate_X(X)
+            kind = self.out_activation_
+            average = (
+                self._probabilities if kind != _outputs.SCORES else self._raw_scores
+            )
+            scores = np.asarray(_augment.tta_average(self, X, average))
+            if kind == _outputs.SIGMOID:
+                return (scores > 0.5).astype(np.int64)
+            return self.classes_[scores.argmax(axis=1)]
         out = self._outputs(X)
         if self.out_activation_ == _outputs.SIGMOID:
             return (out > 0).numpy().astype(np.int64)  # probability above 0.5
         index = out.argmax(dim=1).numpy()
         return self.classes_[index]
+
+    def _raw_scores(self, X):
+        return self._raw_outputs(X).double().numpy()

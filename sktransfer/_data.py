@@ -201,6 +201,12 @@ class ArrayLoader:
         that weighs the per-sample losses (``fit(X, y, sample_weight)`` of the
         transfer estimators). Needs a dataset of whole arrays (no
         ``DataLoader`` fallback); a ValueError otherwise.
+    transform : callable, default=None
+        Called as ``transform(Xb, yb)`` on each batch, returning the batch to
+        use: a per-batch transform of whole tensors (the estimators'
+        ``augment``, MixUp and CutMix use it on training batches only). It
+        must not change ``Xb`` in place: unshuffled batches are views of the
+        data. With ``DataLoader`` (the fallback) it is applied to its batches.
     **kwargs : dict
         Other ``DataLoader`` settings. Those about worker processes are
         accepted and unneeded; any other sends the data through
@@ -226,9 +232,11 @@ class ArrayLoader:
         generator=None,
         pin_memory=False,
         sample_weight=None,
+        transform=None,
         **kwargs,
     ):
         self.dataset = dataset
+        self.transform = transform
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.drop_last = drop_last
@@ -270,7 +278,9 @@ class ArrayLoader:
 
     def __iter__(self):
         if self._fallback is not None:
-            return iter(self._fallback)
+            if self.transform is None:
+                return iter(self._fallback)
+            return (self.transform(Xb, yb) for Xb, yb in self._fallback)
         # DataLoader draws a base seed for its workers each time it is
         # iterated, and RandomSampler a seed for its own generator; both draws
         # are repeated so that the random numbers used after them match.
@@ -300,9 +310,11 @@ class ArrayLoader:
             if yb is None:
                 # skorch's placeholder target, as DataLoader would collate it.
                 yb = torch.zeros(len(Xb), 1)
+            if self.transform is not None:
+                Xb, yb = self.transform(Xb, yb)
             if self.pin_memory:
                 # A cache kept on the GPU is already where it is needed.
-                Xb, yb = (t if t.is_cuda else t.pin_memory() for t in (Xb, yb))
+                Xb, yb = (_pinned(t) for t in (Xb, yb))
             if self._weights is not None:
                 wb = (
                     self._weights[start : start + size]
@@ -331,6 +343,13 @@ def _check_weights(sample_weight, tensors, dataset):
         )
         raise ValueError(msg)
     return weights
+
+
+def _pinned(batch):
+    """``batch`` in pinned memory, unless on a GPU already or not a tensor."""
+    if not isinstance(batch, torch.Tensor) or batch.is_cuda:
+        return batch
+    return batch.pin_memory()
 
 
 # Rows checked for non-finite values at a time when validating an array on disk.

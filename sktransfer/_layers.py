@@ -127,9 +127,12 @@ def resolve_head(
     module : torch.nn.Module
         The network.
     head : "auto", str, sequence of str or None
-        ``"auto"`` picks the last ``nn.Linear`` in ``module.named_modules()``
-        order; a string or sequence of strings names submodules; ``None`` (or an
-        empty sequence) means the network has no head: every weight is shared.
+        ``"auto"`` picks the output layer by the conventions of torchvision and
+        timm (``fc``, ``classifier``, ``head``; see
+        :func:`sktransfer._architectures.auto_head`), else the last
+        ``nn.Linear`` in ``module.named_modules()`` order; a string or
+        sequence of strings names submodules; ``None`` (or an empty sequence)
+        means the network has no head: every weight is shared.
 
     Returns
     -------
@@ -145,8 +148,10 @@ def resolve_head(
         return ()
     modules = dict(module.named_modules())
     if head == "auto":
-        linear = [name for name, sub in modules.items() if isinstance(sub, nn.Linear)]
-        if not linear or linear[-1] == "":
+        from ._architectures import auto_head
+
+        found = auto_head(module)
+        if not found:
             msg = (
                 f"head='auto' found no nn.Linear layer inside {type(module).__name__} "
                 "to use as the head. Name the head's submodule(s) with head=..., "
@@ -154,7 +159,7 @@ def resolve_head(
                 f"{_listing([n for n in modules if n])}."
             )
             raise ValueError(msg)
-        return (linear[-1],)
+        return (found,)
     names = check_patterns(head, "head")
     for name in names:
         if name == "" or name not in modules:

@@ -11,7 +11,7 @@ from skorch import NeuralNetRegressor
 from torch import nn
 from torch.utils.data import Dataset
 
-from . import _targets
+from . import _augment, _targets
 from ._base import _BaseTransfer
 
 if TYPE_CHECKING:
@@ -32,12 +32,16 @@ class TransferRegressor(RegressorMixin, _BaseTransfer):
 
     Parameters
     ----------
-    net : NeuralNetRegressor, torch.nn.Module class or instance, or None, default=None
+    net : NeuralNetRegressor, module class or instance, factory, or None, default=None
         The network. A skorch ``NeuralNetRegressor`` is an unfitted template:
         it is cloned, never changed, and its settings are reachable as
         ``net__lr``, ``net__module__<name>``, ... A module class or instance is
         wrapped in a ``NeuralNetRegressor`` with the defaults below; an
-        instance's own weights are the pretrained weights. ``None`` uses
+        instance's own weights are the pretrained weights. A model factory, a
+        function returning a module (``torchvision.models.resnet18``,
+        ``functools.partial(timm.create_model, "vit_tiny_patch16_224")``, a
+        builder of your own), is wrapped the same way, as skorch accepts it;
+        the weights it returns are the pretrained ones. ``None`` uses
         :class:`~sktransfer.MLP` with one hidden layer of 100 units. The
         defaults: ``MSELoss``, Adam with ``lr=1e-3``, ``batch_size=200``, up to
         ``max_epochs=200`` with early stopping once the training loss has not
@@ -58,8 +62,13 @@ class TransferRegressor(RegressorMixin, _BaseTransfer):
         The target-specific layers: submodule names as
         ``module.named_modules()`` gives them. They are not transferred but
         initialised afresh for the target, and the last ``nn.Linear`` among
-        them is resized to the number of targets. ``"auto"`` is the module's
-        last ``nn.Linear`` layer. ``None`` transfers every weight.
+        them is resized to the number of targets. ``"auto"`` is the output layer by
+        the conventions of torchvision and timm: the ``nn.Linear`` that timm's
+        ``get_classifier()`` returns, else the last ``nn.Linear`` in a
+        top-level ``fc``, ``classifier``, ``head`` or ``heads`` (``"fc"`` for
+        a ResNet, ``"classifier.1"`` for a MobileNetV2, ``"heads.head"`` for
+        torchvision's ViT), else the module's last ``nn.Linear`` layer
+        (``head_`` tells which). ``None`` transfers every weight.
     frozen : str, list or tuple of str, default=()
         Glob patterns over parameter names (``module.named_parameters()``),
         e.g. ``"features.*"``; matching parameters, and shared ones that
@@ -147,6 +156,54 @@ class TransferRegressor(RegressorMixin, _BaseTransfer):
         still wins while pretraining), so ``GridSearchCV`` tunes them on the
         default network; any other setting of it is reachable from its
         template, ``sktransfer.default_net('regressor')``, passed as ``net``.
+    augment : callable or None, default=None
+        Applied to each training batch of :meth:`fit` as a whole tensor of
+        shape ``(batch_size, ...)``, returning the augmented batch: any
+        callable on batched tensors, e.g. a ``kornia.augmentation``
+        pipeline (``pip install "sktransfer[augment]"``) or a
+        ``torchvision.transforms.v2`` one. Never applied to validation
+        batches, :meth:`predict` or ``predict_proba`` (except the
+        ``tta_views``). It draws its random numbers from a stream of its own,
+        seeded by ``random_state``, so the same seed gives the same augmented
+        batches and the rest of training is the same as without it. It must
+        be picklable (a module-level function or a class instance, not a
+        lambda) and must not change its input in place. Each fold of
+        ``cross_val_score`` augments only its own training data. With
+        ``augment``, a frozen stage is not cached unless ``cache_views`` is
+        set.
+    mixup_alpha : float, default=0.0
+        MixUp (Zhang et al., ICLR 2018): when positive, each training batch
+        (after ``augment``) is mixed with a shuffled copy of itself,
+        ``lam * x_i + (1 - lam) * x_j`` with ``lam ~ Beta(mixup_alpha,
+        mixup_alpha)``, and the loss is ``lam * loss(y_i) + (1 - lam) *
+        loss(y_j)`` (the cross-entropy against the mixed one-hot targets
+        under ``CrossEntropyLoss``; the same gradient as the squared error
+        against the mixed targets under ``MSELoss``).
+    cutmix_alpha : float, default=0.0
+        CutMix (Yun et al., ICCV 2019): when positive, a box covering a
+        fraction ``1 - lam`` of each image is pasted from the shuffled copy,
+        and the loss weighted by the box's actual area. Images only
+        (samples of shape ``(..., height, width)``). With both alphas
+        positive, each batch uses one of the two with even odds (as timm's
+        ``Mixup``).
+    tta_views : int, default=0
+        Test-time augmentation: :meth:`predict` averages the predictions over
+        the plain input and this many views made by ``augment``, seeded by
+        ``random_state`` (the same answer on every call). ``0`` is plain
+        prediction, exactly.
+    cache_views : int or None, default=None
+        Precompute this many augmented views of the training set once per
+        :meth:`fit` (``augment`` applied to every sample, from the seeded
+        stream) and train on one view per sample, drawn afresh for every
+        batch. When the frozen layers form a cacheable leading stage (see
+        ``cache_frozen``), the views go through it once, so each epoch costs
+        what the trainable rest costs; otherwise the views of the input are
+        kept. The views take ``cache_views`` times the size of the stage's
+        outputs (or of ``X``), reported in ``frozen_cache_``; under
+        ``cache_frozen="auto"`` at most the size of ``X`` or 1 GiB, and always
+        at most half the available memory, else a ValueError says so. Needs
+        ``augment``; not with ``mixup_alpha``/``cutmix_alpha`` or a
+        validation split (the views would be mixed or validated on).
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation, shuffling and dropout (torch's global RNG
         is restored afterwards). ``None`` uses torch's global RNG. The same
@@ -172,11 +229,16 @@ class TransferRegressor(RegressorMixin, _BaseTransfer):
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Feature names seen during :meth:`fit`, when ``X`` has string column
         names.
+    head_ : tuple of str
+        The submodules that :meth:`fit` rebuilt for the target (what ``head``
+        resolved to), e.g. ``("fc",)`` for a ResNet.
     frozen_cache_ : dict
         What :meth:`fit` did with the frozen layers: ``"cached"`` (bool),
         ``"stage"`` (the traced node the network was cut after, or None),
-        ``"nbytes"`` (the size of the cached outputs) and ``"reason"`` (why
-        they were not cached, or None).
+        ``"nbytes"`` (the size of the cached outputs, or of the precomputed
+        views), ``"device"``, ``"reason"`` (why they were not cached, or
+        None) and ``"views"`` (``cache_views`` when views were precomputed,
+        else None).
     source_feature_names_in_ : ndarray or None
         Column names seen by :meth:`fit_source` (None without names); set by
         :meth:`fit_source`. :meth:`fit` refuses other columns or another order.
@@ -236,6 +298,11 @@ class TransferRegressor(RegressorMixin, _BaseTransfer):
         lr: float | None = None,
         max_epochs: int | None = None,
         batch_size: int | None = None,
+        augment: Any = None,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        tta_views: int = 0,
+        cache_views: int | None = None,
         normalize_y: bool = True,
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
@@ -262,6 +329,11 @@ class TransferRegressor(RegressorMixin, _BaseTransfer):
             lr=lr,
             max_epochs=max_epochs,
             batch_size=batch_size,
+            augment=augment,
+            mixup_alpha=mixup_alpha,
+            cutmix_alpha=cutmix_alpha,
+            tta_views=tta_views,
+            cache_views=cache_views,
             random_state=random_state,
             verbose=verbose,
         )
@@ -334,11 +406,18 @@ class TransferRegressor(RegressorMixin, _BaseTransfer):
             one-dimensional y.
         """
         X = self._validate_X(X)
+        y = _augment.tta_average(self, X, self._predict_plain)
+        return y.ravel() if self._y_ndim == 1 else y
+
+    def _predict_plain(self, X):
+        """Return the network's predictions for validated ``X``, float64.
+
+        On the targets' own scale (``normalize_y`` undone).
+        """
         y = np.asarray(self.net_.predict(X), dtype=np.float64)
-        y = _targets.restore(
+        return _targets.restore(
             y, getattr(self, "_y_mean", 0.0), getattr(self, "_y_scale", 1.0)
         )
-        return y.ravel() if self._y_ndim == 1 else y
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

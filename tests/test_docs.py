@@ -53,7 +53,7 @@ def test_readme_expected_failures_match_the_estimator_checks():
 @pytest.mark.parametrize("cls", [TransferClassifier, TransferRegressor])
 def test_help_renders_every_parameter_on_its_own_line(cls):
     text = pydoc.render_doc(cls, renderer=pydoc.plaintext)
-    net = f"net : NeuralNet{cls.__name__[8:]}, torch.nn.Module class or instance, "
+    net = f"net : NeuralNet{cls.__name__[8:]}, module class or instance, factory, "
     assert net + "or None, default=None\n" in text
     # No numpydoc line continuation left as a run of spaces inside a line, in
     # the docstrings of sktransfer (scikit-learn generates set_*_request's).

@@ -297,3 +297,39 @@ def test_weights_need_array_loader_and_a_reduction(digits):
         ValueError, match="fit_source got a TensorDataset and sample_weight"
     ):
         TransferClassifier(_net()).fit_source(dataset, sample_weight=w)
+
+
+@pytest.mark.parametrize("mixed_inside", [True, False])
+def test_mixup_with_sample_weights_is_the_weighted_mean_of_mixed_losses(mixed_inside):
+    from sktransfer import _frozen
+    from sktransfer._augment import MixedLoss, MixedTarget
+    from sktransfer._data import WeightedTarget
+    from sktransfer._weights import WeightedLoss
+
+    net = NeuralNetClassifier(
+        torch.nn.Linear,
+        module__in_features=4,
+        module__out_features=3,
+        criterion=torch.nn.CrossEntropyLoss,
+    ).initialize()
+    gen = torch.Generator().manual_seed(0)
+    y_pred = torch.randn(6, 3, generator=gen)
+    a = torch.tensor([0, 1, 2, 0, 1, 2])
+    b = torch.tensor([2, 2, 1, 1, 0, 0])
+    w = torch.tensor([0.5, 1.0, 2.0, 0.0, 1.5, 1.0])
+    lam = 0.3
+    with _frozen.fit_scope():
+        wrappers = (
+            [MixedLoss, WeightedLoss] if mixed_inside else [WeightedLoss, MixedLoss]
+        )
+        for wrapper in wrappers:
+            _frozen.wrap_get_loss(net, wrapper(net))
+        loss = net.get_loss(
+            y_pred, WeightedTarget(MixedTarget(a, b, lam), w), training=True
+        )
+    per_sample = lam * torch.nn.functional.cross_entropy(
+        y_pred, a, reduction="none"
+    ) + (1 - lam) * torch.nn.functional.cross_entropy(y_pred, b, reduction="none")
+    expected = (w * per_sample).sum() / w.sum()
+    torch.testing.assert_close(loss, expected)
+    assert "get_loss" not in vars(net)
