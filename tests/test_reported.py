@@ -56,8 +56,11 @@ def test_regressor_pretraining_validation_of_1d_targets_is_the_mse(digits):
     X = digits.X_source[:200]
     y = (X @ rng.normal(size=64)).astype(np.float32)
     split = predefined_split(Dataset(X[150:], y[150:]))
-    reg = TransferRegressor(
-        tiny_regressor_net(), source_params={"train_split": split}, random_state=0
+    reg = TransferRegressor(  # raw targets: the loss is the MSE on their scale
+        tiny_regressor_net(),
+        source_params={"train_split": split},
+        normalize_y=False,
+        random_state=0,
     ).fit_source(X[:150], y[:150])
     net = reg._template().set_params(verbose=0, module__n_features_in=64)
     module = net.set_params(module__n_outputs=1).initialize().module_
