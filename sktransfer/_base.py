@@ -33,6 +33,7 @@ from . import (
     _inputs,
     _layers,
     _outputs,
+    _step,
     _validation,
 )
 from ._common import _CHECK_X, _seeded, _unchanged_on_error, _writable
@@ -344,7 +345,7 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
         from the pretrained ones, head re-initialised and resized, ``frozen``
         parameters frozen.
         """
-        net = self._template()
+        net = _step.lean(self._template())
         params = {"verbose": int(self.verbose)}
         # The fast data path, unless the template brings its own iterators.
         for name in ("iterator_train", "iterator_valid"):
@@ -438,7 +439,7 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
             X,
             unfrozen_later=later,
             net=net,
-            net_class=self._net_class,
+            net_class=_step.trusted_class(net, self._net_class),
             cache_frozen=self.cache_frozen,
             limit=max(_CACHE_LIMIT, X.nbytes),
             device=net.device,
