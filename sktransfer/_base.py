@@ -188,11 +188,12 @@ class _BaseTransfer(_PartialFit, _SourceTask, BaseEstimator):
                         net.partial_fit(X, y_enc)
                     else:
                         size = _predict_batch_size(net, len(X))
-                        Z = split.transform(
+                        Z = split.outputs(
                             X,
                             batch_size=size,
                             device=net.device,
                             keep_on=cache["device"],
+                            report=cache,
                         )
                         with split.training_rest(net):
                             net.partial_fit(Z, y_enc)

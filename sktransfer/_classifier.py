@@ -164,8 +164,13 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
     frozen_cache_ : dict
         What :meth:`fit` did with the frozen layers: ``"cached"`` (bool),
         ``"stage"`` (the traced node the network was cut after, or None),
-        ``"nbytes"`` (the size of the cached outputs) and ``"reason"`` (why
-        they were not cached, or None).
+        ``"nbytes"`` (the size of the cached outputs), ``"device"`` (where
+        they were kept), ``"reason"`` (why they were not cached, or None) and
+        ``"outputs"``: ``"computed"``, or ``"reused"`` from an earlier fit of
+        this process with the same weights, stage and rows (see
+        :func:`sktransfer.frozen_store_info`), or None when not cached. A
+        cached fit adds ``"digest_seconds"`` (the time spent recognising the
+        outputs) and ``"store"`` (the store's report).
     source_weights_ : dict of str to torch.Tensor
         The pretrained ``state_dict``; set by :meth:`fit_source`.
     source_history_ : list of dict
