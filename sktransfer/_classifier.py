@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from sklearn.base import ClassifierMixin
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
@@ -320,11 +319,8 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
     def _outputs(self, X):
         """Return the network's raw outputs for ``X`` as a CPU tensor."""
         X = self._validate_X(X)
-        parts = []
-        for out in self.net_.forward_iter(X, training=False):
-            out = out[0] if isinstance(out, tuple) else out
-            parts.append(out.detach().to("cpu"))
-        return torch.cat(parts)
+        out = self.net_.forward(X, training=False)
+        return out[0] if isinstance(out, tuple) else out
 
     def decision_function(self, X: ArrayLike) -> np.ndarray:
         """Return the network's outputs, the scores ``predict`` takes the argmax of.

@@ -15,6 +15,8 @@ documented overridable methods, and drops only what provably changes nothing:
   method that does nothing) and does not set it on the instance. Every hook a
   callback overrides still fires, with skorch's arguments, in skorch's order;
   the net's own hooks (which keep the history) always run.
+- ``forward`` (prediction) checks the net and sets the modes once per call
+  rather than once per batch.
 - ``run_single_epoch`` puts the modules into training mode once when a
   training epoch starts, and ``train_step_single`` switches them again before a
   batch only when something that ran since may have changed a mode: a callback
@@ -34,10 +36,12 @@ from __future__ import annotations
 
 from functools import cache
 
+import torch
 from skorch import NeuralNetClassifier, NeuralNetRegressor
 from skorch import callbacks as skorch_callbacks
 from skorch.callbacks import Callback
 from skorch.dataset import unpack_data
+from skorch.utils import to_device
 
 # The hooks skorch's loop calls once per batch.
 _PER_BATCH = frozenset({"on_batch_begin", "on_batch_end", "on_grad_computed"})
@@ -151,6 +155,27 @@ class LeanStepMixin:
         loss = self.get_loss(y_pred, yi, X=Xi, training=True)
         loss.backward()
         return {"loss": loss, "y_pred": y_pred}
+
+    def forward(self, X, training=False, device="cpu"):
+        """Return the module's outputs for ``X``, as skorch's ``forward`` does.
+
+        skorch's ``forward`` collects ``forward_iter``, which checks that the
+        net is initialised and switches every module's mode before each batch.
+        Here both happen once for the whole call, since nothing else runs
+        between the batches (prediction calls no callback); each batch goes
+        through ``infer`` as in skorch's ``evaluation_step``.
+        """
+        self.check_is_fitted()
+        iterator = self.get_iterator(self.get_dataset(X), training=training)
+        outputs = []
+        with torch.set_grad_enabled(training):
+            self._set_training(training)
+            for batch in iterator:
+                Xi, _ = unpack_data(batch)
+                outputs.append(to_device(self.infer(Xi), device=device))
+        if outputs and isinstance(outputs[0], tuple):
+            return tuple(map(torch.cat, zip(*outputs, strict=True)))
+        return torch.cat(outputs)
 
     def _modes_stay(self):
         """Whether nothing that runs between two training batches may switch modes."""

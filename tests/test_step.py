@@ -3,7 +3,9 @@
 import pickle
 import warnings
 
+import numpy as np
 import pytest
+import torch
 from nets import ConvNet, equal_weights, tiny_classifier_net, tiny_regressor_net
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
@@ -245,3 +247,20 @@ def test_fitted_lean_estimator_pickles_and_clones(digits):
     ).all()
     assert type(clone(clf.net_)) is LeanNeuralNetClassifier
     assert "sktransfer_modes_held_" not in vars(clf.net_)
+
+
+def test_lean_forward_is_skorchs_forward(digit_images):
+    net = tiny_classifier_net(ConvNet, max_epochs=1, batch_size=16)
+    clf = TransferClassifier(net, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(digit_images.X_target, digit_images.y_target)
+    X = digit_images.X_source[:100]  # 7 batches, the last one short
+    clf.net_.module_.train()  # prediction must switch to evaluation mode
+    lean = clf.net_.forward(X)
+    plain = torch.cat(list(NeuralNetClassifier.forward_iter(clf.net_, X)))
+    assert torch.equal(lean, plain)
+    assert not lean.requires_grad
+    assert not clf.net_.module_.features[1].training
+    expected = torch.softmax(plain.double(), dim=1).numpy()
+    np.testing.assert_array_equal(clf.predict_proba(X), expected)
