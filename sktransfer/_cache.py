@@ -101,7 +101,8 @@ class FrozenStage:
         (never written to); others are computed and stored when they fit in
         its bound. ``report`` (a dict), when given, receives ``outputs``
         (``"computed"`` or ``"reused"``), ``digest_seconds`` (the time spent
-        on the key) and ``store`` (:func:`sktransfer.frozen_store_info`).
+        on the key), ``compute_seconds`` (on the stage's pass; 0 when reused)
+        and ``store`` (:func:`sktransfer.frozen_store_info`).
         """
         out, how, seconds = None, "computed", 0.0
         if _store.STORE.max_bytes > 0:
@@ -111,17 +112,23 @@ class FrozenStage:
             )
             seconds = time.perf_counter() - start
             out = _store.STORE.get(key)
+        compute = 0.0
         if out is None:
+            start = time.perf_counter()
             out = self.transform(
                 X, batch_size=batch_size, device=device, keep_on=keep_on
             )
+            compute = time.perf_counter() - start
             if _store.STORE.max_bytes > 0:
                 _store.STORE.put(key, out)
         else:
             how = "reused"
         if report is not None:
             report.update(
-                outputs=how, digest_seconds=seconds, store=_store.STORE.info()
+                outputs=how,
+                digest_seconds=seconds,
+                compute_seconds=compute,
+                store=_store.STORE.info(),
             )
         return out
 

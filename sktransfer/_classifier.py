@@ -169,7 +169,8 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         this process with the same weights, stage and rows (see
         :func:`sktransfer.frozen_store_info`), or None when not cached. A
         cached fit adds ``"digest_seconds"`` (the time spent recognising the
-        outputs) and ``"store"`` (the store's report).
+        outputs), ``"compute_seconds"`` (the stage's pass, 0 when reused) and
+        ``"store"`` (the store's report).
     source_weights_ : dict of str to torch.Tensor
         The pretrained ``state_dict``; set by :meth:`fit_source`.
     source_history_ : list of dict

@@ -112,7 +112,8 @@ class TransferRegressor(RegressorMixin, _BaseTransfer):
         this process with the same weights, stage and rows (see
         :func:`sktransfer.frozen_store_info`), or None when not cached. A
         cached fit adds ``"digest_seconds"`` (the time spent recognising the
-        outputs) and ``"store"`` (the store's report).
+        outputs), ``"compute_seconds"`` (the stage's pass, 0 when reused) and
+        ``"store"`` (the store's report).
     source_feature_names_in_ : ndarray or None
         Column names seen by :meth:`fit_source` (None without names); set by
         :meth:`fit_source`. :meth:`fit` refuses other columns or another order.

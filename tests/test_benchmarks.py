@@ -1,23 +1,21 @@
-"""benchmarks/run.py keeps working: a --quick run gives every row it promises.
+"""python -m benchmarks keeps working: a --quick run gives every row it promises.
 
 Speed is measured by the benchmarks, never asserted here: these tests check
 what a reader of the table relies on, not the figures in it.
 """
 
 import contextlib
-import importlib.util
 import io
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-RUN_PY = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
+from benchmarks import common, report
 
 ROWS_PER_SECTION = {
-    "finetune": 4,
+    "finetune": 9,
     "frozen": 3,
+    "reuse": 3,
     "gridsearch": 3,
     "memory": 2,
     "predict": 2,
@@ -27,21 +25,10 @@ ROWS_PER_SECTION = {
 
 @pytest.fixture(scope="module")
 def quick_run():
-    # Imported under its file's name and without its folder on sys.path: the
-    # memory benchmark's spawned processes must still find its worker.
-    assert str(RUN_PY.parent) not in sys.path
-    spec = importlib.util.spec_from_file_location("run", RUN_PY)
-    run = importlib.util.module_from_spec(spec)
-    sys.modules["run"] = run
-    try:
-        spec.loader.exec_module(run)
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out):
-            rows = run.main(["--quick"])
-        yield run, rows, out.getvalue()
-    finally:
-        del sys.modules["run"]
-    assert str(RUN_PY.parent) not in sys.path
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rows = report.main(["--quick"])
+    return report, rows, out.getvalue()
 
 
 def test_every_section_produced_its_rows(quick_run):
@@ -92,9 +79,9 @@ def test_memory_children_fine_tuned_each_way(quick_run):
 def test_naive_search_pretrains_in_every_fit_and_shared_search_never(quick_run):
     run, rows, _ = quick_run
     search = [row for row in rows if row["section"] == "gridsearch"]
-    assert run.GRID_FITS == 13  # 4 candidates x 3 folds + the refit
+    assert common.GRID_FITS == 13  # 4 candidates x 3 folds + the refit
     for row in search:
-        assert row["calls_naive"] == run.GRID_FITS
+        assert row["calls_naive"] == common.GRID_FITS
         assert row["calls_shared_before_search"] == 1
         assert row["calls_shared_in_search"] == 0
         assert row["same_scores"]
@@ -123,3 +110,17 @@ def test_prints_versions_then_one_markdown_table(quick_run):
         )
     ]
     assert run.format_table(rows) in out
+
+
+def test_fine_tuning_is_measured_at_each_batch_size(quick_run):
+    _, rows, _ = quick_run
+    labels = [row["benchmark"] for row in rows if row["section"] == "finetune"]
+    for batch_size in (16, 32, 128):
+        assert sum(f"bs={batch_size}:" in label for label in labels) == 3
+
+
+def test_search_sharing_frozen_outputs_scores_as_the_fits_one_by_one(quick_run):
+    _, rows, _ = quick_run
+    search, passes, _ = [row for row in rows if row["section"] == "reuse"]
+    assert search["same_scores"]
+    assert passes["stage_passes"] == 5  # 3 runs of 5-fold cross-validation
