@@ -73,10 +73,10 @@ class Sizes:
 FULL = Sizes()
 QUICK = replace(
     FULL,
-    finetune_samples=1_500,
+    finetune_samples=600,
     finetune_epochs=1,
     finetune_reps=1,
-    finetune_source=500,
+    finetune_source=200,
     frozen_source=300,
     frozen_source_epochs=1,
     frozen_samples=256,
@@ -86,7 +86,7 @@ QUICK = replace(
     grid_source_epochs=1,
     grid_epochs=1,
     grid_reps=1,
-    reuse_samples=150,
+    reuse_samples=100,
     reuse_epochs=1,
     reuse_reps=1,
     memory_reps=1,

@@ -138,7 +138,7 @@ def bench_finetune(sizes):
         ).fit_source(X_source, y_source)
         # One small untimed run of each first: lazy initialisation is not a cost
         # of whichever contestant happens to run first.
-        small = _finetune_contestants(transfer, X[:500], y[:500], batch_size, epochs)
+        small = _finetune_contestants(transfer, X[:200], y[:200], batch_size, epochs)
         for fn in small.values():
             fn()
         contestants = _finetune_contestants(transfer, X, y, batch_size, epochs)
