@@ -15,6 +15,7 @@ from ._modules import MLP
 from ._pipeline import fit_source
 from ._plot import plot_history
 from ._regressor import TransferRegressor
+from ._store import clear_frozen_store, frozen_store_info, set_frozen_store_limit
 
 try:
     __version__ = version("sktransfer")
@@ -30,8 +31,11 @@ __all__ = [
     "TransferComparison",
     "TransferRegressor",
     "__version__",
+    "clear_frozen_store",
     "compare_transfer",
     "default_net",
     "fit_source",
+    "frozen_store_info",
     "plot_history",
+    "set_frozen_store_limit",
 ]

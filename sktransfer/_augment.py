@@ -347,6 +347,13 @@ class ViewedStage:
                 out[start : start + len(chunk), view] = chunk.detach().to(keep_on)
         return out
 
+    def outputs(self, X, *, batch_size, device, keep_on="cpu", report=None):
+        """As :meth:`transform`; the views are never shared across fits."""
+        out = self.transform(X, batch_size=batch_size, device=device, keep_on=keep_on)
+        if report is not None:
+            report.update(outputs="computed")
+        return out
+
     @contextmanager
     def training_rest(self, net):
         """Train the rest on the views when the stage is cached, else the whole net."""

@@ -36,6 +36,7 @@ from . import (
     _layers,
     _outputs,
     _repr,
+    _step,
     _stopping,
     _validation,
     _weights,
@@ -270,11 +271,12 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
                         net.partial_fit(X, y_enc)
                     else:
                         size = _predict_batch_size(net, X.shape[0])
-                        Z = split.transform(
+                        Z = split.outputs(
                             X,
                             batch_size=size,
                             device=net.device,
                             keep_on=cache["device"],
+                            report=cache,
                         )
                         with split.training_rest(net):
                             net.partial_fit(Z, y_enc)
@@ -432,7 +434,7 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
         from the pretrained ones, head re-initialised and resized, ``frozen``
         parameters frozen.
         """
-        net = self._template()
+        net = _step.lean(self._template())
         params = {"verbose": int(self.verbose), **_defaults.overrides(self, net)}
         # The fast data path, unless the template brings its own iterators.
         for name in ("iterator_train", "iterator_valid"):
@@ -542,7 +544,7 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
                 X,
                 unfrozen_later=later,
                 net=net,
-                net_class=self._net_class,
+                net_class=_step.trusted_class(net, self._net_class),
                 cache_frozen=cache_frozen,
                 limit=limit,
                 device=net.device,

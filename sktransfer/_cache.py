@@ -28,6 +28,7 @@ one does not:
 
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -38,7 +39,7 @@ from torch import fx, nn
 from torch.nn.modules.batchnorm import _NormBase
 from torch.nn.modules.dropout import _DropoutNd
 
-from . import _trust
+from . import _store, _trust
 from ._common import _dense_rows
 from ._layers import is_held
 
@@ -98,6 +99,46 @@ class FrozenStage:
                         device=keep_on,
                     )
                 out[start : start + len(chunk)] = chunk
+        return out
+
+    def outputs(self, X, *, batch_size, device, keep_on="cpu", report=None):
+        """Return the stage's output for ``X``, reused from the store if it is there.
+
+        As :meth:`transform`, through the store of :mod:`sktransfer._store`:
+        outputs computed by an earlier fit of this process from the same
+        weights, stage and rows, run the same way, are returned as they are
+        (never written to); others are computed and stored when they fit in
+        its bound. ``report`` (a dict), when given, receives ``outputs``
+        (``"computed"`` or ``"reused"``), ``digest_seconds`` (the time spent
+        on the key), ``compute_seconds`` (on the stage's pass; 0 when reused)
+        and ``store`` (:func:`sktransfer.frozen_store_info`).
+        """
+        out, how, seconds = None, "computed", 0.0
+        if _store.STORE.max_bytes > 0:
+            start = time.perf_counter()
+            key = _store.key(
+                self.stage, X, batch_size=batch_size, device=device, keep_on=keep_on
+            )
+            seconds = time.perf_counter() - start
+            out = _store.STORE.get(key)
+        compute = 0.0
+        if out is None:
+            start = time.perf_counter()
+            out = self.transform(
+                X, batch_size=batch_size, device=device, keep_on=keep_on
+            )
+            compute = time.perf_counter() - start
+            if _store.STORE.max_bytes > 0:
+                _store.STORE.put(key, out)
+        else:
+            how = "reused"
+        if report is not None:
+            report.update(
+                outputs=how,
+                digest_seconds=seconds,
+                compute_seconds=compute,
+                store=_store.STORE.info(),
+            )
         return out
 
     @contextmanager
@@ -349,7 +390,9 @@ def plan(
         The split network, or None to fine-tune the whole network.
     report : dict
         ``cached``, ``stage``, ``nbytes``, ``device`` (where the cache is
-        kept) and ``reason``, for ``frozen_cache_``.
+        kept), ``reason`` and ``outputs`` (None until
+        :meth:`FrozenStage.outputs` says ``"computed"`` or ``"reused"``), for
+        ``frozen_cache_``.
     """
     report = {
         "cached": False,
@@ -357,6 +400,7 @@ def plan(
         "nbytes": 0,
         "device": None,
         "reason": None,
+        "outputs": None,
     }
     if cache_frozen is False:
         report["reason"] = "cache_frozen=False"

@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from sklearn.base import ClassifierMixin
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
@@ -294,9 +293,14 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         What :meth:`fit` did with the frozen layers: ``"cached"`` (bool),
         ``"stage"`` (the traced node the network was cut after, or None),
         ``"nbytes"`` (the size of the cached outputs, or of the precomputed
-        views), ``"device"``, ``"reason"`` (why they were not cached, or
-        None) and ``"views"`` (``cache_views`` when views were precomputed,
-        else None).
+        views), ``"device"`` (where they were kept), ``"reason"`` (why they
+        were not cached, or None), ``"views"`` (``cache_views`` when views
+        were precomputed, else None) and ``"outputs"``: ``"computed"``, or
+        ``"reused"`` from an earlier fit of this process with the same
+        weights, stage and rows (see :func:`sktransfer.frozen_store_info`), or
+        None when not cached. A cached fit adds ``"digest_seconds"`` (the time
+        spent recognising the outputs), ``"compute_seconds"`` (the stage's
+        pass, 0 when reused) and ``"store"`` (the store's report).
     source_weights_ : dict of str to torch.Tensor
         The pretrained ``state_dict``; set by :meth:`fit_source`.
     source_history_ : list of dict
@@ -596,11 +600,8 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
 
     def _raw_outputs(self, X):
         """Return the network's raw outputs for validated ``X`` as a CPU tensor."""
-        parts = []
-        for out in self.net_.forward_iter(X, training=False):
-            out = out[0] if isinstance(out, tuple) else out
-            parts.append(out.detach().to("cpu"))
-        return torch.cat(parts)
+        out = self.net_.forward(X, training=False)
+        return out[0] if isinstance(out, tuple) else out
 
     def decision_function(self, X: ArrayLike) -> np.ndarray:
         """Return the network's outputs, the scores ``predict`` takes the argmax of.

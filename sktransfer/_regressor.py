@@ -236,9 +236,14 @@ class TransferRegressor(RegressorMixin, _BaseTransfer):
         What :meth:`fit` did with the frozen layers: ``"cached"`` (bool),
         ``"stage"`` (the traced node the network was cut after, or None),
         ``"nbytes"`` (the size of the cached outputs, or of the precomputed
-        views), ``"device"``, ``"reason"`` (why they were not cached, or
-        None) and ``"views"`` (``cache_views`` when views were precomputed,
-        else None).
+        views), ``"device"`` (where they were kept), ``"reason"`` (why they
+        were not cached, or None), ``"views"`` (``cache_views`` when views
+        were precomputed, else None) and ``"outputs"``: ``"computed"``, or
+        ``"reused"`` from an earlier fit of this process with the same
+        weights, stage and rows (see :func:`sktransfer.frozen_store_info`), or
+        None when not cached. A cached fit adds ``"digest_seconds"`` (the time
+        spent recognising the outputs), ``"compute_seconds"`` (the stage's
+        pass, 0 when reused) and ``"store"`` (the store's report).
     source_feature_names_in_ : ndarray or None
         Column names seen by :meth:`fit_source` (None without names); set by
         :meth:`fit_source`. :meth:`fit` refuses other columns or another order.

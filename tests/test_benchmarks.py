@@ -1,4 +1,4 @@
-"""benchmarks/run.py keeps working: a --quick run gives every row it promises.
+"""python -m benchmarks keeps working: a --quick run gives every row it promises.
 
 Speed is measured by the benchmarks, never asserted here: these tests check
 what a reader of the table relies on, not the figures in it.
@@ -8,16 +8,18 @@ import contextlib
 import importlib.util
 import io
 import math
-import sys
 from pathlib import Path
 
 import pytest
 
-RUN_PY = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
+from benchmarks import common, report
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 ROWS_PER_SECTION = {
-    "finetune": 4,
+    "finetune": 9,
     "frozen": 3,
+    "reuse": 3,
     "gridsearch": 3,
     "memory": 2,
     "predict": 2,
@@ -27,21 +29,10 @@ ROWS_PER_SECTION = {
 
 @pytest.fixture(scope="module")
 def quick_run():
-    # Imported under its file's name and without its folder on sys.path: the
-    # memory benchmark's spawned processes must still find its worker.
-    assert str(RUN_PY.parent) not in sys.path
-    spec = importlib.util.spec_from_file_location("run", RUN_PY)
-    run = importlib.util.module_from_spec(spec)
-    sys.modules["run"] = run
-    try:
-        spec.loader.exec_module(run)
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out):
-            rows = run.main(["--quick"])
-        yield run, rows, out.getvalue()
-    finally:
-        del sys.modules["run"]
-    assert str(RUN_PY.parent) not in sys.path
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rows = report.main(["--quick"])
+    return report, rows, out.getvalue()
 
 
 def test_every_section_produced_its_rows(quick_run):
@@ -92,9 +83,9 @@ def test_memory_children_fine_tuned_each_way(quick_run):
 def test_naive_search_pretrains_in_every_fit_and_shared_search_never(quick_run):
     run, rows, _ = quick_run
     search = [row for row in rows if row["section"] == "gridsearch"]
-    assert run.GRID_FITS == 13  # 4 candidates x 3 folds + the refit
+    assert common.GRID_FITS == 13  # 4 candidates x 3 folds + the refit
     for row in search:
-        assert row["calls_naive"] == run.GRID_FITS
+        assert row["calls_naive"] == common.GRID_FITS
         assert row["calls_shared_before_search"] == 1
         assert row["calls_shared_in_search"] == 0
         assert row["same_scores"]
@@ -126,7 +117,7 @@ def test_prints_versions_then_one_markdown_table(quick_run):
 
 
 def test_transfer_quality_quick_run_scores_every_method_on_every_task():
-    path = RUN_PY.parent / "transfer_quality.py"
+    path = BENCHMARKS / "transfer_quality.py"
     spec = importlib.util.spec_from_file_location("transfer_quality", path)
     quality = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(quality)
@@ -141,7 +132,7 @@ def test_transfer_quality_quick_run_scores_every_method_on_every_task():
 
 
 def test_sample_weight_benchmark_quick_mode_gives_both_rows():
-    path = RUN_PY.parent / "sample_weight.py"
+    path = BENCHMARKS / "sample_weight.py"
     spec = importlib.util.spec_from_file_location("sample_weight_benchmark", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -151,3 +142,17 @@ def test_sample_weight_benchmark_quick_mode_gives_both_rows():
     # One full batch: weights and repetitions agree up to float32 rounding.
     assert full["max_abs_proba_gap"] < 1e-5
     assert math.isfinite(mini["max_abs_proba_gap"])
+
+
+def test_fine_tuning_is_measured_at_each_batch_size(quick_run):
+    _, rows, _ = quick_run
+    labels = [row["benchmark"] for row in rows if row["section"] == "finetune"]
+    for batch_size in (16, 32, 128):
+        assert sum(f"bs={batch_size}:" in label for label in labels) == 3
+
+
+def test_search_sharing_frozen_outputs_scores_as_the_fits_one_by_one(quick_run):
+    _, rows, _ = quick_run
+    search, passes, _ = [row for row in rows if row["section"] == "reuse"]
+    assert search["same_scores"]
+    assert passes["stage_passes"] == 5  # 3 runs of 5-fold cross-validation

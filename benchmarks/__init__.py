@@ -1,0 +1,1 @@
+"""Benchmarks of sktransfer: ``python -m benchmarks`` (see ``benchmarks.report``)."""

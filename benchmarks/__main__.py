@@ -1,0 +1,5 @@
+"""``python -m benchmarks``: run the benchmarks and print the table."""
+
+from .report import main
+
+main()

@@ -1,0 +1,232 @@
+"""Frozen-stage outputs shared by the fits of one process.
+
+The candidates of a grid search, the folds of a cross-validation run again and
+again, and the settings of :func:`~sktransfer.compare_transfer` fine-tune from
+the same pretrained weights: when they freeze the same leading stage, each of
+them would compute the same stage outputs for the same rows. The store keeps
+those outputs, keyed by content digests of everything that determines them:
+
+- the stage's weights (every parameter and buffer of the stage, by value);
+- the stage's structure (its traced code, each layer's class, settings and
+  hooks) and how it is run (batch size, device, autocast, dtype);
+- the rows (their values, shape and dtype, in order).
+
+A later fit with the same key gets the stored tensor instead of running the
+stage; anything else computes afresh. Digests are BLAKE2b (:mod:`hashlib`)
+over the raw bytes, a pass over memory that costs a small fraction of the
+stage's forward pass over the same rows (``benchmarks`` measures both).
+
+The store lives in the process (each joblib or Dask worker has its own) and
+holds at most :func:`frozen_store_info`'s ``max_bytes`` (1 GiB by default,
+:func:`set_frozen_store_limit`); the least recently used outputs are dropped
+first. Stored tensors are never written to: the fits only read them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from numbers import Integral
+
+import numpy as np
+import torch
+from scipy import sparse
+
+_DEFAULT_LIMIT = 2**30
+
+
+class _Store:
+    """A least-recently-used mapping of digests to tensors, bounded in bytes."""
+
+    def __init__(self, max_bytes):
+        self.max_bytes = max_bytes
+        self._entries = OrderedDict()
+        self._lock = threading.Lock()
+        self.nbytes = 0
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key):
+        with self._lock:
+            value = self._entries.get(key)
+            if value is None:
+                self.misses += 1
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return value
+
+    def put(self, key, value):
+        """Keep ``value`` under ``key`` if it fits; return whether it was kept."""
+        size = _nbytes(value)
+        with self._lock:
+            if size > self.max_bytes:
+                return False
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self.nbytes -= _nbytes(old)
+            self._entries[key] = value
+            self.nbytes += size
+            self._shrink()
+            return True
+
+    def _shrink(self):
+        while self.nbytes > self.max_bytes and self._entries:
+            _, dropped = self._entries.popitem(last=False)
+            self.nbytes -= _nbytes(dropped)
+
+    def resize(self, max_bytes):
+        with self._lock:
+            self.max_bytes = max_bytes
+            self._shrink()
+
+    def clear(self):
+        with self._lock:
+            self._entries.clear()
+            self.nbytes = 0
+            self.hits = 0
+            self.misses = 0
+
+    def info(self):
+        with self._lock:
+            return {
+                "entries": len(self._entries),
+                "nbytes": self.nbytes,
+                "max_bytes": self.max_bytes,
+                "hits": self.hits,
+                "misses": self.misses,
+            }
+
+
+STORE = _Store(_DEFAULT_LIMIT)
+
+
+def _nbytes(tensor):
+    return tensor.numel() * tensor.element_size()
+
+
+def frozen_store_info() -> dict:
+    """Report the process's store of frozen-stage outputs.
+
+    Returns
+    -------
+    info : dict
+        ``entries`` (stored outputs), ``nbytes`` (their size in bytes),
+        ``max_bytes`` (the bound), ``hits`` and ``misses`` (lookups that
+        reused stored outputs, and those that computed them, since the last
+        :func:`clear_frozen_store`).
+
+    Examples
+    --------
+    >>> from sktransfer import frozen_store_info
+    >>> sorted(frozen_store_info())
+    ['entries', 'hits', 'max_bytes', 'misses', 'nbytes']
+    """
+    return STORE.info()
+
+
+def clear_frozen_store() -> None:
+    """Drop every stored frozen-stage output of this process and reset the counts."""
+    STORE.clear()
+
+
+def set_frozen_store_limit(max_bytes: int) -> None:
+    """Bound the store of frozen-stage outputs of this process to ``max_bytes``.
+
+    Outputs that no longer fit are dropped at once, the least recently used
+    first; ``0`` turns reuse off.
+
+    Parameters
+    ----------
+    max_bytes : int
+        The most bytes the stored outputs may take, on every device together.
+
+    Raises
+    ------
+    ValueError
+        If ``max_bytes`` is not a non-negative int.
+    """
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, Integral):
+        msg = f"max_bytes must be a non-negative int; got {max_bytes!r}."
+        raise ValueError(msg)
+    if max_bytes < 0:
+        msg = f"max_bytes must be a non-negative int; got {max_bytes!r}."
+        raise ValueError(msg)
+    STORE.resize(int(max_bytes))
+
+
+# ------------------------------------------------------------------ digests
+
+
+def _tensor_bytes(tensor):
+    """Return the raw bytes of ``tensor`` as uint8 NumPy values (on the CPU)."""
+    flat = tensor.detach().reshape(-1).contiguous().cpu()
+    return flat.view(torch.uint8).numpy()
+
+
+def weights_digest(module):
+    """Return the digest of the parameters and buffers of ``module`` (by value)."""
+    h = hashlib.blake2b(digest_size=16)
+    for name, tensor in module.state_dict(keep_vars=False).items():
+        h.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        h.update(_tensor_bytes(tensor))
+    return h.hexdigest()
+
+
+def structure_digest(module):
+    """Return the digest of what ``module`` computes apart from its weights.
+
+    Its code (a traced ``GraphModule``'s generated source, else its class),
+    and for each submodule its name, class, settings (``extra_repr``) and
+    hooks.
+    """
+    h = hashlib.blake2b(digest_size=16)
+    h.update(str(getattr(module, "code", type(module).__qualname__)).encode())
+    for name, sub in module.named_modules():
+        cls = type(sub)
+        hooks = [
+            getattr(hook, "__qualname__", type(hook).__qualname__)
+            for hooks in (sub._forward_pre_hooks, sub._forward_hooks)
+            for hook in hooks.values()
+        ]
+        h.update(
+            f"{name}|{cls.__module__}.{cls.__qualname__}|{sub.extra_repr()}|"
+            f"{hooks}\n".encode()
+        )
+    return h.hexdigest()
+
+
+def rows_digest(X):
+    """Return the digest of the rows of ``X``: values, shape, dtype, in order."""
+    h = hashlib.blake2b(digest_size=16)
+    if sparse.issparse(X):
+        X = X.tocsr()
+        h.update(f"csr|{X.dtype.str}|{X.shape}|".encode())
+        for part in (X.data, X.indices, X.indptr):
+            h.update(np.ascontiguousarray(part).reshape(-1).view(np.uint8))
+        return h.hexdigest()
+    if isinstance(X, torch.Tensor):
+        h.update(f"torch|{X.dtype}|{tuple(X.shape)}|".encode())
+        h.update(_tensor_bytes(X))
+    else:
+        X = np.ascontiguousarray(X)
+        h.update(f"numpy|{X.dtype.str}|{X.shape}|".encode())
+        h.update(X.reshape(-1).view(np.uint8))
+    return h.hexdigest()
+
+
+def key(stage, X, *, batch_size, device, keep_on):
+    """Return the store key of ``stage``'s outputs for ``X`` run this way."""
+    device = torch.device(device)
+    autocast = (
+        torch.is_autocast_enabled(device.type),
+        torch.get_autocast_dtype(device.type),
+    )
+    how = (int(batch_size), str(device), str(torch.device(keep_on)), str(autocast))
+    return (
+        weights_digest(stage),
+        structure_digest(stage),
+        rows_digest(X),
+        how,
+    )

@@ -1,0 +1,160 @@
+"""Frozen-stage outputs shared by the fits of one process: reused only when right."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from nets import ConvNet, equal_weights, tiny_classifier_net
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from torch import nn
+
+import sktransfer
+from sktransfer import TransferClassifier, _store
+
+
+class LeakyConvNet(ConvNet):
+    """ConvNet's weights, names and shapes, another activation in the frozen stage."""
+
+    def __init__(self, n_outputs=10):
+        super().__init__(n_outputs)
+        self.features[2] = nn.LeakyReLU(0.5)
+
+
+@pytest.fixture(autouse=True)
+def _empty_store():
+    limit = _store.STORE.max_bytes
+    sktransfer.clear_frozen_store()
+    yield
+    sktransfer.clear_frozen_store()
+    sktransfer.set_frozen_store_limit(limit)
+
+
+@pytest.fixture(scope="module")
+def source_weights(digit_images):
+    net = tiny_classifier_net(ConvNet, max_epochs=2)
+    clf = TransferClassifier(net, random_state=0)
+    clf.fit_source(digit_images.X_source[:200], digit_images.y_source[:200])
+    return clf.source_weights_
+
+
+def _estimator(weights, module=ConvNet, **params):
+    net = tiny_classifier_net(module, max_epochs=2)
+    clf = TransferClassifier(net, frozen="features.*", random_state=0, **params)
+    return clf.load_source(weights)
+
+
+def _fit(estimator, X, y):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return estimator.fit(X, y)
+
+
+def _weights(estimator):
+    return estimator.net_.module_.state_dict()
+
+
+def test_second_fit_reuses_outputs_and_is_bit_identical(source_weights, digit_images):
+    X, y = digit_images.X_target, digit_images.y_target
+    first = _fit(_estimator(source_weights), X, y)
+    second = _fit(_estimator(source_weights), X, y)
+    assert first.frozen_cache_["outputs"] == "computed"
+    assert second.frozen_cache_["outputs"] == "reused"
+    assert second.frozen_cache_["store"]["hits"] == 1
+    assert equal_weights(_weights(first), _weights(second))
+    # ... and bit-identical to a fit that computes them with no store at all.
+    sktransfer.set_frozen_store_limit(0)
+    alone = _fit(_estimator(source_weights), X, y)
+    assert alone.frozen_cache_["outputs"] == "computed"
+    assert sktransfer.frozen_store_info()["entries"] == 0
+    assert equal_weights(_weights(alone), _weights(second))
+    np.testing.assert_array_equal(alone.predict_proba(X), second.predict_proba(X))
+
+
+def _perturbed(weights):
+    changed = {name: value.clone() for name, value in weights.items()}
+    changed["features.0.weight"][0, 0, 0, 0] += 1e-3
+    return changed
+
+
+@pytest.mark.parametrize("change", ["weights", "stage", "row", "order"])
+def test_nothing_is_reused_when_a_part_of_the_key_differs(
+    source_weights, digit_images, change
+):
+    X, y = digit_images.X_target, digit_images.y_target
+    _fit(_estimator(source_weights), X, y)
+    weights, module = source_weights, ConvNet
+    if change == "weights":
+        weights = _perturbed(source_weights)
+    elif change == "stage":
+        module = LeakyConvNet
+    elif change == "row":
+        X = X.copy()
+        X[3, 0, 2, 2] += 1e-3
+    else:
+        X, y = X[::-1].copy(), y[::-1].copy()
+    other = _fit(_estimator(weights, module), X, y)
+    assert other.frozen_cache_["outputs"] == "computed"
+    sktransfer.set_frozen_store_limit(0)
+    fresh = _fit(_estimator(weights, module), X, y)
+    assert equal_weights(_weights(other), _weights(fresh))
+
+
+def test_store_holds_at_most_its_bound_dropping_the_oldest(
+    source_weights, digit_images
+):
+    X, y = digit_images.X_target, digit_images.y_target
+    first = _fit(_estimator(source_weights), X, y)
+    size = first.frozen_cache_["nbytes"]
+    sktransfer.set_frozen_store_limit(size + size // 2)  # room for one
+    assert sktransfer.frozen_store_info()["entries"] == 1
+    _fit(_estimator(source_weights), X[:-2], y[:-2])  # smaller, evicts the first
+    info = sktransfer.frozen_store_info()
+    assert info["entries"] == 1
+    assert info["nbytes"] <= info["max_bytes"]
+    assert _fit(_estimator(source_weights), X, y).frozen_cache_["outputs"] == (
+        "computed"
+    )
+    sktransfer.set_frozen_store_limit(size - 1)  # too small for any of them
+    assert sktransfer.frozen_store_info()["entries"] == 0
+    _fit(_estimator(source_weights), X, y)
+    assert sktransfer.frozen_store_info()["entries"] == 0
+
+
+def test_cross_validation_pays_one_stage_pass_per_fold(source_weights, digit_images):
+    X, y = digit_images.X_target, digit_images.y_target
+    clf = _estimator(source_weights)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        first = cross_val_score(clf, X, y, cv=5)
+        again = cross_val_score(clf, X, y, cv=5)
+        info = sktransfer.frozen_store_info()
+        assert (info["misses"], info["hits"]) == (5, 5)
+        np.testing.assert_array_equal(first, again)
+        search = GridSearchCV(clf, {"net__lr": [0.01, 0.02]}, cv=5).fit(X, y)
+    info = sktransfer.frozen_store_info()
+    # The search's 10 fits find their folds stored; the refit on all rows computes.
+    assert (info["misses"], info["hits"]) == (6, 15)
+    assert search.best_estimator_.frozen_cache_["outputs"] == "computed"
+
+
+def test_key_parts_are_content_digests():
+    a = torch.arange(12.0).reshape(3, 4)
+    same = a.clone()
+    assert _store.rows_digest(a.numpy()) == _store.rows_digest(same.numpy())
+    assert _store.rows_digest(a.numpy()) != _store.rows_digest(a.numpy()[::-1])
+    layer, twin = nn.Linear(4, 2), nn.Linear(4, 2)
+    twin.load_state_dict(layer.state_dict())
+    assert _store.weights_digest(layer) == _store.weights_digest(twin)
+    assert _store.structure_digest(layer) == _store.structure_digest(twin)
+    assert _store.structure_digest(layer) != _store.structure_digest(nn.Linear(4, 3))
+    with torch.no_grad():
+        twin.bias[0] += 1
+    assert _store.weights_digest(layer) != _store.weights_digest(twin)
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "1GB"])
+def test_store_limit_must_be_a_non_negative_int(bad):
+    with pytest.raises(ValueError, match=r"max_bytes must be a non-negative int"):
+        sktransfer.set_frozen_store_limit(bad)
