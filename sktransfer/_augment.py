@@ -72,6 +72,18 @@ def check_augment(augment, owner):
         raise TypeError(msg) from exc
 
 
+def check_tta(estimator):
+    """Raise a ValueError when ``tta_views`` asks for views without ``augment``."""
+    views = estimator.tta_views
+    if views and estimator.augment is None:
+        msg = (
+            f"tta_views={views!r} averages predictions over augmented views, but "
+            f"{type(estimator).__name__} has augment=None. Set augment, or "
+            "tta_views=0."
+        )
+        raise ValueError(msg)
+
+
 def check_settings(estimator, X, net):
     """Check the augmentation settings of ``estimator`` against ``X`` and ``net``.
 
@@ -480,13 +492,7 @@ def tta_average(estimator, X, predict):
     views = estimator.tta_views
     if not views:
         return plain
-    if estimator.augment is None:
-        msg = (
-            f"tta_views={views!r} averages predictions over augmented views, but "
-            f"{type(estimator).__name__} has augment=None. Set augment, or "
-            "tta_views=0."
-        )
-        raise ValueError(msg)
+    check_tta(estimator)
     state = _seeded_state(augmentation_seed(estimator.random_state, _TTA_SEED))
     total = plain.astype(np.float64) if isinstance(plain, np.ndarray) else plain
     X = torch.as_tensor(X)

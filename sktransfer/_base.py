@@ -222,6 +222,7 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
         """
         _inputs.refuse_dataset(X, y)
         _augment.check_augment(self.augment, type(self).__name__)
+        _augment.check_tta(self)
         with _unchanged_on_error(self):
             X, y = validate_data(
                 self,
@@ -237,12 +238,20 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
             pretrained = getattr(self, "_pretrained", None)
             _inputs.check_feature_names(self, pretrained)
             if self.l2sp and not self._has_source_weights():
-                msg = (
-                    f"l2sp={self.l2sp!r} pulls the shared weights toward pretrained "
-                    f"ones, but this {type(self).__name__} has none: call "
-                    "fit_source(X, y) first, pass a module instance with trained "
-                    "weights as net, or set l2sp=0 (always with pretrained=False)."
-                )
+                if not self.pretrained:
+                    msg = (
+                        f"l2sp={self.l2sp!r} pulls the shared weights toward the "
+                        "pretrained ones, but pretrained=False starts from fresh "
+                        "weights. Set l2sp=0 with pretrained=False (in a grid "
+                        "search, put them in separate sub-grids)."
+                    )
+                else:
+                    msg = (
+                        f"l2sp={self.l2sp!r} pulls the shared weights toward "
+                        f"pretrained ones, but this {type(self).__name__} has none: "
+                        "call fit_source(X, y) first, pass a module instance with "
+                        "trained weights as net, or set l2sp=0."
+                    )
                 raise ValueError(msg)
             with _seeded(self.random_state, "target"), _frozen.fit_scope():
                 with _inputs.naming_sample_shapes(pretrained, X):
@@ -474,7 +483,8 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
                     raise ValueError(msg)
                 _layers.transfer_weights(module, pretrained.state_dict, skip=head)
             elif not self.pretrained and not isinstance(net.module, type):
-                _layers.reset_all(module)  # a module instance's weights: not used
+                kept = _layers.reset_all(module)  # the instance's weights: unused
+                _layers.warn_not_reset(kept, type(self).__name__)
             _layers.reset_head(module, head)
         resized = _layers.resize_head(module, head, n_outputs)
         hint = (

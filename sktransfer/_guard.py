@@ -20,6 +20,7 @@ block ends, normally or not.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import math
 import signal
@@ -219,6 +220,35 @@ def _continue_from_last_fit(estimator, net):
             if id(param) in later and i not in loss.source:
                 loss.source[i] = param.detach().clone()
     net.module_.load_state_dict(estimator.net_.module_.state_dict())
+    if getattr(estimator, "_partial", None) is not None:
+        _continue_optimizer_and_history(estimator.net_, net)
+
+
+def _continue_optimizer_and_history(previous, net):
+    """``partial_fit``: keep the optimizer's state and the history of the last call.
+
+    As ``MLPClassifier.partial_fit`` keeps its solver's state, so that N calls
+    are one run of N epochs (Adam's moments and step count go on). The
+    learning rate and other settings are this call's. When the parameter
+    groups do not match (another frozen set), the state restarts, with a
+    warning.
+    """
+    options = [
+        {key: value for key, value in group.items() if key != "params"}
+        for group in net.optimizer_.param_groups
+    ]
+    try:
+        net.optimizer_.load_state_dict(previous.optimizer_.state_dict())
+    except ValueError as exc:
+        msg = (
+            f"partial_fit could not continue the optimizer's state ({exc}); it "
+            "restarts for this call."
+        )
+        _warn(msg, UserWarning)
+    else:
+        for group, option in zip(net.optimizer_.param_groups, options, strict=True):
+            group.update(option)
+    net.history_ = copy.deepcopy(previous.history_)
 
 
 def _install_callback(net, name, callback):

@@ -7,6 +7,7 @@ Nothing here trains or knows about estimators; every function takes a module
 from __future__ import annotations
 
 import difflib
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from fnmatch import fnmatchcase
 
@@ -263,12 +264,40 @@ def _prefix_hint(keys, state):
     return ""
 
 
-def reset_all(module: nn.Module) -> None:
-    """Re-initialise every layer of ``module`` that has ``reset_parameters``."""
-    for sub in module.modules():
+def reset_all(module: nn.Module) -> list[str]:
+    """Re-initialise every layer of ``module`` that has ``reset_parameters``.
+
+    Returns
+    -------
+    kept : list of str
+        The parameters and buffers that no ``reset_parameters`` covers (held
+        directly by a module that has none, such as a ViT's ``pos_embed`` or a
+        custom buffer): they keep their values.
+    """
+    kept = []
+    for name, sub in module.named_modules():
         reset = getattr(sub, "reset_parameters", None)
         if callable(reset):
             reset()
+            continue
+        prefix = f"{name}." if name else ""
+        kept += [prefix + n for n, _ in sub.named_parameters(recurse=False)]
+        kept += [prefix + n for n, _ in sub.named_buffers(recurse=False)]
+    return kept
+
+
+def warn_not_reset(kept: Sequence[str], owner: str) -> None:
+    """Warn that ``pretrained=False`` leaves the tensors ``kept`` as they were."""
+    if not kept:
+        return
+    msg = (
+        f"pretrained=False re-initialised the network's layers with their "
+        f"reset_parameters(), but {len(kept)} tensor(s) belong to modules without "
+        f"one and keep the values the module instance came with: "
+        f"{_listing(list(kept))}. To train from scratch, pass the module class "
+        f"(or a factory that builds fresh weights) as net of the {owner}."
+    )
+    warnings.warn(msg, UserWarning, stacklevel=2)
 
 
 def reset_head(module: nn.Module, head: Sequence[str]) -> None:

@@ -63,6 +63,17 @@ def _with_patience(callback, patience):
     return callback
 
 
+def active(estimator):
+    """Whether this fit holds out a validation split for ``early_stopping``.
+
+    Not in ``partial_fit``: one epoch per call, as ``MLPClassifier.partial_fit``
+    ignores ``early_stopping``.
+    """
+    return (
+        bool(estimator.early_stopping) and getattr(estimator, "_partial", None) is None
+    )
+
+
 def net_params(estimator, net, defaults):
     """Return the skorch settings of the fine-tuning net for ``early_stopping``.
 
@@ -78,7 +89,7 @@ def net_params(estimator, net, defaults):
         None or a module).
     """
     patience = int(estimator.n_iter_no_change)
-    if not estimator.early_stopping:
+    if not active(estimator):
         if not defaults:
             return {}
         callbacks = [
@@ -117,7 +128,7 @@ def check_split(estimator, y_enc):
         than there are classes (a stratified split needs one of each), or no
         sample at all.
     """
-    if not estimator.early_stopping:
+    if not active(estimator):
         return
     fraction = float(estimator.validation_fraction)
     n_samples = len(y_enc)

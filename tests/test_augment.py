@@ -332,9 +332,12 @@ def test_cutmix_needs_images_and_tta_needs_augment(digits):
     with pytest.raises(ValueError, match=r"cutmix_alpha=1.0 cuts boxes .* \(64,\)"):
         clf.fit(digits.X_target, digits.y_target)
     clf = TransferClassifier(tiny_classifier_net(), tta_views=2)
-    clf.fit(digits.X_target, digits.y_target)
     with pytest.raises(ValueError, match="tta_views=2 .* augment=None"):
-        clf.predict_proba(digits.X_target)
+        clf.fit(digits.X_target, digits.y_target)  # refused before training
+    # A fitted estimator whose tta_views is set afterwards says so at predict.
+    clf.set_params(tta_views=0).fit(digits.X_target, digits.y_target)
+    with pytest.raises(ValueError, match="tta_views=2 .* augment=None"):
+        clf.set_params(tta_views=2).predict_proba(digits.X_target)
 
 
 @pytest.mark.parametrize(

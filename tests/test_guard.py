@@ -268,7 +268,10 @@ def test_partial_fit_is_one_epoch_from_the_current_weights(digits, starts):
     # Later calls continue, also on batches missing some classes.
     clf.partial_fit(Xt[yt >= 7], yt[yt >= 7])
     assert equal_weights(starts[-1], first_end)
-    assert len(clf.net_.history) == 1
+    # The optimizer's state and the history go on, as in MLPClassifier: Adam
+    # has taken 2 steps (50 samples, batches of 32) and then 1 (30 samples).
+    assert len(clf.net_.history) == 2
+    assert {int(s["step"]) for s in clf.net_.optimizer_.state.values()} == {3}
     assert np.array_equal(clf.classes_, np.unique(yt))
     with pytest.raises(ValueError, match=r"not the same as on the first call"):
         clf.partial_fit(Xt, yt, classes=[5, 6])

@@ -170,3 +170,57 @@ def test_sigmoid_outputs_under_nll_are_named_as_no_distribution(digits):
     net = NeuralNetClassifier(module, max_epochs=1, train_split=None)
     with pytest.raises(ValueError, match=r"not to 1: no distribution"):
         TransferClassifier(net, head=None).fit(digits.X_target, digits.y_target)
+
+
+class _PositionNet(nn.Module):
+    """A network with a top-level parameter and buffer, like a ViT's pos_embed."""
+
+    def __init__(self):
+        super().__init__()
+        self.pos = nn.Parameter(torch.zeros(64))
+        self.register_buffer("mu", torch.zeros(64))
+        self.features = nn.Sequential(nn.Linear(64, 16), nn.ReLU())
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, X):
+        return self.head(self.features(X - self.mu + self.pos))
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # 1 epoch
+def test_pretrained_false_names_the_tensors_it_cannot_reset(digits):
+    module = _PositionNet()
+    with torch.no_grad():
+        module.pos.fill_(7.0)
+        module.mu.fill_(3.0)
+        pretrained_layer = module.features[0].weight.clone()
+    clf = TransferClassifier(module, pretrained=False, max_epochs=1, random_state=0)
+    with pytest.warns(UserWarning, match=r"2 tensor\(s\).*'pos', 'mu'"):
+        clf.fit(digits.X_source, digits.y_source)
+    # The layers with reset_parameters start afresh; the two named ones do not.
+    fitted = clf.net_.module_
+    assert not torch.allclose(fitted.features[0].weight, pretrained_layer, atol=0.05)
+    assert torch.equal(fitted.mu, torch.full((64,), 3.0))
+
+
+def test_l2sp_with_pretrained_false_says_so(digits):
+    clf = TransferClassifier(tiny_classifier_net(), random_state=0)
+    clf.fit_source(digits.X_source, digits.y_source)
+    clf.set_params(pretrained=False, l2sp=1.0)
+    with pytest.raises(ValueError, match=r"pretrained=False starts from fresh"):
+        clf.fit(digits.X_target, digits.y_target)
+
+
+def test_tta_views_without_augment_is_refused_before_training(digits):
+    clf = TransferClassifier(tiny_classifier_net(), tta_views=4)
+    with pytest.raises(ValueError, match=r"tta_views=4 .* augment=None"):
+        clf.fit(digits.X_target, digits.y_target)
+    assert not hasattr(clf, "net_")
+
+
+def test_partial_fit_holds_nothing_out_for_early_stopping(digits):
+    clf = TransferClassifier(tiny_classifier_net(), early_stopping=True)
+    classes = np.unique(digits.y_target)
+    clf.partial_fit(digits.X_target, digits.y_target, classes=classes)
+    epoch = clf.net_.history[-1]
+    assert "valid_loss" not in epoch
+    assert sum(b["train_batch_size"] for b in epoch["batches"]) == 50
