@@ -494,13 +494,15 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
             + ". Name the head's submodules so that they end in the output layer."
         )
         try:
-            shape = _layers.output_shape(
-                module, to_tensor(_dense_rows(X, 1), device=net.device)
-            )
+            with _layers.recording_calls(module, head) as called:
+                shape = _layers.output_shape(
+                    module, to_tensor(_dense_rows(X, 1), device=net.device)
+                )
         except ValueError as exc:
             if not resized:
                 raise
             raise ValueError(f"{exc} {hint}") from exc
+        _layers.check_head_runs(head, called, self.head)
         if shape != (n_outputs,):
             msg = (
                 f"The network's output has shape {shape} per sample, but the "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import contextmanager
 from fnmatch import fnmatchcase
 
 import torch
@@ -474,6 +475,47 @@ def _all_frozen(module, name, layer, frozen, all_params):
         if parent and any(True for _ in module.get_submodule(parent).parameters()):
             params = [p for p in all_params if is_under(p, [parent])]
     return bool(params) and all(p in frozen for p in params)
+
+
+@contextmanager
+def recording_calls(module: nn.Module, names: Sequence[str]):
+    """Record which of the submodules ``names`` run inside the block.
+
+    Yields the set of names whose forward ran; the hooks are removed when the
+    block ends.
+    """
+    called: set[str] = set()
+    handles = [
+        module.get_submodule(name).register_forward_hook(
+            lambda *_, name=name: called.add(name)
+        )
+        for name in names
+    ]
+    try:
+        yield called
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def check_head_runs(head: Sequence[str], called: set, spec: object) -> None:
+    """Raise a ValueError when no head submodule runs in ``forward`` (eval mode).
+
+    A head that ``forward`` does not call would be rebuilt and trained for
+    nothing, while the layer that really makes the output kept its source
+    weights.
+    """
+    idle = [name for name in head if name not in called]
+    # One head part may run only while training (an auxiliary classifier); a
+    # head none of whose parts runs is certainly not the output.
+    if head and len(idle) == len(head):
+        msg = (
+            f"head={spec!r} resolved to {list(head)}, but forward never calls "
+            f"{_listing(idle)}: rebuilding it would leave the layer that makes "
+            "the output with its source weights. Name the submodule(s) that "
+            "forward ends in with head=..."
+        )
+        raise ValueError(msg)
 
 
 def has_lazy(module: nn.Module) -> bool:

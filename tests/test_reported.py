@@ -224,3 +224,23 @@ def test_partial_fit_holds_nothing_out_for_early_stopping(digits):
     epoch = clf.net_.history[-1]
     assert "valid_loss" not in epoch
     assert sum(b["train_batch_size"] for b in epoch["batches"]) == 50
+
+
+class _UnusedLastLinear(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.used = nn.Linear(64, 5)
+        self.unused = nn.Linear(64, 5)  # defined last: head="auto" picks it
+
+    def forward(self, X):
+        return self.used(X)
+
+
+def test_a_head_that_forward_never_calls_is_refused(digits):
+    clf = TransferClassifier(tiny_classifier_net(_UnusedLastLinear), random_state=0)
+    with pytest.raises(ValueError, match=r"forward never calls 'unused'"):
+        clf.fit_source(digits.X_source, digits.y_source)
+    # Naming the layer that makes the output works.
+    clf.set_params(head="used").fit_source(digits.X_source, digits.y_source)
+    assert clf.fit(digits.X_target, digits.y_target).head_ == ("used",)
+    assert not clf.net_.module_.used._forward_hooks
