@@ -41,7 +41,7 @@ from torch.nn.modules.dropout import _DropoutNd
 
 from . import _store, _trust
 from ._common import _dense_rows
-from ._layers import is_held
+from ._layers import is_held, modes_restored
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ class FrozenStage:
         is_sparse = sparse.issparse(X)
         X = X if is_sparse else torch.as_tensor(X)
         n_samples = X.shape[0]
-        with _modes_restored(self.stage), torch.no_grad():
+        with modes_restored(self.stage), torch.no_grad():
             self.stage.eval()
             out = None
             for start in range(0, n_samples, batch_size):
@@ -164,16 +164,6 @@ def cache_device(device, nbytes):
         if nbytes <= free // 2:
             return device
     return torch.device("cpu")
-
-
-@contextmanager
-def _modes_restored(module):
-    modes = [(sub, sub.training) for sub in module.modules()]
-    try:
-        yield
-    finally:
-        for sub, training in modes:
-            sub.training = training
 
 
 def _leaf_problem(name, layer):
@@ -322,7 +312,7 @@ def find_frozen_stage(module: nn.Module, probe: torch.Tensor):
     """
     if module._forward_hooks or module._forward_pre_hooks:
         return None, f"{type(module).__name__} has forward hooks of its own"
-    with _modes_restored(module):
+    with modes_restored(module):
         module.train()  # trace the forward that fine-tuning runs
         try:
             traced = fx.symbolic_trace(module)
@@ -472,7 +462,7 @@ def _probe(module, stage, rest, X):
     """
     buffers = {name: buf.clone() for name, buf in module.named_buffers()}
     try:
-        with _modes_restored(module), torch.no_grad(), torch.random.fork_rng():
+        with modes_restored(module), torch.no_grad(), torch.random.fork_rng():
             module.eval()
             expected = stage(X)
             whole = module(X)

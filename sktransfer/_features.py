@@ -71,10 +71,8 @@ def head_input(module, head, X, *, batch_size, device):
     handles = [
         module.get_submodule(name).register_forward_pre_hook(record) for name in head
     ]
-    modes = {sub: sub.training for sub in module.modules()}
-    module.eval()
     try:
-        with torch.no_grad():
+        with _layers.evaluating(module):
             for start in range(0, len(X), batch_size):
                 batch = to_tensor(X[start : start + batch_size], device=device)
                 try:
@@ -86,8 +84,6 @@ def head_input(module, head, X, *, batch_size, device):
     finally:
         for handle in handles:
             handle.remove()
-        for sub, training in modes.items():
-            sub.train(training)
     if not seen:
         return np.zeros((0, 0), dtype=np.float32)
     return torch.cat(seen).numpy()

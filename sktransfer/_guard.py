@@ -37,6 +37,7 @@ from skorch.callbacks import Callback, EarlyStopping
 from skorch.utils import to_tensor
 
 from ._finetune import L2SPLoss
+from ._layers import evaluating
 from ._progress import reporting, why_stopped
 
 # The name of the non-finite loss check among the net's callbacks while training.
@@ -299,15 +300,8 @@ def _check_finite_outputs(net, probe, what):
     are NaN and every prediction is one class. The network runs once in
     evaluation mode, without gradients; its modes are put back.
     """
-    module = net.module_
-    modes = [(sub, sub.training) for sub in module.modules()]
-    try:
-        module.eval()
-        with torch.no_grad():
-            out = module(to_tensor(probe, device=net.device))
-    finally:
-        for sub, mode in modes:
-            sub.training = mode
+    with evaluating(net.module_) as module:
+        out = module(to_tensor(probe, device=net.device))
     if not isinstance(out, torch.Tensor) or torch.isfinite(out).all():
         return
     bad = int((~torch.isfinite(out)).reshape(len(out), -1).any(dim=1).sum())

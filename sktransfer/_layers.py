@@ -478,6 +478,29 @@ def _all_frozen(module, name, layer, frozen, all_params):
 
 
 @contextmanager
+def modes_restored(module: nn.Module):
+    """Put each submodule of ``module`` back in its mode when the block ends."""
+    modes = [(sub, sub.training) for sub in module.modules()]
+    try:
+        yield
+    finally:
+        for sub, training in modes:
+            sub.training = training
+
+
+@contextmanager
+def evaluating(module: nn.Module):
+    """Run ``module`` in evaluation mode without gradients inside the block.
+
+    The modes of its submodules are put back afterwards, so probing a network
+    changes neither its BatchNorm statistics nor its training state.
+    """
+    with modes_restored(module), torch.no_grad():
+        module.eval()
+        yield module
+
+
+@contextmanager
 def recording_calls(module: nn.Module, names: Sequence[str]):
     """Record which of the submodules ``names`` run inside the block.
 
@@ -560,10 +583,8 @@ def output_shape(module: nn.Module, X: torch.Tensor) -> tuple[int, ...]:
     ValueError
         If the module cannot process a sample of this shape.
     """
-    modes = {sub: sub.training for sub in module.modules()}
-    module.eval()
     try:
-        with torch.no_grad():
+        with evaluating(module):
             out = module(X[:1])
     except RuntimeError as exc:
         msg = (
@@ -572,9 +593,6 @@ def output_shape(module: nn.Module, X: torch.Tensor) -> tuple[int, ...]:
             "fits the data."
         )
         raise ValueError(msg) from exc
-    finally:
-        for sub, training in modes.items():
-            sub.training = training
     if not isinstance(out, torch.Tensor):
         msg = (
             f"{type(module).__name__} returned {type(out).__name__}; the estimators "

@@ -20,6 +20,8 @@ import torch
 from skorch import NeuralNet, NeuralNetClassifier
 from torch import nn
 
+from . import _layers
+
 __all__ = [
     "PROBABILITIES",
     "PREDICT_NONLINEARITY",
@@ -206,14 +208,8 @@ def _argmax_fault(out: torch.Tensor, proba: torch.Tensor) -> bool:
 
 def _probe_outputs(module: nn.Module, X: torch.Tensor) -> torch.Tensor:
     """Return ``module(X)`` computed in eval mode without gradients, no side effects."""
-    modes = {sub: sub.training for sub in module.modules()}
-    module.eval()
-    try:
-        with torch.no_grad():
-            out = module(X)
-    finally:
-        for sub, training in modes.items():
-            sub.training = training
+    with _layers.evaluating(module):
+        out = module(X)
     return out[0] if isinstance(out, tuple) else out
 
 
