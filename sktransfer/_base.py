@@ -21,12 +21,11 @@ from sklearn.base import BaseEstimator, clone
 from sklearn.utils.validation import check_is_fitted, validate_data
 from skorch import NeuralNet
 from skorch.callbacks import EarlyStopping
-from skorch.utils import to_tensor
 from torch import nn
-from torch.utils.data import DataLoader
 
 from . import (
     _augment,
+    _build,
     _cache,
     _defaults,
     _finetune,
@@ -34,7 +33,6 @@ from . import (
     _guard,
     _inputs,
     _layers,
-    _outputs,
     _repr,
     _step,
     _stopping,
@@ -51,7 +49,6 @@ from ._common import (
     _writable,
 )
 from ._compat import Interval, StrOptions, _fit_context
-from ._data import ArrayLoader
 from ._features import TransformMixin
 from ._modules import MLP, n_flat_features
 from ._partial import _PartialFit
@@ -65,27 +62,11 @@ if TYPE_CHECKING:
 # this many bytes, or at most as much as the training set itself if that is more.
 _CACHE_LIMIT = 2**30
 
-# The name of the unfreezing schedule's callback in the fine-tuning net.
-_UNFREEZE_CALLBACK = "sktransfer_unfreeze"
-
-
-def _split_parameters(module, head):
-    """Return the shared parameters of ``module`` and those of its ``head``."""
-    shared, specific = [], []
-    for name, param in module.named_parameters():
-        (specific if _layers.is_under(name, head) else shared).append(param)
-    return shared, specific
-
 
 def _predict_batch_size(net, n_samples):
     """Return the batch size the skorch ``net`` predicts with."""
     size = net.get_params_for("iterator_valid").get("batch_size", net.batch_size)
     return n_samples if size == -1 else size
-
-
-def _is_factory(obj):
-    """Whether ``obj`` is a callable that returns a module (not a class)."""
-    return callable(obj) and not isinstance(obj, (type, nn.Module, NeuralNet))
 
 
 class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
@@ -425,7 +406,11 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
             return clone(net)
         if isinstance(net, nn.Module):
             return cls(copy.deepcopy(net), **self._default_net_params())
-        if isinstance(net, type) and issubclass(net, nn.Module) or _is_factory(net):
+        if (
+            isinstance(net, type)
+            and issubclass(net, nn.Module)
+            or _build.is_factory(net)
+        ):
             return cls(net, **self._default_net_params())
         msg = (
             f"net must be None, a skorch {cls.__name__}, a torch.nn.Module class "
@@ -436,109 +421,8 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
         raise TypeError(msg)
 
     def _build_net(self, X, n_outputs, *, phase):
-        """Build and initialise the skorch net for one phase, ready to train.
-
-        Source phase: the network as given, every parameter trainable, the head
-        resized to the source's outputs. Target phase: shared weights loaded
-        from the pretrained ones, head re-initialised and resized, ``frozen``
-        parameters frozen.
-        """
-        net = _step.lean(self._template())
-        params = {"verbose": int(self.verbose), **_defaults.overrides(self, net)}
-        # The fast data path, unless the template brings its own iterators.
-        for name in ("iterator_train", "iterator_valid"):
-            if getattr(net, name) is DataLoader:
-                params[name] = ArrayLoader
-        if phase == "target":
-            defaults = not isinstance(self.net, NeuralNet)
-            params.update(_stopping.net_params(self, net, defaults))
-        if phase == "source" and self.source_params:
-            params.update(self.source_params)
-        try:
-            net.set_params(**params)
-        except ValueError as exc:
-            msg = f"Invalid source_params {self.source_params!r}: {exc}"
-            raise ValueError(msg) from exc
-        net.set_params(**self._module_sizes(net, X, n_outputs))
-
-        _guard.refuse_compile(net)
-        net.initialize()
-        module = net.module_
-        if _layers.has_lazy(module):  # sized by a first forward, before transfer
-            _layers.materialize(module, to_tensor(X[:1], device=net.device))
-        head = _layers.resolve_head(module, self.head)
-        frozen = _layers.match_parameters(
-            module, _layers.check_patterns(self.frozen, "frozen")
-        )
-        pretrained = getattr(self, "_pretrained", None)
-        if phase == "target":
-            if pretrained is not None and self.pretrained:
-                if not head and pretrained.n_outputs not in (None, n_outputs):
-                    msg = (
-                        f"head=None transfers every weight, but the source task has "
-                        f"{pretrained.n_outputs} outputs and the target task "
-                        f"{n_outputs}. Name the head (head='auto' or a submodule) so "
-                        "that it is rebuilt for the target."
-                    )
-                    raise ValueError(msg)
-                _layers.transfer_weights(module, pretrained.state_dict, skip=head)
-            elif not self.pretrained and not isinstance(net.module, type):
-                kept = _layers.reset_all(module)  # the instance's weights: unused
-                _layers.warn_not_reset(kept, type(self).__name__)
-            _layers.reset_head(module, head)
-        resized = _layers.resize_head(module, head, n_outputs)
-        hint = (
-            f"head={self.head!r} resolved to {list(head)}; sktransfer resizes the "
-            "last nn.Linear layer of the head to the task's outputs"
-            + (f" (here {resized!r})" if resized else "")
-            + ". Name the head's submodules so that they end in the output layer."
-        )
-        try:
-            with _layers.recording_calls(module, head) as called:
-                shape = _layers.output_shape(
-                    module, to_tensor(_dense_rows(X, 1), device=net.device)
-                )
-        except ValueError as exc:
-            if not resized:
-                raise
-            raise ValueError(f"{exc} {hint}") from exc
-        _layers.check_head_runs(head, called, self.head)
-        if shape != (n_outputs,):
-            msg = (
-                f"The network's output has shape {shape} per sample, but the "
-                f"{phase} task needs ({n_outputs},). {hint}"
-            )
-            raise ValueError(msg)
-        _outputs.check_probe(
-            net,
-            to_tensor(_dense_rows(X, 8), device=net.device),
-            multilabel=getattr(self, "_multilabel_y", False),
-        )
-        if phase == "source":
-            net.initialize_optimizer()
-            return net, None
-        self._freeze(net, frozen, head)
-        schedule = _finetune.check_schedule(self.unfreeze, module)
-        if schedule:
-            callback = _finetune.Unfreeze(schedule, module).initialize()
-            net.callbacks_.append((_UNFREEZE_CALLBACK, callback))
-        shared, specific = _split_parameters(module, head)
-        _finetune.initialize_scaled_optimizer(
-            net, shared, self.shared_lr_scale, decay=self.layer_decay, head=head
-        )
-        return net, (shared, specific)
-
-    def _freeze(self, net, frozen, head):
-        """Freeze ``net.module_`` for this fit only (see ``_frozen``)."""
-        _frozen.freeze_for_fit(
-            net,
-            frozen,
-            head,
-            self.frozen,
-            hold_norm=self.freeze_bn_stats,
-            callbacks=(_UNFREEZE_CALLBACK,),
-            stacklevel=5,  # _freeze, _build_net, fit, _fit_context: the caller
-        )
+        """Build and initialise the skorch net for one phase (see ``_build``)."""
+        return _build.build_net(self, X, n_outputs, phase=phase)
 
     def _frozen_stage(self, net, X):
         """Split off the frozen leading stage of ``net.module_`` if it is cached.
@@ -546,7 +430,7 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
         Returns the split (None: fine-tune the whole network) and the report
         kept as ``frozen_cache_``.
         """
-        unfreeze = dict(net.callbacks_).get(_UNFREEZE_CALLBACK)
+        unfreeze = dict(net.callbacks_).get(_build.UNFREEZE_CALLBACK)
         schedule = () if unfreeze is None else unfreeze.schedule
         later = {name: epoch for epoch, names in schedule for name in names}
 
@@ -573,7 +457,7 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
         Filled for a module class whose constructor takes them, unless the
         template sets them already.
         """
-        if not (isinstance(net.module, type) or _is_factory(net.module)):
+        if not (isinstance(net.module, type) or _build.is_factory(net.module)):
             return {}
         try:
             accepted = inspect.signature(net.module).parameters

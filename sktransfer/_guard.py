@@ -195,9 +195,9 @@ def _check_continuation(estimator, net, sample_shape, fitted):
 
 
 def _unfrozen_later(net):
-    from ._base import _UNFREEZE_CALLBACK
+    from ._build import UNFREEZE_CALLBACK
 
-    unfreeze = dict(net.callbacks_).get(_UNFREEZE_CALLBACK)
+    unfreeze = dict(net.callbacks_).get(UNFREEZE_CALLBACK)
     if unfreeze is None:
         return set()
     return {name for _, names in unfreeze.schedule for name in names}
