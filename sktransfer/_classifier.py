@@ -372,7 +372,7 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
     keep its default ``iterator_train``) and the criterion must have torch's
     ``reduction`` attribute. Integer weights are close to, but not exactly,
     repeating samples: repeated samples change the mini-batches. A validation
-    split's loss is unweighted.
+    split of the weighted rows (``early_stopping``) has its loss weighted too.
 
     Frozen-stage caching traces ``forward`` with :mod:`torch.fx` and cuts the
     graph after the last node that is computed from the input by frozen layers

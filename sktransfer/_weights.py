@@ -9,15 +9,21 @@ of the targets; no per-sample Python work. :class:`WeightedLoss`, the net's
 ``get_loss`` for the fit, asks the criterion for per-sample losses
 (``reduction="none"`` for the call) and reduces them as scikit-learn's
 ``MLPClassifier`` and ``MLPRegressor`` do: the weighted mean of each batch,
-``sum(w * loss) / sum(w)``. Both are installed for one fit only
+``sum(w * loss) / sum(w)``; :class:`WeightedValidLoss` weighs the loss of a
+validation split of the same rows likewise. All are installed for one fit only
 (:func:`sktransfer._frozen.on_exit`).
 """
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from sklearn.utils.class_weight import compute_sample_weight
+from skorch.callbacks import Callback
+from skorch.dataset import unpack_data
+from torch.utils.data import Subset
 
 from . import _frozen
 from ._compat import _check_sample_weight
@@ -25,6 +31,9 @@ from ._data import ArrayLoader, WeightedTarget
 
 # The net parameter through which the weights reach the training iterator.
 _ITERATOR_PARAM = "iterator_train__sample_weight"
+
+# The name of the weighted validation loss's callback in the fine-tuning net.
+_VALID_CALLBACK = "sktransfer_weighted_valid_loss"
 
 
 def sample_weights(sample_weight, X, *, class_weight=None, y=None):
@@ -151,8 +160,9 @@ def install(net, weights):
     """Train ``net`` on ``weights`` until the current fit ends; None does nothing.
 
     The weights are one per row of the data given to ``partial_fit``; with a
-    ``ValidSplit``, the training rows keep theirs and the validation loss is
-    unweighted.
+    validation split of those rows (``early_stopping``, or a template's
+    ``ValidSplit``), the training rows keep theirs and the validation loss is
+    weighted by the validation rows' (:class:`WeightedValidLoss`).
     """
     if weights is None:
         return
@@ -162,6 +172,115 @@ def install(net, weights):
     setattr(net, _ITERATOR_PARAM, weights)
     _frozen.on_exit(_remove_weights, net)
     _frozen.wrap_get_loss(net, WeightedLoss(net))
+    _install_valid_loss(net, weights)
+
+
+def _install_valid_loss(net, weights):
+    """Put :class:`WeightedValidLoss` right after skorch's default callbacks."""
+    defaults = {name for name, _ in net.get_default_callbacks()} - {"print_log"}
+    names = [name for name, _ in net.callbacks_]
+    position = max((i + 1 for i, n in enumerate(names) if n in defaults), default=0)
+    callback = WeightedValidLoss(weights).initialize()
+    net.callbacks_.insert(position, (_VALID_CALLBACK, callback))
+    _frozen.on_exit(_remove_callback, net, callback)
+
+
+def _remove_callback(net, callback):
+    net.callbacks_ = [item for item in net.callbacks_ if item[1] is not callback]
+
+
+class WeightedValidLoss(Callback):
+    """Replace each epoch's ``valid_loss`` by its mean weighted by ``sample_weight``.
+
+    skorch records the validation loss as the mean of the per-sample losses of
+    the validation rows; with ``sample_weight`` the training loss is weighted
+    (:class:`WeightedLoss`), and so is the loss that chooses the epoch here:
+    ``sum(w * l) / sum(w)`` over the validation rows (a criterion with
+    ``reduction="sum"`` gives each batch's ``sum(w * l)``, averaged over the
+    batches as skorch does), computed from the predictions skorch hands to
+    ``on_batch_end``, with no second forward pass. It runs right after
+    skorch's default callbacks, so that every later callback
+    (``early_stopping``'s, a user's ``EarlyStopping`` or ``LRScheduler`` on
+    ``valid_loss``) and the printed table see the weighted value; the
+    per-batch records and ``valid_acc`` stay unweighted.
+
+    The validation rows must be a ``Subset`` of the weighted rows (skorch's
+    ``ValidSplit``, which ``early_stopping`` uses), read in order; for a
+    validation set given separately (``predefined_split``) there are no
+    weights and nothing changes. Installed by ``fit`` for one fit only.
+
+    Parameters
+    ----------
+    weights : ndarray of shape (n_samples,), float32
+        One weight per row of the data given to the net's ``partial_fit``.
+    """
+
+    # Reads predictions and targets only: no module, no mode, no data path.
+    _sktransfer_cache_safe = True
+    _sktransfer_step_safe = True
+
+    def __init__(self, weights):
+        self.weights = weights
+
+    def on_epoch_begin(self, net, dataset_valid=None, **kwargs):
+        self.valid_weights_ = None
+        self.batches_ = []
+        self.offset_ = 0
+        if not isinstance(dataset_valid, Subset) or isinstance(
+            dataset_valid.dataset, Subset
+        ):
+            return
+        if len(dataset_valid.dataset) != len(self.weights):
+            return
+        if net.get_params_for("iterator_valid").get("shuffle", False):
+            msg = (
+                "iterator_valid__shuffle=True reads the validation rows in an "
+                "order the sample weights cannot follow; the validation loss is "
+                "unweighted. Leave iterator_valid__shuffle at False."
+            )
+            warnings.warn(msg, UserWarning, stacklevel=2)
+            return
+        indices = np.asarray(dataset_valid.indices)
+        self.valid_weights_ = torch.as_tensor(self.weights[indices])
+
+    def on_batch_end(self, net, batch, training, y_pred=None, **kwargs):
+        if training or self.valid_weights_ is None or y_pred is None:
+            return
+        Xi, yi = unpack_data(batch)
+        n = len(yi)
+        weights = self.valid_weights_[self.offset_ : self.offset_ + n]
+        self.offset_ += n
+        criterion = net.criterion_
+        reduction = criterion.reduction
+        criterion.reduction = "none"
+        try:
+            with torch.no_grad():
+                loss = net.get_loss(y_pred, yi, X=Xi, training=False)
+        finally:
+            criterion.reduction = reduction
+        per_sample = loss.detach().reshape(n, -1).mean(dim=1).double().cpu()
+        weights = weights.double()
+        self.batches_.append(
+            (float((weights * per_sample).sum()), float(weights.sum()), n)
+        )
+
+    def on_epoch_end(self, net, **kwargs):
+        if not getattr(self, "batches_", None):
+            return
+        total, weight, sizes = (
+            np.array(column) for column in zip(*self.batches_, strict=True)
+        )
+        if net.criterion_.reduction == "sum":
+            value = float(np.average(total, weights=sizes))
+        elif weight.sum() > 0:
+            value = float(total.sum() / weight.sum())
+        else:
+            return  # every validation row weighs 0: skorch's unweighted loss stays
+        history = net.history
+        history.record("valid_loss", value)
+        earlier = [row["valid_loss"] for row in history[:-1] if "valid_loss" in row]
+        if "valid_loss_best" in history[-1]:
+            history.record("valid_loss_best", not earlier or value < min(earlier))
 
 
 def _remove_weights(net):

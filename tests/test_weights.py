@@ -333,3 +333,60 @@ def test_mixup_with_sample_weights_is_the_weighted_mean_of_mixed_losses(mixed_in
     expected = (w * per_sample).sum() / w.sum()
     torch.testing.assert_close(loss, expected)
     assert "get_loss" not in vars(net)
+
+
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_validation_loss_is_the_hand_computed_weighted_mean(digits, early_stopping):
+    # The loss that chooses the epoch weighs the validation rows as the
+    # training loss weighs the training rows: sum(w * l) / sum(w).
+    from skorch.dataset import ValidSplit
+
+    X, y = digits.X_source[:300], digits.y_source[:300]
+    w = np.random.RandomState(0).uniform(0, 3, len(y)).astype(np.float32)
+    w[::4] = 0.0
+    if early_stopping:
+        net = _net(max_epochs=1)
+        clf = TransferClassifier(
+            net, early_stopping=True, validation_fraction=0.2, random_state=0
+        )
+        split = ValidSplit(0.2, stratified=True, random_state=0)
+    else:
+        split = ValidSplit(0.2, stratified=True, random_state=3)
+        clf = TransferClassifier(_net(max_epochs=1, train_split=split), random_state=0)
+    clf.fit(X, y, sample_weight=w)
+    _, valid = split(np.arange(len(y)), y)
+    rows = np.asarray(valid.indices)
+    module = clf.net_.module_.eval()
+    with torch.no_grad():
+        logits = module(torch.as_tensor(X[rows], dtype=torch.float32))
+    per_sample = nn.functional.cross_entropy(
+        logits, torch.as_tensor(clf._encode_y(y)[0][rows]), reduction="none"
+    ).double()
+    weights = torch.as_tensor(w[rows], dtype=torch.float64)
+    expected = float((weights * per_sample).sum() / weights.sum())
+    unweighted = float(per_sample.mean())
+    recorded = clf.net_.history[-1, "valid_loss"]
+    assert recorded == pytest.approx(expected, rel=1e-5)
+    assert recorded != pytest.approx(unweighted, rel=1e-3)
+    # Installed for the fit only.
+    assert _weights._VALID_CALLBACK not in dict(clf.net_.callbacks_)
+
+
+def test_weighted_validation_loss_chooses_the_epoch(digits):
+    # Rows weighted 0 do not count: validation rows of one class weighted 0 and
+    # the rest 1 give the validation loss of the rest, epoch by epoch.
+    X, y = digits.X_source[:300], digits.y_source[:300]
+    w = np.where(y == 3, 0.0, 1.0).astype(np.float32)
+    clf = TransferClassifier(
+        _net(max_epochs=4, lr=0.5),
+        early_stopping=True,
+        validation_fraction=0.2,
+        n_iter_no_change=2,
+        random_state=0,
+    ).fit(X, y, sample_weight=w)
+    losses = clf.net_.history[:, "valid_loss"]
+    best = clf.net_.history[:, "valid_loss_best"]
+    running = np.minimum.accumulate(losses)
+    assert best == [
+        bool(i == 0 or loss < running[i - 1]) for i, loss in enumerate(losses)
+    ]
