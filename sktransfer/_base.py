@@ -35,6 +35,7 @@ from . import (
     _inputs,
     _layers,
     _outputs,
+    _predstore,
     _repr,
     _step,
     _stopping,
@@ -293,6 +294,7 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
                 setattr(self, name, value)
             self._sample_shape = tuple(X.shape[1:])
             self.frozen_cache_ = cache
+            self._predict_stage = _predstore.record(split, cache, net)
             self.head_ = _layers.resolve_head(net.module_, self.head)
             self.net_ = net
         return self
