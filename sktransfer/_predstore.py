@@ -16,7 +16,9 @@ the same size, and the rest runs on them batch by batch as the whole module
 would. The store is consulted only when all of this is proven at the call:
 
 - ``fit`` cached the stage (its proof: :func:`sktransfer._cache.plan`), and
-  the key cost less to compute than the stage's pass over the training rows;
+  the key did not cost more than the stage's pass over the training rows
+  (when that pass took over 50 ms, fit's timing of both decides: a stage
+  cheaper than hashing its input is never worth a lookup);
 - ``net_.module_`` is the object ``fit`` split, with the same ``forward``, no
   forward hooks of its own and none registered globally, and each layer and
   tensor the stage and the rest run is still the module's own (a replaced
@@ -40,6 +42,11 @@ from contextlib import contextmanager
 from torch.nn.modules import module as _torch_module
 
 from . import _cache, _step, _store, _trust
+from ._layers import modes_restored
+
+# The stage's pass over the training rows must take this long (seconds) for
+# fit's timing of it against the key's to count: shorter ones are timer noise.
+_TIMED = 0.05
 
 
 class _Dropped:
@@ -131,7 +138,7 @@ def record(split, report, net):
         return None
     digest = report.get("digest_seconds")
     compute = report.get("compute_seconds")
-    if digest is not None and compute and digest > compute:
+    if digest is not None and compute and compute > _TIMED and digest > compute:
         report["predict_reason"] = (
             f"the store's key cost more than the stage's pass at fit ({digest:.3g} "
             f"s against {compute:.3g} s)"
@@ -175,8 +182,22 @@ def _why_not(estimator, net, X):
     return None
 
 
+def _head_problem(split, head):
+    """Why ``transform`` cannot read the head's input in the rest, or None."""
+    if not head:
+        return "head=None: no head input to read"
+    layers = {n.target for n in split.rest.graph.nodes if n.op == "call_module"}
+    missing = [name for name in head if name not in layers]
+    if missing:
+        return (
+            f"the head's submodule {missing[0]!r} is not one layer the rest runs, "
+            "so its input cannot be read there"
+        )
+    return None
+
+
 @contextmanager
-def rows(estimator, X):
+def rows(estimator, X, *, head=None):
     """Yield what the fitted net predicts from: ``X``, or its frozen stage's outputs.
 
     Parameters
@@ -185,6 +206,12 @@ def rows(estimator, X):
         A fitted estimator.
     X : ndarray or sparse matrix of shape (n_samples, ...)
         Validated samples.
+    head : sequence of str, default=None
+        For ``transform``: the head's submodule names, whose input is read
+        by pre-hooks (:func:`sktransfer._features.head_input`). Each must be a
+        layer the rest runs; the modes of the module's layers are then put
+        back afterwards, as the plain path does, instead of left in
+        evaluation mode.
 
     Yields
     ------
@@ -200,6 +227,8 @@ def rows(estimator, X):
     net = estimator.net_
     report = getattr(estimator, "frozen_cache_", None)
     why = _why_not(estimator, net, X)
+    if why is None and head is not None:
+        why = _head_problem(estimator._predict_stage.split, head)
     if why is not None:
         if report is not None:
             report.update(predict_outputs=None, predict_reason=why)
@@ -217,8 +246,12 @@ def rows(estimator, X):
     )
     report.update(predict_outputs=seen["outputs"], predict_reason=None)
     module = net.module_
+    if head is not None:
+        with modes_restored(module), split.training_rest(net):
+            yield Z
+        return
     try:
         with split.training_rest(net):
             yield Z
     finally:
-        module.eval()
+        module.eval()  # skorch's predict leaves the whole module so
