@@ -300,7 +300,15 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         weights, stage and rows (see :func:`sktransfer.frozen_store_info`), or
         None when not cached. A cached fit adds ``"digest_seconds"`` (the time
         spent recognising the outputs), ``"compute_seconds"`` (the stage's
-        pass, 0 when reused) and ``"store"`` (the store's report).
+        pass, 0 when reused) and ``"store"`` (the store's report). The last
+        prediction (``predict``, ``score``, ``transform``, ...) sets
+        ``"predict_outputs"``: ``"reused"`` when the frozen stage's outputs
+        for its rows came from the store, ``"computed"`` when the stage ran
+        on them and stored them, None when the whole network ran (the plain
+        path), and ``"predict_reason"``, why the plain path. Only a cached
+        stage is served, and only while ``net_.module_`` is the module fit
+        split (same layers, no module hooks) and the rows' outputs fit the
+        store's bound; changed weights change the key.
     source_weights_ : dict of str to torch.Tensor
         The pretrained ``state_dict``; set by :meth:`fit_source`.
     source_history_ : list of dict
