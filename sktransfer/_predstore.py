@@ -15,7 +15,9 @@ mode (as skorch runs the whole module when predicting) on the same batches of
 the same size, and the rest runs on them batch by batch as the whole module
 would. The store is consulted only when all of this is proven at the call:
 
-- ``fit`` cached the stage (its proof: :func:`sktransfer._cache.plan`), and
+- ``fit`` cached the stage (its proof: :func:`sktransfer._cache.plan`), the
+  split and the whole module give bit-identical outputs on a few training
+  samples in evaluation mode (``fit`` traced the training-mode ``forward``), and
   the key did not cost more than the stage's pass over the training rows
   (when that pass took over 50 ms, fit's timing of both decides: a stage
   cheaper than hashing its input is never worth a lookup);
@@ -39,10 +41,12 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
+import torch
+from skorch.utils import to_tensor
 from torch.nn.modules import module as _torch_module
 
 from . import _cache, _step, _store, _trust
-from ._layers import modes_restored
+from ._layers import evaluating, modes_restored
 
 # The stage's pass over the training rows must take this long (seconds) for
 # fit's timing of it against the key's to count: shorter ones are timer noise.
@@ -113,7 +117,25 @@ def _resolve(root, target):
     return obj
 
 
-def record(split, report, net):
+def _eval_problem(split, module, probe, device):
+    """Why the split may differ from ``module`` in evaluation mode, or None.
+
+    ``fit`` traced the network in training mode; a ``forward`` that branches on
+    ``self.training`` would make the split another network when predicting.
+    Both run on ``probe`` in evaluation mode and must agree bit for bit.
+    """
+    with evaluating(module):
+        X = to_tensor(probe, device=device)
+        same = torch.equal(split.rest(split.stage(X)), module(X))
+    if not same:
+        return (
+            "the split network's outputs differ from the module's in evaluation "
+            "mode (a forward that depends on self.training?)"
+        )
+    return None
+
+
+def record(split, report, net, probe):
     """Return what prediction keeps of ``fit``'s frozen stage; fill ``report``.
 
     Parameters
@@ -125,6 +147,9 @@ def record(split, report, net):
         (None until a prediction).
     net : skorch.NeuralNet
         The fitted net.
+    probe : ndarray of shape (n_probe, ...)
+        A few training samples, on which the split and the module must agree
+        bit for bit in evaluation mode.
 
     Returns
     -------
@@ -143,6 +168,10 @@ def record(split, report, net):
             f"the store's key cost more than the stage's pass at fit ({digest:.3g} "
             f"s against {compute:.3g} s)"
         )
+        return None
+    why = _eval_problem(split, net.module_, probe, net.device)
+    if why is not None:
+        report["predict_reason"] = why
         return None
     return PredictStage(split, net.module_)
 

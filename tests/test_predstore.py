@@ -25,6 +25,16 @@ class DropoutHeadNet(ConvNet):
         )
 
 
+class EvalBranchNet(ConvNet):
+    """ConvNet whose forward scales the features by a hair in evaluation mode only."""
+
+    def forward(self, X):
+        features = self.features(X)
+        if not self.training:  # traced in training mode: the split lacks it
+            features = features * (1 + 2**-20)
+        return self.head(features)
+
+
 class Flip:
     """A deterministic augmentation: mirrors each image left to right."""
 
@@ -269,3 +279,17 @@ def test_regressor_and_transform_take_the_stage_from_the_store():
     assert equal_weights(clone.net_.module_.state_dict(), module.state_dict())
     np.testing.assert_array_equal(clone.predict(X[100:]), expected)
     assert _outputs(clone) == "reused"  # another fit's outputs for the same rows
+
+
+def test_a_forward_that_depends_on_training_mode_is_not_split_at_predict(
+    source_weights, digit_images
+):
+    clf = _fitted(source_weights, digit_images, EvalBranchNet)
+    assert clf.frozen_cache_["cached"]  # fit trains through the split, as traced
+    assert clf._predict_stage is None
+    assert "self.training" in clf.frozen_cache_["predict_reason"]
+    X = digit_images.X_test[:100]
+    np.testing.assert_array_equal(
+        clf.decision_function(X), _by_hand(clf.net_.module_, X)
+    )
+    assert _outputs(clf) is None
