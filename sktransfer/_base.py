@@ -33,6 +33,7 @@ from . import (
     _guard,
     _inputs,
     _layers,
+    _predstore,
     _repr,
     _step,
     _stopping,
@@ -274,6 +275,9 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
                 setattr(self, name, value)
             self._sample_shape = tuple(X.shape[1:])
             self.frozen_cache_ = cache
+            self._predict_stage = _predstore.record(
+                split, cache, net, _dense_rows(X, 8)
+            )
             self.head_ = _layers.resolve_head(net.module_, self.head)
             self.net_ = net
         return self

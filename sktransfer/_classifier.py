@@ -13,7 +13,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 from skorch import NeuralNetClassifier
 from torch import nn
 
-from . import _augment, _outputs, _weights
+from . import _augment, _outputs, _predstore, _weights
 from ._base import _BaseTransfer
 from ._compat import StrOptions
 from ._partial import encode_partial_classes
@@ -300,7 +300,15 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         weights, stage and rows (see :func:`sktransfer.frozen_store_info`), or
         None when not cached. A cached fit adds ``"digest_seconds"`` (the time
         spent recognising the outputs), ``"compute_seconds"`` (the stage's
-        pass, 0 when reused) and ``"store"`` (the store's report).
+        pass, 0 when reused) and ``"store"`` (the store's report). The last
+        prediction (``predict``, ``score``, ``transform``, ...) sets
+        ``"predict_outputs"``: ``"reused"`` when the frozen stage's outputs
+        for its rows came from the store, ``"computed"`` when the stage ran
+        on them and stored them, None when the whole network ran (the plain
+        path), and ``"predict_reason"``, why the plain path. Only a cached
+        stage is served, and only while ``net_.module_`` is the module fit
+        split (same layers, no module hooks) and the rows' outputs fit the
+        store's bound; changed weights change the key.
     source_weights_ : dict of str to torch.Tensor
         The pretrained ``state_dict``; set by :meth:`fit_source`.
     source_history_ : list of dict
@@ -600,7 +608,8 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
 
     def _raw_outputs(self, X):
         """Return the network's raw outputs for validated ``X`` as a CPU tensor."""
-        out = self.net_.forward(X, training=False)
+        with _predstore.rows(self, X) as rows:
+            out = self.net_.forward(rows, training=False)
         return out[0] if isinstance(out, tuple) else out
 
     def decision_function(self, X: ArrayLike) -> np.ndarray:

@@ -18,7 +18,7 @@ from sklearn.utils import TransformerTags
 from sklearn.utils.validation import check_is_fitted, validate_data
 from skorch.utils import to_tensor
 
-from . import _layers
+from . import _layers, _predstore
 from ._common import _CHECK_X, _seeded, _writable
 
 if TYPE_CHECKING:
@@ -130,13 +130,14 @@ class TransformMixin:
         X = self._validate_X(X)
         net = self.net_
         head = _layers.resolve_head(net.module_, self.head)
-        return head_input(
-            net.module_,
-            head,
-            X,
-            batch_size=_batch_size(net, len(X)),
-            device=net.device,
-        )
+        with _predstore.rows(self, X, head=tuple(head)) as rows:
+            return head_input(
+                net.module_,  # the rest, when rows are its frozen stage's outputs
+                head,
+                rows,
+                batch_size=_batch_size(net, len(X)),
+                device=net.device,
+            )
 
     def fit_transform(self, X: ArrayLike, y: ArrayLike) -> np.ndarray:
         """Fine-tune on ``X, y`` (:meth:`fit`), then return :meth:`transform` of ``X``.

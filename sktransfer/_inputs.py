@@ -18,7 +18,13 @@ from torch.utils.data import Dataset
 from ._compat import _get_feature_names
 
 # Private fitted attributes of ``fit`` (the public ones end in "_").
-_PRIVATE_FITTED = ("_sample_shape", "_y_ndim", "_y_mean", "_y_scale")
+_PRIVATE_FITTED = (
+    "_sample_shape",
+    "_y_ndim",
+    "_y_mean",
+    "_y_scale",
+    "_predict_stage",
+)
 
 
 def source_feature_names(X):

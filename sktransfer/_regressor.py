@@ -11,7 +11,7 @@ from skorch import NeuralNetRegressor
 from torch import nn
 from torch.utils.data import Dataset
 
-from . import _augment, _targets
+from . import _augment, _predstore, _targets
 from ._base import _BaseTransfer
 
 if TYPE_CHECKING:
@@ -243,7 +243,15 @@ class TransferRegressor(RegressorMixin, _BaseTransfer):
         weights, stage and rows (see :func:`sktransfer.frozen_store_info`), or
         None when not cached. A cached fit adds ``"digest_seconds"`` (the time
         spent recognising the outputs), ``"compute_seconds"`` (the stage's
-        pass, 0 when reused) and ``"store"`` (the store's report).
+        pass, 0 when reused) and ``"store"`` (the store's report). The last
+        prediction (``predict``, ``score``, ``transform``, ...) sets
+        ``"predict_outputs"``: ``"reused"`` when the frozen stage's outputs
+        for its rows came from the store, ``"computed"`` when the stage ran
+        on them and stored them, None when the whole network ran (the plain
+        path), and ``"predict_reason"``, why the plain path. Only a cached
+        stage is served, and only while ``net_.module_`` is the module fit
+        split (same layers, no module hooks) and the rows' outputs fit the
+        store's bound; changed weights change the key.
     source_feature_names_in_ : ndarray or None
         Column names seen by :meth:`fit_source` (None without names); set by
         :meth:`fit_source`. :meth:`fit` refuses other columns or another order.
@@ -419,7 +427,8 @@ class TransferRegressor(RegressorMixin, _BaseTransfer):
 
         On the targets' own scale (``normalize_y`` undone).
         """
-        y = np.asarray(self.net_.predict(X), dtype=np.float64)
+        with _predstore.rows(self, X) as rows:
+            y = np.asarray(self.net_.predict(rows), dtype=np.float64)
         return _targets.restore(
             y, getattr(self, "_y_mean", 0.0), getattr(self, "_y_scale", 1.0)
         )
