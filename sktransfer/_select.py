@@ -45,14 +45,19 @@ class _AtMostKFold(StratifiedKFold):
     every class has fewer samples than folds).
     """
 
-    def split(self, X, y, groups=None):
-        """Yield the stratified folds, at most one per sample of the largest class."""
+    def _folds(self, y):
+        """Return the stratified k-fold used on labels ``y``."""
         counts = np.unique(np.asarray(y), return_counts=True)[1]
         k = int(min(self.n_splits, max(2, counts.max())))
-        splitter = StratifiedKFold(
-            k, shuffle=self.shuffle, random_state=self.random_state
-        )
-        return splitter.split(X, y, groups)
+        return StratifiedKFold(k, shuffle=self.shuffle, random_state=self.random_state)
+
+    def split(self, X, y, groups=None):
+        """Yield the stratified folds, at most one per sample of the largest class."""
+        return self._folds(y).split(X, y, groups)
+
+    def get_n_splits(self, X=None, y=None, groups=None):
+        """Return the number of folds ``split`` makes on ``y``."""
+        return self.n_splits if y is None else self._folds(y).n_splits
 
 
 # What scratch resets: nothing frozen and no fine-tuning method (compare_transfer's
@@ -260,7 +265,9 @@ def make_transfer_search(
         An int is the number of folds of a shuffled
         :class:`~sklearn.model_selection.StratifiedKFold` (classifier) or
         :class:`~sklearn.model_selection.KFold` (regressor), seeded by
-        ``random_state``. Pass e.g.
+        ``random_state``; for a classifier it is at most the sample count of
+        the largest class (at least 2), so ``cv=5`` also works with 2 labels
+        per class. Pass e.g.
         ``RepeatedStratifiedKFold(n_splits=5, n_repeats=3)`` to average over
         more splits, at proportionally more fits.
     n_jobs : int, default=None
@@ -328,7 +335,7 @@ def make_transfer_search(
         else:
             scoring = "neg_log_loss" if hasattr(transfer, "predict_proba") else None
     if isinstance(cv, numbers.Integral):
-        splitter = StratifiedKFold if classifier else KFold
+        splitter = _AtMostKFold if classifier else KFold
         cv = splitter(n_splits=int(cv), shuffle=True, random_state=random_state)
     pipeline = Pipeline(
         [("features", "passthrough"), ("scaler", "passthrough"), ("model", transfer)]

@@ -158,3 +158,21 @@ def test_transfer_search_refuses_bad_frozen_lists(pretrained):
         make_transfer_search(pretrained, frozen="features.*")
     with pytest.raises(ValueError, match=r"non-empty list.*got \[\]"):
         make_transfer_search(pretrained, frozen=[])
+
+
+def test_transfer_search_uses_fewer_folds_when_classes_are_smaller(pretrained, digits):
+    take = np.concatenate(
+        [np.flatnonzero(digits.y_target == c)[:2] for c in range(5, 10)]
+    )
+    X, y = digits.X_target[take], digits.y_target[take]
+    search = make_transfer_search(pretrained, scratch=False, cv=5, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        search.fit(X, y)
+    assert search.n_splits_ == 2
+    expected = StratifiedKFold(2, shuffle=True, random_state=0).split(X, y)
+    for (train, test), (train_, test_) in zip(
+        search.cv.split(X, y), expected, strict=True
+    ):
+        np.testing.assert_array_equal(train, train_)
+        np.testing.assert_array_equal(test, test_)
