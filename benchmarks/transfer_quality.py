@@ -229,6 +229,9 @@ def run(tasks, seeds, epochs, source_epochs, budgets=None, quick=False):
                 base.fit_source(Xs, ys)
                 for name, model in _methods(base, epochs, seed).items():
                     model.fit(Xt[train], yt[train])
+                    # A search's own score is its scoring (log-loss); the chosen
+                    # model's score is accuracy or R², as for every column.
+                    model = getattr(model, "best_estimator_", model)
                     scores[name].append(model.score(Xt[test], yt[test]))
             results[task, budget] = scores
     return results
