@@ -283,6 +283,9 @@ def make_transfer_search(
         Unfitted. After ``fit(X, y)``, ``best_estimator_`` is the refitted
         pipeline (``best_estimator_[-1]`` the chosen model),
         ``best_params_`` names it, and ``cv_results_`` holds every score.
+        As for any ``GridSearchCV``, ``search.score(X, y)`` is ``scoring``
+        (the log-loss by default); ``search.best_estimator_.score(X, y)`` is
+        the chosen model's accuracy or R².
 
     Raises
     ------
