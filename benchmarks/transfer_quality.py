@@ -43,10 +43,14 @@ import warnings
 
 import numpy as np
 import torch
-from sklearn.base import clone
+from sklearn.base import clone, is_classifier
 from sklearn.datasets import load_digits, make_classification
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import (
+    RepeatedKFold,
+    RepeatedStratifiedKFold,
+    StratifiedKFold,
+)
 from skorch import NeuralNetClassifier, NeuralNetRegressor
 from torch import nn
 
@@ -186,7 +190,11 @@ def _draw(rng, y, budget, regression):
     )
 
 
-def _methods(base, epochs, seed):
+def _methods(base, epochs, seed, cv_repeats=1):
+    cv = 5
+    if cv_repeats > 1:
+        repeated = RepeatedStratifiedKFold if is_classifier(base) else RepeatedKFold
+        cv = repeated(n_splits=5, n_repeats=cv_repeats, random_state=seed)
     return {
         "scratch": clone(base).set_params(pretrained=False),
         "full fine-tuning": clone(base).set_params(pretrained=True),
@@ -201,12 +209,12 @@ def _methods(base, epochs, seed):
             unfreeze=((max(2, epochs // 2), "features.*"),),
         ),
         "GridSearchCV": make_transfer_search(
-            base, frozen=[(), "features.*"], cv=5, random_state=seed
+            base, frozen=[(), "features.*"], cv=cv, random_state=seed
         ),
     }
 
 
-def run(tasks, seeds, epochs, source_epochs, budgets=None, quick=False):
+def run(tasks, seeds, epochs, source_epochs, budgets=None, quick=False, cv_repeats=1):
     """Return ``{(task, budget): {method: [score per seed]}}``."""
     results = {}
     for task in tasks:
@@ -227,7 +235,7 @@ def run(tasks, seeds, epochs, source_epochs, budgets=None, quick=False):
                 base = _estimator(kind, epochs, seed)
                 base.set_params(source_params={"max_epochs": source_epochs})
                 base.fit_source(Xs, ys)
-                for name, model in _methods(base, epochs, seed).items():
+                for name, model in _methods(base, epochs, seed, cv_repeats).items():
                     model.fit(Xt[train], yt[train])
                     # A search's own score is its scoring (log-loss); the chosen
                     # model's score is accuracy or R², as for every column.
@@ -307,6 +315,12 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--source-epochs", type=int, default=15)
     parser.add_argument(
+        "--cv-repeats",
+        type=int,
+        default=1,
+        help="repeats of the search's 5-fold split (RepeatedStratifiedKFold)",
+    )
+    parser.add_argument(
         "--ceiling", action="store_true", help="digits from scratch on all labels"
     )
     args = parser.parse_args(argv)
@@ -331,10 +345,19 @@ def main(argv=None):
                 f"{np.std(scores):.3f}; wall time {time.perf_counter() - start:.0f} s"
             )
             return scores
-        results = run(tasks, seeds, epochs, source_epochs, budgets, quick=args.quick)
+        results = run(
+            tasks,
+            seeds,
+            epochs,
+            source_epochs,
+            budgets,
+            quick=args.quick,
+            cv_repeats=args.cv_repeats,
+        )
     print(
         f"seeds={seeds} epochs={epochs} source_epochs={source_epochs} "
-        f"torch threads=1; wall time {time.perf_counter() - start:.0f} s"
+        f"cv_repeats={args.cv_repeats} torch threads=1; "
+        f"wall time {time.perf_counter() - start:.0f} s"
     )
     print(format_table(results))
     print(format_goals(results))

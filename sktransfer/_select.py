@@ -47,7 +47,16 @@ class _AtMostKFold(StratifiedKFold):
 
     def _folds(self, y):
         """Return the stratified k-fold used on labels ``y``."""
-        counts = np.unique(np.asarray(y), return_counts=True)[1]
+        labels, counts = np.unique(np.asarray(y), return_counts=True)
+        if counts.max() < 2:
+            msg = (
+                "The linear probe chooses its L2 strength by cross-validation on "
+                "its training labels and needs 2 samples of some class, got one "
+                f"sample of each of the {len(labels)} classes. Give it more labels "
+                "(in a search: fewer folds, so that each training fold holds 2 "
+                "samples of a class)."
+            )
+            raise ValueError(msg)
         k = int(min(self.n_splits, max(2, counts.max())))
         return StratifiedKFold(k, shuffle=self.shuffle, random_state=self.random_state)
 

@@ -176,3 +176,10 @@ def test_transfer_search_uses_fewer_folds_when_classes_are_smaller(pretrained, d
     ):
         np.testing.assert_array_equal(train, train_)
         np.testing.assert_array_equal(test, test_)
+
+
+def test_linear_probe_with_one_label_per_class_says_it_needs_two(pretrained, digits):
+    take = [np.flatnonzero(digits.y_target == c)[0] for c in range(5, 10)]
+    probe = linear_probe(pretrained)
+    with pytest.raises(ValueError, match="needs 2 samples of some class.*5 classes"):
+        probe.fit(digits.X_target[take], digits.y_target[take])
