@@ -15,6 +15,7 @@ from ._modules import MLP
 from ._pipeline import fit_source
 from ._plot import plot_history
 from ._regressor import TransferRegressor
+from ._select import linear_probe, make_transfer_search
 from ._store import clear_frozen_store, frozen_store_info, set_frozen_store_limit
 
 try:
@@ -36,6 +37,8 @@ __all__ = [
     "default_net",
     "fit_source",
     "frozen_store_info",
+    "linear_probe",
+    "make_transfer_search",
     "plot_history",
     "set_frozen_store_limit",
 ]

@@ -17,15 +17,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import stats
 from sklearn.base import clone, is_classifier, is_regressor
-from sklearn.linear_model import LogisticRegression, RidgeCV
 from sklearn.model_selection import check_cv, cross_val_score
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
 from sklearn.utils import check_random_state
 
-from ._features import PretrainedFeatures
 from ._pipeline import transfer_step
 from ._plot import _plot_comparison
+from ._select import _SCRATCH_PARAMS, linear_probe
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -345,14 +343,7 @@ def _from_scratch(estimator):
     fine-tuning method, on the transfer estimator (the last step of a
     pipeline).
     """
-    params = {
-        "pretrained": False,
-        "frozen": (),
-        "l2sp": 0.0,
-        "l2sp_head": 0.0,
-        "shared_lr_scale": 1.0,
-        "unfreeze": None,
-    }
+    params = dict(_SCRATCH_PARAMS)
     if isinstance(estimator, Pipeline):
         name = estimator.steps[-1][0]
         params = {f"{name}__{key}": value for key, value in params.items()}
@@ -363,17 +354,17 @@ def _linear_probe(estimator):
     """Return the linear probe: a linear model on the pretrained features.
 
     Standardised head inputs of the pretrained network
-    (:class:`PretrainedFeatures`), then :class:`LogisticRegression` for a
-    classifier or :class:`RidgeCV` otherwise; a pipeline's earlier steps
-    come first.
+    (:class:`PretrainedFeatures`), then :class:`LogisticRegressionCV` for a
+    classifier or :class:`RidgeCV` otherwise, each choosing its L2 strength
+    by cross-validation on the training labels (:func:`linear_probe`); a
+    pipeline's earlier steps come first.
     """
     steps = list(estimator.steps[:-1]) if isinstance(estimator, Pipeline) else []
-    transfer = clone(transfer_step(estimator, "compare_transfer"))
-    model = LogisticRegression(max_iter=1000) if is_classifier(estimator) else RidgeCV()
+    probe = linear_probe(transfer_step(estimator, "compare_transfer"))
     steps += [
-        ("pretrainedfeatures", PretrainedFeatures(transfer)),
-        ("standardscaler", StandardScaler()),
-        ("probe", model),
+        ("pretrainedfeatures", probe[0]),
+        ("standardscaler", probe[1]),
+        ("probe", probe[-1]),
     ]
     return Pipeline(steps)
 
@@ -499,14 +490,16 @@ def compare_transfer(
 
     - ``"scratch"``: the same network trained from freshly initialised
       weights (nothing frozen, no L2-SP, no learning-rate scale, no
-      unfreezing);
+      unfreezing, no layer decay);
     - ``"transfer"``: the estimator fine-tuned from its pretrained weights
       with its own parameters;
     - ``"linear probe"`` (unless ``linear_probe=False``): a linear model on
       the pretrained network's features, the standard strong baseline with
       few labels: :class:`PretrainedFeatures`, standardised, then
-      :class:`~sklearn.linear_model.LogisticRegression` (classifiers) or
-      :class:`~sklearn.linear_model.RidgeCV` (regressors);
+      :class:`~sklearn.linear_model.LogisticRegressionCV` (classifiers) or
+      :class:`~sklearn.linear_model.RidgeCV` (regressors), whose L2
+      strength is chosen by cross-validation on each training fold
+      (:func:`linear_probe`);
     - each named setting of ``settings``: the estimator fine-tuned from its
       pretrained weights with the setting's parameters.
 

@@ -8,8 +8,8 @@ import torch
 from nets import ConvNet, tiny_classifier_net
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from skorch.callbacks import Callback
@@ -126,13 +126,19 @@ def test_compare_transfer_reports_the_linear_probe(pretrained, digits):
             relu_features, kw_args={"state": pretrained.source_weights_}
         ),
         StandardScaler(),
-        LogisticRegression(max_iter=1000),
+        LogisticRegressionCV(
+            Cs=np.logspace(-4, 4, 17),
+            l1_ratios=(0.0,),
+            cv=StratifiedKFold(3),
+            scoring="neg_log_loss",
+            max_iter=1000,
+            use_legacy_attributes=False,
+        ),
     )
-    from sklearn.model_selection import StratifiedKFold
-
     cv = StratifiedKFold(3, shuffle=True, random_state=0)
     np.testing.assert_allclose(
-        result.scores["linear probe"], cross_val_score(by_hand, X, y, cv=cv)
+        result.scores["linear probe"],
+        cross_val_score(by_hand, X, y, cv=cv, scoring="accuracy"),
     )
 
 
