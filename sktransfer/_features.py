@@ -251,7 +251,8 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         Raises
         ------
         ValueError
-            If the estimator has no pretrained weights.
+            If the estimator has no pretrained weights, or has
+            ``pretrained=False``.
         TypeError
             If ``estimator`` is not a transfer estimator.
         """
@@ -264,6 +265,16 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
                 f"got {type(estimator).__name__}."
             )
             raise TypeError(msg)
+        if not estimator.pretrained:
+            msg = (
+                f"PretrainedFeatures computes the pretrained network's features, "
+                f"but its {type(estimator).__name__} has pretrained=False, which "
+                "is for the estimator's own fit from fresh weights and would be "
+                "ignored here. Set pretrained=True (the default); for a baseline "
+                "from fresh weights, fit the estimator with pretrained=False and "
+                "use its transform."
+            )
+            raise ValueError(msg)
         record = estimator._source_record()
         if record is None:
             msg = (

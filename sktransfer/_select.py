@@ -23,6 +23,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from ._base import _BaseTransfer
+from ._compat import L2_LOGISTIC_CV
 from ._features import PretrainedFeatures
 
 __all__ = ["linear_probe", "make_transfer_search"]
@@ -104,7 +105,7 @@ def _check_transfer(estimator, caller):
             f"{type(estimator).__name__}."
         )
         raise TypeError(msg)
-    if not estimator._has_source_weights():
+    if estimator._source_record() is None:
         msg = (
             f"{caller} needs pretrained weights, but this "
             f"{type(estimator).__name__} has none: call fit_source(X, y) on the "
@@ -177,17 +178,16 @@ def linear_probe(estimator: Any) -> Pipeline:
     (3,)
     """
     _check_transfer(estimator, "linear_probe")
-    transfer = clone(estimator)
+    transfer = clone(estimator).set_params(pretrained=True)
     if is_classifier(estimator):
         name, model = (
             "logisticregressioncv",
             _LogisticRegressionCV(
                 Cs=_CS,
-                l1_ratios=(0.0,),
                 cv=_AtMostKFold(_PROBE_CV),
                 scoring="neg_log_loss",
                 max_iter=1000,
-                use_legacy_attributes=False,
+                **L2_LOGISTIC_CV,
             ),
         )
     else:

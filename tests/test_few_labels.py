@@ -14,7 +14,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from skorch.callbacks import Callback
 
+import sktransfer
 from sktransfer import MLP, PretrainedFeatures, TransferClassifier, compare_transfer
+from sktransfer._compat import L2_LOGISTIC_CV
 from sktransfer._finetune import layer_depths
 
 
@@ -115,6 +117,19 @@ def test_pretrained_features_need_pretrained_weights(digits):
         PretrainedFeatures(LogisticRegression()).fit(digits.X_target)
 
 
+def test_pretrained_features_refuse_pretrained_false(pretrained, digits):
+    # pretrained=False would be silently ignored: the features are pretrained.
+    scratch = clone(pretrained).set_params(pretrained=False)
+    with pytest.raises(ValueError, match="pretrained=False"):
+        PretrainedFeatures(scratch).fit(digits.X_target)
+    # The linear probe of such an estimator uses the pretrained weights.
+    probe = sktransfer.linear_probe(scratch).fit(digits.X_target, digits.y_target)
+    np.testing.assert_array_equal(
+        probe[0].transform(digits.X_target),
+        PretrainedFeatures(pretrained).fit(digits.X_target).transform(digits.X_target),
+    )
+
+
 def test_compare_transfer_reports_the_linear_probe(pretrained, digits):
     X, y = digits.X_target, digits.y_target
     with warnings.catch_warnings():
@@ -128,11 +143,10 @@ def test_compare_transfer_reports_the_linear_probe(pretrained, digits):
         StandardScaler(),
         LogisticRegressionCV(
             Cs=np.logspace(-4, 4, 17),
-            l1_ratios=(0.0,),
             cv=StratifiedKFold(3),
             scoring="neg_log_loss",
             max_iter=1000,
-            use_legacy_attributes=False,
+            **L2_LOGISTIC_CV,
         ),
     )
     cv = StratifiedKFold(3, shuffle=True, random_state=0)
