@@ -17,6 +17,11 @@ documented overridable methods, and drops only what provably changes nothing:
   the net's own hooks (which keep the history) always run.
 - ``forward`` (prediction) checks the net and sets the modes once per call
   rather than once per batch.
+- ``train_step`` leaves out the ``on_grad_computed`` notification, and the
+  generator over every learnable parameter that skorch builds for it, when
+  nothing would hear it: no callback overrides that hook and the net's own is
+  skorch's (which does nothing). The optimizer's closure, which LBFGS calls
+  several times, and skorch's step accumulator stay as they are.
 - ``run_single_epoch`` puts the modules into training mode once when a
   training epoch starts, and ``train_step_single`` switches them again before a
   batch only when something that ran since may have changed a mode: a callback
@@ -37,7 +42,7 @@ from __future__ import annotations
 from functools import cache
 
 import torch
-from skorch import NeuralNetClassifier, NeuralNetRegressor
+from skorch import NeuralNet, NeuralNetClassifier, NeuralNetRegressor
 from skorch import callbacks as skorch_callbacks
 from skorch.callbacks import Callback
 from skorch.dataset import unpack_data
@@ -101,6 +106,29 @@ def _leaves_modes(callback):
     )
 
 
+def _hears_grads(net):
+    """Whether notifying ``on_grad_computed`` on ``net`` would run any code.
+
+    False only when ``notify`` and the net's own ``on_grad_computed`` are
+    skorch's (the latter does nothing) and every callback inherits
+    ``on_grad_computed`` unchanged from skorch's ``Callback`` without setting
+    it on the instance.
+    """
+    own = vars(net)
+    if "notify" in own or "on_grad_computed" in own:
+        return True
+    cls = type(net)
+    if cls.notify is not LeanStepMixin.notify or (
+        cls.on_grad_computed is not NeuralNet.on_grad_computed
+    ):
+        return True
+    return any(
+        "on_grad_computed" not in _inherited_hooks(type(cb))
+        or "on_grad_computed" in getattr(cb, "__dict__", ())
+        for _, cb in net.callbacks_
+    )
+
+
 class LeanStepMixin:
     """skorch ``NeuralNet`` methods that drop per-batch work that changes nothing.
 
@@ -125,6 +153,30 @@ class LeanStepMixin:
             ):
                 continue  # Callback's own hook, which does nothing
             getattr(cb, method_name)(self, **cb_kwargs)
+
+    def train_step(self, batch, **fit_params):
+        """Run skorch's ``train_step``, without an ``on_grad_computed`` nobody hears.
+
+        As skorch's: the optimizer's ``step`` is given a closure that zeroes
+        the gradients, runs ``train_step_single`` and stores the step in
+        skorch's step accumulator (the first step, or LBFGS's first
+        evaluation). skorch's closure then notifies ``on_grad_computed`` with
+        a generator over every learnable parameter; here that is left out when
+        the notification would call nothing but skorch's own empty hooks (see
+        :func:`_hears_grads`), and done exactly as in skorch otherwise.
+        """
+        if _hears_grads(self):
+            return super().train_step(batch, **fit_params)
+        step_accumulator = self.get_train_step_accumulator()
+
+        def step_fn():
+            self._zero_grad_optimizer()
+            step = self.train_step_single(batch, **fit_params)
+            step_accumulator.store_step(step)
+            return step["loss"]
+
+        self._step_optimizer(step_fn)
+        return step_accumulator.get_step()
 
     def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
         """Run skorch's epoch, the modules put into training mode once first."""

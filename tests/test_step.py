@@ -10,6 +10,7 @@ from nets import ConvNet, equal_weights, tiny_classifier_net, tiny_regressor_net
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 from skorch import NeuralNetClassifier
+from skorch import net as skorch_net
 from skorch.callbacks import Callback, GradientNormClipping, LRScheduler
 from torch.optim.lr_scheduler import CyclicLR
 
@@ -264,3 +265,78 @@ def test_lean_forward_is_skorchs_forward(digit_images):
     assert not clf.net_.module_.features[1].training
     expected = torch.softmax(plain.double(), dim=1).numpy()
     np.testing.assert_array_equal(clf.predict_proba(X), expected)
+
+
+class InstanceGradHook(Callback):
+    """A callback whose on_grad_computed is set on the instance, not the class."""
+
+    def initialize(self):
+        self.norms_ = []
+
+        def on_grad_computed(net, named_parameters, batch=None, training=False):
+            self.norms_.append(sum(float(p.grad.norm()) for _, p in named_parameters))
+
+        self.on_grad_computed = on_grad_computed
+        return self
+
+
+def test_on_grad_computed_nobody_hears_is_not_built(digits, monkeypatch):
+    # skorch builds a TeeGenerator over every parameter for on_grad_computed;
+    # the lean step builds it only when something listens, with equal results.
+    built = []
+    original = skorch_net.TeeGenerator
+
+    def counting(gen):
+        built.append(1)
+        return original(gen)
+
+    monkeypatch.setattr(skorch_net, "TeeGenerator", counting)
+    n_batches = 2 * -(-len(digits.X_target) // 32)
+    for callbacks, expected in (
+        ([], 0),  # no listener: not built
+        ([("grad", InstanceGradHook())], n_batches),  # a hook set on the instance
+        ([("rec", Recorder())], n_batches),
+    ):
+        built.clear()
+
+        def make(callbacks=callbacks):
+            net = tiny_classifier_net(
+                max_epochs=2, callbacks=[(n, clone(cb)) for n, cb in callbacks]
+            )
+            return TransferClassifier(net, random_state=0)
+
+        lean, plain = _fit_both(make, digits.X_target, digits.y_target, monkeypatch)
+        _assert_same(lean, plain)
+        assert len(built) == expected + n_batches  # + skorch's own step, always
+        if callbacks and callbacks[0][0] == "grad":
+            heard = dict(lean.net_.callbacks_)["grad"].norms_
+            assert len(heard) == n_batches
+            assert heard == dict(plain.net_.callbacks_)["grad"].norms_
+
+
+@pytest.mark.parametrize("listen", [False, True], ids=["no-listener", "recorder"])
+def test_lbfgs_closure_is_bit_identical(digits, monkeypatch, listen):
+    # LBFGS calls the closure several times per step: the loss recorded is the
+    # first evaluation's, and a listener hears every evaluation.
+    def make():
+        net = tiny_classifier_net(
+            max_epochs=2,
+            optimizer=torch.optim.LBFGS,
+            optimizer__max_iter=4,
+            lr=0.5,
+            batch_size=25,
+            callbacks=[("rec", Recorder())] if listen else [],
+        )
+        return TransferClassifier(net, random_state=0)
+
+    lean, plain = _fit_both(make, digits.X_target, digits.y_target, monkeypatch)
+    assert type(lean.net_) is LeanNeuralNetClassifier
+    _assert_same(lean, plain)
+    losses = [b["train_loss"] for epoch in lean.net_.history for b in epoch["batches"]]
+    assert len(losses) == 2 * 2
+    assert all(np.isfinite(losses))
+    if listen:
+        calls = dict(lean.net_.callbacks_)["rec"].calls_
+        assert calls == dict(plain.net_.callbacks_)["rec"].calls_
+        # More gradient evaluations than batches: every closure call is heard.
+        assert sum(c[0] == "grad" for c in calls) > 4
