@@ -2,7 +2,7 @@
 
 The source task is scikit-learn's 8x8 digits 0-4 (901 labelled images). The
 target task is digits 5-9 with only 10 labelled images per class; the other
-838 images of digits 5-9 are the test set. The same network is trained on the
+846 images of digits 5-9 are the test set. The same network is trained on the
 target from scratch and fine-tuned from the source weights, for several
 fine-tuning budgets, and each result is averaged over three draws of the 50
 labelled images. Runs offline in well under a minute on 2 CPU cores::

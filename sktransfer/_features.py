@@ -18,7 +18,7 @@ from sklearn.utils import TransformerTags
 from sklearn.utils.validation import check_is_fitted, validate_data
 from skorch.utils import to_tensor
 
-from . import _layers, _predstore
+from . import _inputs, _layers, _predstore
 from ._common import _CHECK_X, _seeded, _writable
 
 if TYPE_CHECKING:
@@ -284,6 +284,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
             )
             raise ValueError(msg)
         X = _writable(validate_data(self, X, **_CHECK_X))
+        _inputs.check_feature_names(self, record)  # the source's columns, in order
         estimator = clone(estimator)
         n_outputs = record.n_outputs
         if n_outputs is None:  # a module instance: its own output width

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import ClassifierMixin, clone, is_classifier
 from sklearn.linear_model import LogisticRegressionCV, RidgeCV
+from sklearn.metrics import log_loss
 from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
@@ -53,9 +54,9 @@ class _AtMostKFold(StratifiedKFold):
             msg = (
                 "The linear probe chooses its L2 strength by cross-validation on "
                 "its training labels and needs 2 samples of some class, got one "
-                f"sample of each of the {len(labels)} classes. Give it more labels "
-                "(in a search: fewer folds, so that each training fold holds 2 "
-                "samples of a class)."
+                f"sample of each of the {len(labels)} classes. Give it more labels, "
+                "or leave the probe out (compare_transfer(..., linear_probe=False), "
+                "make_transfer_search(..., probe=False))."
             )
             raise ValueError(msg)
         k = int(min(self.n_splits, max(2, counts.max())))
@@ -97,12 +98,31 @@ class _LogisticRegressionCV(LogisticRegressionCV):
         return ClassifierMixin.score(self, X, y, sample_weight=sample_weight)
 
 
+def _neg_log_loss(estimator, X, y, sample_weight=None):
+    """scikit-learn's ``neg_log_loss`` over all the classes the model was fitted on.
+
+    With a few labels per class a test fold may lack a class; scikit-learn's
+    ``"neg_log_loss"`` scorer then fails (and the search scores the candidate
+    NaN), since it infers the classes from the fold. Here they are the
+    fitted model's ``classes_``.
+    """
+    proba = estimator.predict_proba(X)
+    return -log_loss(y, proba, labels=estimator.classes_, sample_weight=sample_weight)
+
+
 def _check_transfer(estimator, caller):
     """Raise unless ``estimator`` is a pretrained transfer estimator."""
     if not isinstance(estimator, _BaseTransfer):
+        hint = (
+            " For a pipeline, pass its pretrained last step and put the pipeline's "
+            "transformers before the search (a Pipeline whose last step is the "
+            "search), or use compare_transfer, which takes pipelines."
+            if isinstance(estimator, Pipeline)
+            else ""
+        )
         msg = (
             f"{caller} takes a TransferClassifier or TransferRegressor, got "
-            f"{type(estimator).__name__}."
+            f"{type(estimator).__name__}.{hint}"
         )
         raise TypeError(msg)
     if estimator._source_record() is None:
@@ -265,8 +285,10 @@ def make_transfer_search(
         Whether the linear probe is a candidate.
     scoring : str, callable or None, default=None
         How candidates are compared, as in ``GridSearchCV``. ``None`` is a
-        proper scoring rule: ``"neg_log_loss"`` for a classifier whose
-        criterion defines probabilities (else ``"accuracy"``),
+        proper scoring rule: the negated log-loss for a classifier whose
+        criterion defines probabilities (scikit-learn's ``"neg_log_loss"``,
+        over every class the model was fitted on, so that a test fold without
+        some class still scores; else ``"accuracy"``),
         ``"neg_mean_squared_error"`` for a regressor. With a few test samples
         per fold, accuracy moves in steps of one sample and ties often; the
         log-loss is continuous and ranks confident errors lower.
@@ -345,7 +367,7 @@ def make_transfer_search(
         if not classifier:
             scoring = "neg_mean_squared_error"
         else:
-            scoring = "neg_log_loss" if hasattr(transfer, "predict_proba") else None
+            scoring = _neg_log_loss if hasattr(transfer, "predict_proba") else None
     if isinstance(cv, numbers.Integral):
         splitter = _AtMostKFold if classifier else KFold
         cv = splitter(n_splits=int(cv), shuffle=True, random_state=random_state)

@@ -275,7 +275,17 @@ class WeightedValidLoss(Callback):
         elif weight.sum() > 0:
             value = float(total.sum() / weight.sum())
         else:
-            return  # every validation row weighs 0: skorch's unweighted loss stays
+            if not getattr(self, "warned_", False):
+                msg = (
+                    "Every validation sample has sample_weight 0, so the weighted "
+                    "validation loss is undefined; early stopping and "
+                    "history['valid_loss'] use the unweighted validation loss. Give "
+                    "some validation samples a positive weight, or a larger "
+                    "validation_fraction."
+                )
+                warnings.warn(msg, UserWarning, stacklevel=2)
+                self.warned_ = True
+            return
         history = net.history
         history.record("valid_loss", value)
         earlier = [row["valid_loss"] for row in history[:-1] if "valid_loss" in row]

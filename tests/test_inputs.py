@@ -17,7 +17,13 @@ from skorch.dataset import Dataset
 from skorch.helper import predefined_split
 from torch import nn
 
-from sktransfer import TransferClassifier, TransferRegressor, fit_source
+import sktransfer
+from sktransfer import (
+    PretrainedFeatures,
+    TransferClassifier,
+    TransferRegressor,
+    fit_source,
+)
 
 # ------------------------------------------- validation data through the template
 
@@ -121,6 +127,21 @@ def test_swapped_columns_are_a_value_error_naming_the_fix(named, frame, digits):
     reference = clone(named).fit(frame, digits.y_source)
     np.testing.assert_array_equal(
         fixed.predict_proba(frame), reference.predict_proba(frame)
+    )
+
+
+def test_pretrained_features_check_the_source_columns(named, frame):
+    # The linear probe reads the pretrained network: its columns must be the
+    # source's, in order, as for fit.
+    swapped = frame[["pixel1", "pixel0", *frame.columns[2:]]]
+    with pytest.raises(ValueError, match=r"in another order"):
+        PretrainedFeatures(named).fit(swapped)
+    with pytest.raises(ValueError, match=r"in another order"):
+        sktransfer.linear_probe(named).fit(swapped, np.arange(len(frame)) % 5)
+    reordered = swapped[named.source_feature_names_in_]
+    np.testing.assert_array_equal(
+        PretrainedFeatures(named).fit(reordered).transform(reordered),
+        PretrainedFeatures(named).fit(frame).transform(frame),
     )
 
 

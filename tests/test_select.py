@@ -14,6 +14,7 @@ from sklearn.preprocessing import StandardScaler
 from sktransfer import (
     TransferClassifier,
     TransferRegressor,
+    _select,
     linear_probe,
     make_transfer_search,
 )
@@ -115,7 +116,7 @@ def test_transfer_search_scores_each_candidate_as_cross_val_score_does(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         search.fit(X, y)
-    assert search.scoring == "neg_log_loss"
+    assert search.scoring is _select._neg_log_loss
     params = search.cv_results_["params"]
     assert params[0] == {"model__frozen": ()}
     scratch, probe = params[1]["model"], params[2]["model"]
@@ -131,6 +132,7 @@ def test_transfer_search_scores_each_candidate_as_cross_val_score_does(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             by_hand = cross_val_score(model, X, y, cv=cv, scoring="neg_log_loss")
+        # Every test fold holds every class here: the same as scikit-learn's.
         assert scores[i] == pytest.approx(by_hand.mean(), rel=1e-5)
     assert search.best_index_ == int(np.argmax(scores))
     chosen = search.best_estimator_[-1]
@@ -183,3 +185,30 @@ def test_linear_probe_with_one_label_per_class_says_it_needs_two(pretrained, dig
     probe = linear_probe(pretrained)
     with pytest.raises(ValueError, match="needs 2 samples of some class.*5 classes"):
         probe.fit(digits.X_target[take], digits.y_target[take])
+
+
+def test_transfer_search_scores_test_folds_missing_a_class(pretrained, digits):
+    # 6/6/6/2 labels and 5 folds: some test folds lack the rare class, where
+    # scikit-learn's "neg_log_loss" fails and every candidate would score NaN.
+    take = np.concatenate(
+        [
+            np.flatnonzero(digits.y_target == c)[:n]
+            for c, n in zip((5, 6, 7, 8), (6, 6, 6, 2), strict=True)
+        ]
+    )
+    X, y = digits.X_target[take], digits.y_target[take]
+    search = make_transfer_search(
+        pretrained, frozen=[()], probe=False, cv=5, random_state=0
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        search.fit(X, y)
+    scores = search.cv_results_["split0_test_score"]
+    assert np.all(np.isfinite(search.cv_results_["mean_test_score"]))
+    # Each fold's score is minus the log-loss over all fitted classes, by hand.
+    train, test = next(iter(search.cv.split(X, y)))
+    for i, params in enumerate(search.cv_results_["params"]):
+        model = clone(search.estimator).set_params(**params).fit(X[train], y[train])
+        proba = model.predict_proba(X[test])
+        by_hand = -log_loss(y[test], proba, labels=model.classes_)
+        assert scores[i] == pytest.approx(by_hand, rel=1e-5)

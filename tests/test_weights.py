@@ -390,3 +390,26 @@ def test_weighted_validation_loss_chooses_the_epoch(digits):
     assert best == [
         bool(i == 0 or loss < running[i - 1]) for i, loss in enumerate(losses)
     ]
+
+
+def test_all_zero_validation_weights_warn_and_keep_the_unweighted_loss(digits):
+    from skorch.dataset import ValidSplit
+
+    X, y = digits.X_source[:300], digits.y_source[:300]
+    split = ValidSplit(0.2, stratified=True, random_state=3)
+    _, valid = split(np.arange(len(y)), y)
+    w = np.ones(len(y), dtype=np.float32)
+    w[np.asarray(valid.indices)] = 0.0
+    clf = TransferClassifier(_net(max_epochs=2, train_split=split), random_state=0)
+    with pytest.warns(UserWarning, match="Every validation sample has sample_weight 0"):
+        clf.fit(X, y, sample_weight=w)
+    rows = np.asarray(valid.indices)
+    module = clf.net_.module_.eval()
+    with torch.no_grad():
+        logits = module(torch.as_tensor(X[rows], dtype=torch.float32))
+    unweighted = nn.functional.cross_entropy(
+        logits, torch.as_tensor(clf._encode_y(y)[0][rows])
+    )
+    assert clf.net_.history[-1, "valid_loss"] == pytest.approx(
+        float(unweighted), rel=1e-5
+    )
