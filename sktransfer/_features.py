@@ -9,6 +9,7 @@ layers before it compute.
 
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -232,6 +233,16 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
 
     def __init__(self, estimator: Any) -> None:
         self.estimator = estimator
+
+    def __repr__(self, N_CHAR_MAX=700):  # noqa: N803 (scikit-learn's name)
+        # scikit-learn prints a nested estimator parameter by parameter, which
+        # bypasses the transfer estimator's own readable repr of its template.
+        from ._repr import _Shown
+
+        shown = copy.copy(self)  # a shallow copy: nothing is changed
+        if isinstance(self.estimator, BaseEstimator):
+            shown.estimator = _Shown(repr(self.estimator))
+        return BaseEstimator.__repr__(shown, N_CHAR_MAX=N_CHAR_MAX)
 
     def fit(self, X: ArrayLike, y: ArrayLike | None = None) -> Self:
         """Build the pretrained network; nothing is trained.

@@ -276,3 +276,10 @@ def test_layer_depths_count_a_norm_layer_with_the_layer_before_it():
         "features.1.weight": 1,
         "features.1.bias": 1,
     }
+
+
+def test_pretrained_features_repr_shows_the_template_as_written(pretrained):
+    # scikit-learn's nested printer would list every skorch setting instead.
+    features = PretrainedFeatures(pretrained)
+    assert repr(features) == f"PretrainedFeatures(estimator={pretrained!r})"
+    assert "_params_to_validate" not in repr(features)
