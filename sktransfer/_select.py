@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
+from fnmatch import fnmatchcase
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from . import _layers
 from ._base import _BaseTransfer
 from ._compat import L2_LOGISTIC_CV
 from ._features import PretrainedFeatures
@@ -235,6 +237,17 @@ def _frozen_specs(estimator, frozen):
             f"{frozen!r}."
         )
         raise ValueError(msg)
+    names = list(estimator._source_record().state_dict)
+    for spec in frozen:
+        for pattern in _layers.check_patterns(spec, "frozen"):
+            if not any(fnmatchcase(name, pattern) for name in names):
+                msg = (
+                    f"frozen setting {spec!r}: pattern {pattern!r} matches no "
+                    f"tensor of the pretrained network, whose names are "
+                    f"{', '.join(map(repr, names[:12]))}"
+                    f"{', ...' if len(names) > 12 else ''}."
+                )
+                raise ValueError(msg)
     return list(frozen)
 
 

@@ -212,3 +212,13 @@ def test_transfer_search_scores_test_folds_missing_a_class(pretrained, digits):
         proba = model.predict_proba(X[test])
         by_hand = -log_loss(y[test], proba, labels=model.classes_)
         assert scores[i] == pytest.approx(by_hand, rel=1e-5)
+
+
+def test_transfer_search_refuses_a_frozen_pattern_that_matches_nothing(pretrained):
+    # A typo would otherwise only fail that candidate's fits (a FitFailedWarning)
+    # and leave the search choosing among the others.
+    with pytest.raises(ValueError, match=r"pattern 'feature\.\*' matches no tensor"):
+        make_transfer_search(pretrained, frozen=[(), "feature.*"])
+    names = list(pretrained.source_weights_)
+    search = make_transfer_search(pretrained, frozen=[(), names[0]])
+    assert search.param_grid[0] == {"model__frozen": [(), names[0]]}
