@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from scipy import sparse
@@ -61,6 +61,9 @@ class FrozenStage:
         The shape of the stage's output for one sample.
     dtype : torch.dtype
         The dtype of the stage's output.
+    traced_state : tuple
+        :func:`python_state` of the network when it was traced: the Python
+        values ``torch.fx`` may have baked into the graph.
     """
 
     stage: fx.GraphModule
@@ -68,6 +71,7 @@ class FrozenStage:
     cut: str
     sample_shape: tuple[int, ...]
     dtype: torch.dtype
+    traced_state: tuple = field(default=(), compare=False, repr=False)
 
     def nbytes(self, n_samples):
         """Return the size of the cached outputs of ``n_samples`` samples."""
@@ -312,6 +316,7 @@ def find_frozen_stage(module: nn.Module, probe: torch.Tensor):
     """
     if module._forward_hooks or module._forward_pre_hooks:
         return None, f"{type(module).__name__} has forward hooks of its own"
+    traced_state = python_state(module)  # what the traced graph may bake in
     with modes_restored(module):
         module.train()  # trace the forward that fine-tuning runs
         try:
@@ -334,8 +339,104 @@ def find_frozen_stage(module: nn.Module, probe: torch.Tensor):
     why, out = _probe(module, stage, rest, probe)
     if why is not None:
         return None, why
-    split = FrozenStage(stage, rest, cut.name, tuple(out.shape[1:]), out.dtype)
+    split = FrozenStage(
+        stage, rest, cut.name, tuple(out.shape[1:]), out.dtype, traced_state
+    )
     return split, None
+
+
+# torch's own entries of a module's __dict__: not settings of the network.
+_TORCH_OWN = frozenset(vars(nn.Module())) | {"_compiled_call_impl"}
+_PLAIN = (type(None), bool, int, float, complex, str, bytes, torch.dtype, torch.device)
+
+
+class _Same:
+    """An attribute value compared by identity (not a plain value)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+    def __eq__(self, other):
+        return isinstance(other, _Same) and other.value is self.value
+
+    def __hash__(self):
+        return id(self.value)
+
+    def __repr__(self):
+        return f"<{type(self.value).__name__} object>"
+
+
+def _canonical(value, depth=0):
+    """``value`` as a comparable snapshot: plain values by value, others by identity.
+
+    Containers nested deeper than 8 or longer than 10,000 items are kept by
+    identity too (the rows probe of :mod:`sktransfer._predstore` backs this).
+    """
+    if isinstance(value, _PLAIN):
+        return (type(value).__qualname__, repr(value))
+    plain = (tuple, list, set, frozenset, torch.Size, dict)
+    if type(value) not in plain or depth > 8 or len(value) > 10_000:
+        return _Same(value)
+    if type(value) is dict:
+        return (
+            "dict",
+            tuple(
+                (_canonical(k, depth + 1), _canonical(v, depth + 1))
+                for k, v in value.items()
+            ),
+        )
+    items = [_canonical(v, depth + 1) for v in value]
+    if isinstance(value, (set, frozenset)):
+        items.sort(key=repr)
+    return (type(value).__qualname__, tuple(items))
+
+
+def python_state(module):
+    """Return what ``module`` computes from apart from its tensors, to compare later.
+
+    For each submodule: its name, the object itself, its class and the class's
+    ``forward``, and every entry of its ``__dict__`` outside torch's own
+    (parameters, buffers, submodules, hooks, ``training``), an instance's
+    ``forward`` included. Numbers, strings, bools and containers of them are
+    kept by value, anything else by identity. ``torch.fx`` bakes such values
+    into a traced graph: a traced split is the module only while they are
+    unchanged.
+    """
+    state = []
+    for name, sub in module.named_modules():
+        attrs = tuple(
+            (key, _canonical(value))
+            for key, value in vars(sub).items()
+            if key not in _TORCH_OWN
+        )
+        state.append((name, _Same(sub), _Same(type(sub).forward), attrs))
+    return tuple(state)
+
+
+def state_change(before, after):
+    """Why ``after`` (:func:`python_state`) differs from ``before``, or None."""
+    if before == after:
+        return None
+    if len(before) != len(after):
+        return "the module's submodules changed"
+    for old_entry, new_entry in zip(before, after, strict=True):
+        name, sub, fwd, attrs = old_entry
+        name2, sub2, fwd2, attrs2 = new_entry
+        where = f"submodule {name!r}" if name else "the module"
+        if name != name2 or sub != sub2:
+            return f"{where} was replaced"
+        if fwd != fwd2:
+            return f"the forward of {where}'s class was changed"
+        if attrs != attrs2:
+            old, new = dict(attrs), dict(attrs2)
+            for key in sorted(old.keys() | new.keys()):
+                if old.get(key) != new.get(key):
+                    if key == "forward":
+                        return f"the forward of {where} was replaced"
+                    return f"the attribute {key!r} of {where} changed"
+    return "the module changed"  # not reached
 
 
 def plan(

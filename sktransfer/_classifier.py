@@ -307,8 +307,10 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         on them and stored them, None when the whole network ran (the plain
         path), and ``"predict_reason"``, why the plain path. Only a cached
         stage is served, and only while ``net_.module_`` is the module fit
-        split (same layers, no module hooks) and the rows' outputs fit the
-        store's bound; changed weights change the key.
+        split (same layers and ``forward``, no forward hook on any submodule,
+        the same plain Python attributes), the split and the whole module
+        agree bit for bit on the call's first 8 rows, and the rows' outputs
+        fit the store's bound; changed weights change the key.
     source_weights_ : dict of str to torch.Tensor
         The pretrained ``state_dict``; set by :meth:`fit_source`.
     source_history_ : list of dict

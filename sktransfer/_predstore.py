@@ -22,9 +22,22 @@ would. The store is consulted only when all of this is proven at the call:
   (when that pass took over 50 ms, fit's timing of both decides: a stage
   cheaper than hashing its input is never worth a lookup);
 - ``net_.module_`` is the object ``fit`` split, with the same ``forward``, no
-  forward hooks of its own and none registered globally, and each layer and
-  tensor the stage and the rest run is still the module's own (a replaced
+  forward hooks or pre-hooks on it or any submodule (``torch.fx`` traced
+  through the submodules it did not keep as layers, e.g. an ``nn.Sequential``,
+  so their hooks would never run) and none registered globally, and each layer
+  and tensor the stage and the rest run is still the module's own (a replaced
   layer means the plain path);
+- the Python values the traced graph may have baked in are as they were when
+  ``fit`` traced it (:func:`sktransfer._cache.python_state`): every submodule's
+  plain attributes (numbers, strings, bools, containers of them; other objects
+  by identity), no ``forward`` set on a submodule instance, the same classes'
+  ``forward``. A temperature set on the module after ``fit`` means the plain
+  path;
+- the proof on the call's own rows: the first 8 rows of ``X``, as one batch in
+  evaluation mode, give bit-identical outputs through the whole module and
+  through the stage then the rest (this catches what no check above names,
+  e.g. a module-level value ``forward`` reads); its cost is 8 rows through
+  the network twice;
 - the net's data path still looks at no sample (:mod:`sktransfer._trust`:
   ``iterator_valid`` or a method changed after ``fit`` means the plain path);
 - the store is on and the stage's outputs for these rows fit in its bound, so
@@ -46,7 +59,12 @@ from skorch.utils import to_tensor
 from torch.nn.modules import module as _torch_module
 
 from . import _cache, _step, _store, _trust
+from ._common import _dense_rows
 from ._layers import evaluating, modes_restored
+
+# The rows of each prediction's X run through both the whole module and the
+# split, which must agree bit for bit, before the split is used.
+_PROOF_ROWS = 8
 
 # The stage's pass over the training rows must take this long (seconds) for
 # fit's timing of it against the key's to count: shorter ones are timer noise.
@@ -85,17 +103,30 @@ class PredictStage:
         return (_dropped, ())
 
     def problem(self, module):
-        """Why ``module`` may no longer be predicted through the split, or None."""
+        """Why ``module`` may no longer be predicted through the split, or None.
+
+        Structural checks, cheap: the same module, ``forward`` and layers, no
+        forward hook on it or any submodule (``torch.fx`` traced through the
+        submodules it does not call as layers, so their hooks would not run)
+        nor global ones, and the Python values the traced graph may have
+        baked in (every submodule's plain attributes, an instance's
+        ``forward``) as they were when it was traced.
+        """
         if module is not self.module:
             return "net_.module_ was replaced after fit"
         if type(module).forward is not self.forward or "forward" in vars(module):
             return "the module's forward was changed after fit"
-        if module._forward_hooks or module._forward_pre_hooks:
-            return "the module has forward hooks of its own"
+        for name, sub in module.named_modules():
+            if sub._forward_hooks or sub._forward_pre_hooks:
+                where = f"its submodule {name!r}" if name else "the module"
+                return f"{where} has forward hooks"
         if _torch_module._global_forward_hooks or (
             _torch_module._global_forward_pre_hooks
         ):
             return "global forward hooks are registered"
+        why = _cache.state_change(self.split.traced_state, _cache.python_state(module))
+        if why is not None:
+            return f"{why} after the network was traced at fit"
         for part in (self.split.stage, self.split.rest):
             for node in part.graph.nodes:
                 if node.op not in ("call_module", "get_attr"):
@@ -131,6 +162,57 @@ def _eval_problem(split, module, probe, device):
         return (
             "the split network's outputs differ from the module's in evaluation "
             "mode (a forward that depends on self.training?)"
+        )
+    return None
+
+
+def _same(a, b):
+    """Whether two outputs (tensors, or containers of them) are bit-identical."""
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+    if isinstance(a, dict) and isinstance(b, dict) and list(a) == list(b):
+        return all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (tuple, list)) and type(a) is type(b) and len(a) == len(b):
+        return all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return False
+
+
+def _rows_problem(split, module, X, device):
+    """Why the split may not stand for ``module`` on ``X``, or None.
+
+    The proof at each prediction: the first rows of the call's own ``X``
+    (at most :data:`_PROOF_ROWS`), as one batch, through the whole module and
+    through the stage then the rest, in evaluation mode without gradients;
+    the outputs must be bit-identical. The module's buffers, its modes and
+    the random state are as before afterwards.
+    """
+    rows = to_tensor(_dense_rows(X, _PROOF_ROWS), device=device)
+    device = torch.device(device)
+    buffers = [(buf, buf.clone()) for buf in module.buffers()]
+    devices = [device] if device.type == "cuda" else []
+    try:
+        with evaluating(module), torch.random.fork_rng(devices=devices):
+            states = [torch.cuda.get_rng_state(d) for d in devices]
+            state = torch.random.get_rng_state()
+            whole = module(rows)
+            torch.random.set_rng_state(state)  # both runs draw the same numbers
+            for d, saved in zip(devices, states, strict=True):
+                torch.cuda.set_rng_state(saved, d)
+            through = split.rest(split.stage(rows))
+            same = _same(through, whole)
+    except Exception as exc:  # noqa: BLE001 (a failing proof: the plain path)
+        return (
+            "the split network fails on this call's first rows "
+            f"({type(exc).__name__}: {exc})"
+        )
+    finally:
+        with torch.no_grad():
+            for buf, saved in buffers:
+                buf.copy_(saved)
+    if not same:
+        return (
+            "the split network's outputs differ from the module's on this call's "
+            "first rows (something forward reads changed after fit?)"
         )
     return None
 
@@ -208,7 +290,7 @@ def _why_not(estimator, net, X):
             f"the stage's outputs for {X.shape[0]} rows ({nbytes / 2**20:.1f} MiB) "
             f"exceed the store's bound ({_store.STORE.max_bytes / 2**20:.1f} MiB)"
         )
-    return None
+    return _rows_problem(stage.split, net.module_, X, net.device)
 
 
 def _head_problem(split, head):

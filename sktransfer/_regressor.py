@@ -250,8 +250,10 @@ class TransferRegressor(RegressorMixin, _BaseTransfer):
         on them and stored them, None when the whole network ran (the plain
         path), and ``"predict_reason"``, why the plain path. Only a cached
         stage is served, and only while ``net_.module_`` is the module fit
-        split (same layers, no module hooks) and the rows' outputs fit the
-        store's bound; changed weights change the key.
+        split (same layers and ``forward``, no forward hook on any submodule,
+        the same plain Python attributes), the split and the whole module
+        agree bit for bit on the call's first 8 rows, and the rows' outputs
+        fit the store's bound; changed weights change the key.
     source_feature_names_in_ : ndarray or None
         Column names seen by :meth:`fit_source` (None without names); set by
         :meth:`fit_source`. :meth:`fit` refuses other columns or another order.

@@ -35,6 +35,46 @@ class EvalBranchNet(ConvNet):
         return self.head(features)
 
 
+class TemperatureNet(ConvNet):
+    """ConvNet whose outputs are divided by a plain float (temperature scaling)."""
+
+    def __init__(self, n_outputs=10):
+        super().__init__(n_outputs)
+        self.temperature = 1.0
+
+    def forward(self, X):
+        return self.head(self.features(X)) / self.temperature
+
+
+class Scale(nn.Module):
+    """A parameter-free layer with a plain float setting."""
+
+    def __init__(self, s=1.0):
+        super().__init__()
+        self.s = s
+
+    def forward(self, X):
+        return X * self.s
+
+
+class ScaledNet(ConvNet):
+    """ConvNet whose frozen stage ends with a Scale layer."""
+
+    def __init__(self, n_outputs=10):
+        super().__init__(n_outputs)
+        self.features.append(Scale(1.0))
+
+
+SHIFT = 0.0  # a module-level value GlobalNet's forward reads
+
+
+class GlobalNet(ConvNet):
+    """ConvNet whose forward reads a module-level float: no attribute of its own."""
+
+    def forward(self, X):
+        return self.head(self.features(X) + SHIFT)
+
+
 class Flip:
     """A deterministic augmentation: mirrors each image left to right."""
 
@@ -293,3 +333,88 @@ def test_a_forward_that_depends_on_training_mode_is_not_split_at_predict(
         clf.decision_function(X), _by_hand(clf.net_.module_, X)
     )
     assert _outputs(clf) is None
+
+
+def _temperature(module):
+    module.temperature = 4.0
+
+
+def _scale_in_stage(module):
+    module.features[5].s = 0.0
+
+
+def _hook_on_sequential(module):
+    module.features.register_forward_hook(lambda mod, args, out: out * 0 + 1)
+
+
+def _pre_hook_with_kwargs(module):
+    def hook(mod, args, kwargs):
+        return (args[0] * 0.5,), kwargs
+
+    module.features.register_forward_pre_hook(hook, with_kwargs=True)
+
+
+def _submodule_forward(module):
+    module.features.forward = lambda X: torch.ones(len(X), 64)
+
+
+STALE = {
+    "temperature": (TemperatureNet, _temperature, "'temperature'"),
+    "float of a layer in the stage": (ScaledNet, _scale_in_stage, "'s'"),
+    "hook on a Sequential": (ConvNet, _hook_on_sequential, "'features'"),
+    "pre-hook with kwargs": (ConvNet, _pre_hook_with_kwargs, "'features'"),
+    "forward of a submodule": (ConvNet, _submodule_forward, "forward"),
+}
+
+
+@pytest.mark.parametrize("change", list(STALE))
+def test_what_the_traced_split_baked_in_or_skips_is_checked_at_predict(
+    source_weights, digit_images, change
+):
+    module, edit, named = STALE[change]
+    clf = _fitted(source_weights, digit_images, module)
+    X = digit_images.X_test[:100]
+    clf.decision_function(X)
+    clf.decision_function(X)
+    assert _outputs(clf) == "reused"
+    edit(clf.net_.module_)
+    scores = clf.decision_function(X)
+    expected = _by_hand(clf.net_.module_, X)
+    split = clf._predict_stage.split
+    traced = _by_hand(nn.Sequential(split.stage, split.rest), X)
+    assert not np.array_equal(expected, traced)  # the split would be stale
+    np.testing.assert_array_equal(scores, expected)
+    assert _outputs(clf) is None
+    assert named in clf.frozen_cache_["predict_reason"]
+    np.testing.assert_array_equal(clf.predict(X), clf.classes_[expected.argmax(1)])
+
+
+def test_a_change_no_check_sees_is_caught_on_the_calls_rows(
+    source_weights, digit_images, monkeypatch
+):
+    clf = _fitted(source_weights, digit_images, GlobalNet)
+    X = digit_images.X_test[:100]
+    clf.decision_function(X)
+    assert _outputs(clf) == "computed"
+    monkeypatch.setitem(globals(), "SHIFT", 0.5)  # fx baked SHIFT = 0.0 in
+    assert clf._predict_stage.problem(clf.net_.module_) is None
+    scores = clf.decision_function(X)
+    np.testing.assert_array_equal(scores, _by_hand(clf.net_.module_, X))
+    assert _outputs(clf) is None
+    assert "this call's first rows" in clf.frozen_cache_["predict_reason"]
+    monkeypatch.setitem(globals(), "SHIFT", 0.0)
+    clf.decision_function(X)
+    assert _outputs(clf) == "reused"
+
+
+def test_the_proof_on_the_calls_rows_leaves_the_module_as_it_was(
+    source_weights, digit_images
+):
+    clf = _fitted(source_weights, digit_images)
+    module = clf.net_.module_
+    module.train()  # BatchNorm would update its statistics outside eval mode
+    buffers = {k: v.clone() for k, v in module.state_dict().items()}
+    X = digit_images.X_test[:3]  # fewer rows than the proof takes
+    np.testing.assert_array_equal(clf.decision_function(X), _by_hand(module, X))
+    assert _outputs(clf) == "computed"
+    assert equal_weights(module.state_dict(), buffers)
