@@ -124,7 +124,7 @@ class FrozenStage:
                 self.stage, X, batch_size=batch_size, device=device, keep_on=keep_on
             )
             seconds = time.perf_counter() - start
-            out = _store.STORE.get(key)
+            out = None if key is None else _store.STORE.get(key)
         compute = 0.0
         if out is None:
             start = time.perf_counter()
@@ -132,7 +132,7 @@ class FrozenStage:
                 X, batch_size=batch_size, device=device, keep_on=keep_on
             )
             compute = time.perf_counter() - start
-            if _store.STORE.max_bytes > 0:
+            if _store.STORE.max_bytes > 0 and key is not None:
                 _store.STORE.put(key, out)
         else:
             how = "reused"
@@ -346,8 +346,8 @@ def find_frozen_stage(module: nn.Module, probe: torch.Tensor):
 
 
 # torch's own entries of a module's __dict__: not settings of the network.
-_TORCH_OWN = frozenset(vars(nn.Module())) | {"_compiled_call_impl"}
-_PLAIN = (type(None), bool, int, float, complex, str, bytes, torch.dtype, torch.device)
+_TORCH_OWN = _store._TORCH_OWN
+_PLAIN = _store._PLAIN
 
 
 class _Same:

@@ -277,6 +277,8 @@ def _why_not(estimator, net, X):
         return stage.reason
     if _store.STORE.max_bytes == 0:
         return "the store is off (set_frozen_store_limit(0))"
+    if _store.modes_active():
+        return "a torch function or dispatch mode is active"
     why = stage.problem(net.module_)
     if why is not None:
         return why

@@ -157,6 +157,69 @@ def test_key_parts_are_content_digests():
     assert _store.weights_digest(layer) != _store.weights_digest(twin)
 
 
+class PadConvNet(ConvNet):
+    """ConvNet with a pooling whose count_include_pad its extra_repr leaves out."""
+
+    def __init__(self, n_outputs=10, count_include_pad=True):
+        super().__init__(n_outputs)
+        self.features[2] = nn.AvgPool2d(
+            3, stride=1, padding=1, count_include_pad=count_include_pad
+        )
+
+
+def test_settings_missing_from_extra_repr_are_part_of_the_key(
+    source_weights, digit_images
+):
+    # Two stages that differ only in a setting extra_repr() does not print must
+    # not share outputs: the second fit and its predictions are its own.
+    X, y = digit_images.X_target, digit_images.y_target
+    a = _fit(_estimator(source_weights, PadConvNet), X, y)
+    b = _estimator(source_weights, PadConvNet)
+    b = _fit(b.set_params(net__module__count_include_pad=False), X, y)
+    assert b.frozen_cache_["outputs"] == "computed"
+    module = b.net_.module_.eval()
+    with torch.no_grad():
+        by_hand = module(torch.as_tensor(X[:64])).numpy()
+    np.testing.assert_allclose(b.decision_function(X[:64]), by_hand, atol=1e-6)
+    with torch.no_grad():
+        other = a.net_.module_.features(torch.as_tensor(X[:8]))
+        mine = module.features(torch.as_tensor(X[:8]))
+    assert not torch.allclose(other, mine)  # the two stages do compute differently
+    pool = {f: nn.AvgPool2d(3, 1, 1, count_include_pad=f) for f in (True, False)}
+    assert _store.structure_digest(pool[True]) != _store.structure_digest(pool[False])
+    twin = nn.AvgPool2d(3, 1, 1, count_include_pad=True)
+    assert _store.structure_digest(pool[True]) == _store.structure_digest(twin)
+
+
+def test_nothing_is_shared_under_a_torch_function_mode(source_weights, digit_images):
+    # A function mode may change what every operation computes; no key names it.
+    class Doubling(torch.overrides.TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func is torch.nn.functional.relu:
+                return out * 2
+            return out
+
+    X, y = digit_images.X_target, digit_images.y_target
+    clf = _fit(_estimator(source_weights), X, y)
+    clf.decision_function(X[:64])
+    assert clf.frozen_cache_["predict_outputs"] == "computed"
+    with Doubling():
+        scores = clf.decision_function(X[:64])
+        module = clf.net_.module_.eval()
+        with torch.no_grad():
+            by_hand = module(torch.as_tensor(X[:64])).numpy()
+    assert clf.frozen_cache_["predict_outputs"] is None
+    assert "function or dispatch mode" in clf.frozen_cache_["predict_reason"]
+    np.testing.assert_allclose(scores, by_hand, atol=1e-6)
+    assert (
+        _store.key(
+            clf._predict_stage.split.stage, X, batch_size=8, device="cpu", keep_on="cpu"
+        )
+        is not None
+    )
+
+
 @pytest.mark.parametrize("bad", [-1, 1.5, True, "1GB"])
 def test_store_limit_must_be_a_non_negative_int(bad):
     with pytest.raises(ValueError, match=r"max_bytes must be a non-negative int"):
