@@ -220,6 +220,33 @@ def test_nothing_is_shared_under_a_torch_function_mode(source_weights, digit_ima
     )
 
 
+def test_stored_outputs_are_recomputed_when_the_stage_computes_otherwise(
+    source_weights, digit_images, monkeypatch
+):
+    # What the stage calls at run time is in no key: a monkeypatched functional
+    # changes the outputs, and the first batch, run again, shows it.
+    X, y = digit_images.X_target, digit_images.y_target
+    clf = _fit(_estimator(source_weights), X, y)
+    clf.decision_function(X[:64])
+    relu = torch.nn.functional.relu
+    monkeypatch.setattr(
+        torch.nn.functional,
+        "relu",
+        lambda x, inplace=False: torch.nn.functional.leaky_relu(x, 0.5),
+    )
+    scores = clf.decision_function(X[:64])
+    assert clf.frozen_cache_["predict_outputs"] == "computed"
+    module = clf.net_.module_.eval()
+    with torch.no_grad():
+        by_hand = module(torch.as_tensor(X[:64])).numpy()
+    np.testing.assert_allclose(scores, by_hand, atol=1e-6)
+    monkeypatch.setattr(torch.nn.functional, "relu", relu)
+    # Unchanged, the (new) stored outputs are reused again.
+    clf.decision_function(X[:64])
+    clf.decision_function(X[:64])
+    assert clf.frozen_cache_["predict_outputs"] == "reused"
+
+
 @pytest.mark.parametrize("bad", [-1, 1.5, True, "1GB"])
 def test_store_limit_must_be_a_non_negative_int(bad):
     with pytest.raises(ValueError, match=r"max_bytes must be a non-negative int"):
