@@ -150,18 +150,18 @@ class FrozenStage:
         return out
 
     def _first_batch_agrees(self, out, X, *, batch_size, device, keep_on):
-        """Whether the stage, run now on the first batch of ``X``, gives ``out``'s rows.
+        """Whether the stage, run now on the first rows of ``X``, gives ``out``'s rows.
 
         The store's key names the weights, layers, rows and how the stage runs,
         but not what the stage's code calls at run time (a torch function
-        replaced by monkeypatching, say). One batch, run exactly as the stored
-        outputs were computed, must reproduce them bit for bit before they are
-        reused.
+        replaced by monkeypatching, say). The first 8 rows, run again, must
+        reproduce the stored ones to float32 rounding (a batch of 8 may round
+        differently from the batch they were stored from) before the outputs
+        are reused.
         """
-        fresh = self.transform(
-            X[:batch_size], batch_size=batch_size, device=device, keep_on=keep_on
-        )
-        return torch.equal(fresh, out[: len(fresh)])
+        n = min(8, batch_size, X.shape[0])
+        fresh = self.transform(X[:n], batch_size=n, device=device, keep_on=keep_on)
+        return torch.allclose(fresh, out[:n], rtol=1e-4, atol=1e-6)
 
     @contextmanager
     def training_rest(self, net):
