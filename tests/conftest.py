@@ -32,3 +32,28 @@ def digits():
 @pytest.fixture(scope="session")
 def digit_images():
     return make_digits_transfer(10, random_state=0, images=True)
+
+
+@pytest.fixture
+def empty_frozen_store():
+    """An empty frozen-output store, emptied again and its bound restored after."""
+    from sktransfer import _store, clear_frozen_store, set_frozen_store_limit
+
+    limit = _store.STORE.max_bytes
+    clear_frozen_store()
+    yield
+    clear_frozen_store()
+    set_frozen_store_limit(limit)
+
+
+@pytest.fixture(scope="module")
+def source_weights(digit_images):
+    """Weights of the tests' small ConvNet pretrained on 200 source images."""
+    from nets import ConvNet, tiny_classifier_net
+
+    from sktransfer import TransferClassifier
+
+    net = tiny_classifier_net(ConvNet, max_epochs=2)
+    clf = TransferClassifier(net, random_state=0)
+    clf.fit_source(digit_images.X_source[:200], digit_images.y_source[:200])
+    return clf.source_weights_

@@ -12,7 +12,7 @@ from sklearn.exceptions import ConvergenceWarning
 from torch import nn
 
 import sktransfer
-from sktransfer import TransferClassifier, TransferRegressor, _store
+from sktransfer import TransferClassifier, TransferRegressor
 
 
 class DropoutHeadNet(ConvNet):
@@ -82,21 +82,8 @@ class Flip:
         return torch.flip(X, (-1,))
 
 
-@pytest.fixture(autouse=True)
-def _empty_store():
-    limit = _store.STORE.max_bytes
-    sktransfer.clear_frozen_store()
-    yield
-    sktransfer.clear_frozen_store()
-    sktransfer.set_frozen_store_limit(limit)
-
-
-@pytest.fixture(scope="module")
-def source_weights(digit_images):
-    net = tiny_classifier_net(ConvNet, max_epochs=2)
-    clf = TransferClassifier(net, random_state=0)
-    clf.fit_source(digit_images.X_source[:200], digit_images.y_source[:200])
-    return clf.source_weights_
+# Each test starts from an empty store and leaves the store's bound as it was.
+pytestmark = pytest.mark.usefixtures("empty_frozen_store")
 
 
 def _fit(estimator, X, y):

@@ -22,21 +22,8 @@ class LeakyConvNet(ConvNet):
         self.features[2] = nn.LeakyReLU(0.5)
 
 
-@pytest.fixture(autouse=True)
-def _empty_store():
-    limit = _store.STORE.max_bytes
-    sktransfer.clear_frozen_store()
-    yield
-    sktransfer.clear_frozen_store()
-    sktransfer.set_frozen_store_limit(limit)
-
-
-@pytest.fixture(scope="module")
-def source_weights(digit_images):
-    net = tiny_classifier_net(ConvNet, max_epochs=2)
-    clf = TransferClassifier(net, random_state=0)
-    clf.fit_source(digit_images.X_source[:200], digit_images.y_source[:200])
-    return clf.source_weights_
+# Each test starts from an empty store and leaves the store's bound as it was.
+pytestmark = pytest.mark.usefixtures("empty_frozen_store")
 
 
 def _estimator(weights, module=ConvNet, **params):
