@@ -222,15 +222,19 @@ class WeightedValidLoss(Callback):
     def __init__(self, weights):
         self.weights = weights
 
-    def on_epoch_begin(self, net, dataset_valid=None, **kwargs):
+    def on_epoch_begin(self, net, dataset_train=None, dataset_valid=None, **kwargs):
         self.valid_weights_ = None
         self.batches_ = []
         self.offset_ = 0
-        if not isinstance(dataset_valid, Subset) or isinstance(
-            dataset_valid.dataset, Subset
+        # The validation rows are rows of the weighted data only when both
+        # parts are Subsets of one dataset (a split of it), not by length.
+        if not (
+            isinstance(dataset_valid, Subset)
+            and isinstance(dataset_train, Subset)
+            and dataset_valid.dataset is dataset_train.dataset
+            and not isinstance(dataset_valid.dataset, Subset)
+            and len(dataset_valid.dataset) == len(self.weights)
         ):
-            return
-        if len(dataset_valid.dataset) != len(self.weights):
             return
         if net.get_params_for("iterator_valid").get("shuffle", False):
             msg = (
