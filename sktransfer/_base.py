@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, clone
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import validate_data
 from skorch import NeuralNet
 from skorch.callbacks import EarlyStopping
 from torch import nn
@@ -484,13 +484,4 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
 
     def _validate_X(self, X):
         """Check ``X`` for prediction against what ``fit`` saw."""
-        check_is_fitted(self)
-        X = validate_data(self, X, reset=False, **_CHECK_X)
-        if tuple(X.shape[1:]) != self._sample_shape:
-            msg = (
-                f"X has samples of shape {tuple(X.shape[1:])}, but "
-                f"{type(self).__name__} was fitted on samples of shape "
-                f"{self._sample_shape}."
-            )
-            raise ValueError(msg)
-        return _writable(X)
+        return _inputs.validated_rows(self, X)

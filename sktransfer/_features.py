@@ -325,15 +325,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         -------
         features : ndarray of shape (n_samples, n_features_out), float32
         """
-        check_is_fitted(self)
-        X = _writable(validate_data(self, X, reset=False, **_CHECK_X))
-        if tuple(X.shape[1:]) != self._sample_shape:
-            msg = (
-                f"X has samples of shape {tuple(X.shape[1:])}, but "
-                f"PretrainedFeatures was fitted on samples of shape "
-                f"{self._sample_shape}."
-            )
-            raise ValueError(msg)
+        X = _inputs.validated_rows(self, X)
         return head_input(
             self.module_,
             self.head_,

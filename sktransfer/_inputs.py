@@ -13,8 +13,10 @@ import warnings
 from contextlib import contextmanager
 
 import numpy as np
+from sklearn.utils.validation import check_is_fitted, validate_data
 from torch.utils.data import Dataset
 
+from ._common import _CHECK_X, _writable
 from ._compat import _get_feature_names
 
 # Private fitted attributes of ``fit`` (the public ones end in "_").
@@ -139,3 +141,22 @@ def clear_fitted(estimator):
         public_fitted = key.endswith("_") and not key.startswith("_")
         if public_fitted or key in _PRIVATE_FITTED:
             delattr(estimator, key)
+
+
+def validated_rows(estimator, X):
+    """Check ``X`` for a fitted ``estimator``'s prediction or transform; return it.
+
+    scikit-learn's checks against what ``fit`` saw (``validate_data`` with
+    ``reset=False``: the number of features and their names), then the shape
+    of each sample, which ``fit`` kept as ``_sample_shape``.
+    """
+    check_is_fitted(estimator)
+    X = validate_data(estimator, X, reset=False, **_CHECK_X)
+    if tuple(X.shape[1:]) != estimator._sample_shape:
+        msg = (
+            f"X has samples of shape {tuple(X.shape[1:])}, but "
+            f"{type(estimator).__name__} was fitted on samples of shape "
+            f"{estimator._sample_shape}."
+        )
+        raise ValueError(msg)
+    return _writable(X)
