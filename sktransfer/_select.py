@@ -146,7 +146,8 @@ def linear_probe(estimator: Any) -> Pipeline:
     (:class:`~sklearn.preprocessing.StandardScaler`), then a linear model
     whose L2 strength is chosen by cross-validation on the training labels:
 
-    - classifier: :class:`~sklearn.linear_model.LogisticRegressionCV` over
+    - classifier: :class:`~sklearn.linear_model.LogisticRegressionCV`, with
+      the estimator's ``class_weight``, over
       ``C`` in 1e-4 ... 1e4 (17 values, two per decade), 3-fold stratified
       (2-fold when no class has 3 samples),
       scored by ``neg_log_loss`` (a proper scoring rule, less noisy than
@@ -209,6 +210,8 @@ def linear_probe(estimator: Any) -> Pipeline:
                 cv=_AtMostKFold(_PROBE_CV),
                 scoring="neg_log_loss",
                 max_iter=1000,
+                # Weighted as the estimator's own fine-tuning is.
+                class_weight=estimator.class_weight,
                 **L2_LOGISTIC_CV,
             ),
         )

@@ -222,3 +222,28 @@ def test_transfer_search_refuses_a_frozen_pattern_that_matches_nothing(pretraine
     names = list(pretrained.source_weights_)
     search = make_transfer_search(pretrained, frozen=[(), names[0]])
     assert search.param_grid[0] == {"model__frozen": [(), names[0]]}
+
+
+def test_linear_probe_weighs_classes_as_the_estimator_does(pretrained, digits):
+    # A search compares the probe with fine-tuning: both must weigh the classes
+    # alike, or class_weight="balanced" would silently favour one of them.
+    take = np.concatenate(
+        [
+            np.flatnonzero(digits.y_target == c)[:n]
+            for c, n in zip((5, 6, 7), (12, 6, 3), strict=True)
+        ]
+    )
+    X, y = digits.X_target[take], digits.y_target[take]
+    balanced = clone(pretrained).set_params(class_weight="balanced")
+    probe = linear_probe(balanced).fit(X, y)
+    assert probe[-1].class_weight == "balanced"
+    Z = StandardScaler().fit_transform(hidden(X, pretrained.source_weights_))
+    by_hand = LogisticRegression(
+        C=probe[-1].C_, class_weight="balanced", max_iter=1000
+    ).fit(Z, y)
+    plain = LogisticRegression(C=probe[-1].C_, max_iter=1000).fit(Z, y)
+    # Equal to the weighted fit up to the solvers' tolerance (float32 features
+    # in the probe), and ten times farther from the unweighted one.
+    off = np.abs(probe[-1].coef_ - by_hand.coef_).max()
+    assert off < 0.01 * np.abs(by_hand.coef_).max()
+    assert off < 0.1 * np.abs(plain.coef_ - by_hand.coef_).max()
