@@ -64,6 +64,19 @@ if TYPE_CHECKING:
 _CACHE_LIMIT = 2**30
 
 
+# What training from scratch resets: fresh weights, nothing frozen, no
+# fine-tuning method (compare_transfer's "scratch", make_transfer_search's).
+_SCRATCH_PARAMS = {
+    "pretrained": False,
+    "frozen": (),
+    "l2sp": 0.0,
+    "l2sp_head": 0.0,
+    "shared_lr_scale": 1.0,
+    "unfreeze": None,
+    "layer_decay": 1.0,
+}
+
+
 def _predict_batch_size(net, n_samples):
     """Return the batch size the skorch ``net`` predicts with."""
     size = net.get_params_for("iterator_valid").get("batch_size", net.batch_size)
@@ -352,16 +365,9 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
         """Return an unfitted clone that trains the same network from fresh weights.
 
         ``pretrained=False``, and nothing frozen, no L2-SP, no learning-rate
-        scale, no unfreezing.
+        scale or decay, no unfreezing (``_SCRATCH_PARAMS``).
         """
-        return clone(self).set_params(
-            pretrained=False,
-            frozen=(),
-            l2sp=0.0,
-            l2sp_head=0.0,
-            shared_lr_scale=1.0,
-            unfreeze=None,
-        )
+        return clone(self).set_params(**_SCRATCH_PARAMS)
 
     def _default_net_params(self):
         """Return the settings of a net built around a module or the default MLP."""

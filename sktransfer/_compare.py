@@ -21,9 +21,10 @@ from sklearn.model_selection import check_cv, cross_val_score
 from sklearn.pipeline import Pipeline
 from sklearn.utils import check_random_state
 
+from ._base import _SCRATCH_PARAMS
 from ._pipeline import transfer_step
 from ._plot import _plot_comparison
-from ._select import _SCRATCH_PARAMS, linear_probe
+from ._select import linear_probe
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

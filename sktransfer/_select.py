@@ -25,7 +25,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from . import _layers
-from ._base import _BaseTransfer
+from ._base import _SCRATCH_PARAMS, _BaseTransfer
 from ._compat import L2_LOGISTIC_CV
 from ._features import PretrainedFeatures
 
@@ -71,19 +71,6 @@ class _AtMostKFold(StratifiedKFold):
     def get_n_splits(self, X=None, y=None, groups=None):
         """Return the number of folds ``split`` makes on ``y``."""
         return self.n_splits if y is None else self._folds(y).n_splits
-
-
-# What scratch resets: nothing frozen and no fine-tuning method (compare_transfer's
-# "scratch" setting is the same).
-_SCRATCH_PARAMS = {
-    "pretrained": False,
-    "frozen": (),
-    "l2sp": 0.0,
-    "l2sp_head": 0.0,
-    "shared_lr_scale": 1.0,
-    "unfreeze": None,
-    "layer_decay": 1.0,
-}
 
 
 class _LogisticRegressionCV(LogisticRegressionCV):
