@@ -24,6 +24,7 @@ from skorch.callbacks import EarlyStopping
 from torch import nn
 
 from . import (
+    _adapt,
     _augment,
     _build,
     _cache,
@@ -119,6 +120,10 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
         "cutmix_alpha": [Interval(Real, 0, None, closed="left")],
         "tta_views": [Interval(Integral, 0, None, closed="left")],
         "cache_views": [Interval(Integral, 1, None, closed="left"), None],
+        "adapt": [StrOptions(set(_adapt.METHODS)), None],
+        "adapt_weight": [Interval(Real, 0, None, closed="left")],
+        "adapt_layer": [str, None],
+        "adapt_threshold": [Interval(Real, 0, 1, closed="right")],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -151,6 +156,10 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
         cutmix_alpha: float = 0.0,
         tta_views: int = 0,
         cache_views: int | None = None,
+        adapt: str | None = None,
+        adapt_weight: float = 1.0,
+        adapt_layer: str | None = None,
+        adapt_threshold: float = 0.9,
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
     ) -> None:
@@ -179,6 +188,10 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
         self.cutmix_alpha = cutmix_alpha
         self.tta_views = tta_views
         self.cache_views = cache_views
+        self.adapt = adapt
+        self.adapt_weight = adapt_weight
+        self.adapt_layer = adapt_layer
+        self.adapt_threshold = adapt_threshold
         self.random_state = random_state
         self.verbose = verbose
 
@@ -203,7 +216,9 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
             sample shape, or another one for a network that takes it); the
             source's columns in the source's order, if it had names.
         y : array-like of shape (n_samples,) or (n_samples, n_targets)
-            Target labels or targets.
+            Target labels or targets. With ``adapt`` set, ``-1`` (classifier)
+            or NaN (regressor) marks the unlabelled rows, which never reach
+            the supervised loss (see :ref:`adaptation`).
         sample_weight : array-like of shape (n_samples,), default=None
             Weight of each sample in the training loss: each mini-batch's loss
             is the weighted mean ``sum(w * loss) / sum(w)`` of its per-sample
@@ -219,6 +234,7 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
         _augment.check_augment(self.augment, type(self).__name__)
         _augment.check_tta(self)
         with _unchanged_on_error(self):
+            y, unlabelled = _adapt.split_rows(self, y)
             X, y = validate_data(
                 self,
                 X,
@@ -227,9 +243,14 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
                 multi_output=self._multi_output or _is_2d(y),
             )
             X = _writable(X)
-            y_enc, n_outputs, fitted = self._encode_y(y)
+            if unlabelled is None:
+                y_enc, n_outputs, fitted = self._encode_y(y)
+                weights = self._sample_weights(sample_weight, X, y)
+            else:  # the labelled rows define the task; the others are marked
+                y_enc, n_outputs, fitted = self._encode_y(y[~unlabelled])
+                y_enc = _adapt.with_unlabelled(y_enc, unlabelled)
+                weights = _adapt.labelled_weights(self, sample_weight, X, y, unlabelled)
             _stopping.check_split(self, y_enc)
-            weights = self._sample_weights(sample_weight, X, y)
             pretrained = getattr(self, "_pretrained", None)
             _inputs.check_feature_names(self, pretrained)
             if self.l2sp and not self._has_source_weights():
@@ -256,6 +277,9 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
                 self._announce("Fine-tuning on the target task", X, n_outputs)
                 split, cache = self._frozen_stage(net, X)
                 _weights.install(net, weights)
+                if unlabelled is not None:
+                    head = _layers.resolve_head(net.module_, self.head)
+                    _adapt.install(self, net, head, split)
                 with (
                     _finetune.l2sp_penalty(
                         net, shared, specific, self.l2sp, self.l2sp_head

@@ -204,6 +204,31 @@ class TransferRegressor(RegressorMixin, _BaseTransfer):
         at most half the available memory, else a ValueError says so. Needs
         ``augment``; not with ``mixup_alpha``/``cutmix_alpha`` or a
         validation split (the views would be mixed or validated on).
+    adapt : {"coral", "mmd", "dann", "self_training"} or None, default=None
+        Use unlabelled rows of ``fit``'s data, marked by NaN targets (every target of
+        the row): the labelled rows (typically a sample of the source's, with their
+        labels, after :meth:`fit_source`) train the supervised loss, and ``adapt`` adds
+        a term between them and the unlabelled (target) rows, computed on each shuffled
+        batch at ``adapt_layer``: ``"coral"`` matches the features' covariances (Deep
+        CORAL, Sun & Saenko 2016), ``"mmd"`` their multi-kernel maximum mean discrepancy
+        (DAN, Long et al. 2015), ``"dann"`` makes them indistinguishable to a domain
+        classifier trained through a gradient reversal layer (Ganin et al. 2016)
+        (``"self_training"`` needs class probabilities: classifier only). The unlabelled
+        rows never reach the supervised loss; prediction needs no domain marker.
+        ``None``: NaN targets are refused, as in every scikit-learn regressor. See
+        :ref:`adaptation`.
+    adapt_weight : float, default=1.0
+        The weight of the adaptation term beside the supervised loss (0: the term is
+        computed but adds nothing). Choose it without target labels with
+        :func:`~sktransfer.prediction_entropy_scorer` or
+        :func:`~sktransfer.importance_weighted_scorer` as ``scoring``.
+    adapt_layer : str or None, default=None
+        The submodule whose output is aligned, by its name in
+        ``module.named_modules()``; ``None``: the head's input (what :meth:`transform`
+        returns). A name that is not a submodule raises a ValueError naming the nearest
+        ones.
+    adapt_threshold : float in (0, 1], default=0.9
+        Used by ``adapt="self_training"``, which only :class:`TransferClassifier` has.
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation, shuffling and dropout (torch's global RNG
         is restored afterwards). ``None`` uses torch's global RNG. The same
@@ -318,6 +343,10 @@ class TransferRegressor(RegressorMixin, _BaseTransfer):
         cutmix_alpha: float = 0.0,
         tta_views: int = 0,
         cache_views: int | None = None,
+        adapt: str | None = None,
+        adapt_weight: float = 1.0,
+        adapt_layer: str | None = None,
+        adapt_threshold: float = 0.9,
         normalize_y: bool = True,
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
@@ -349,6 +378,10 @@ class TransferRegressor(RegressorMixin, _BaseTransfer):
             cutmix_alpha=cutmix_alpha,
             tta_views=tta_views,
             cache_views=cache_views,
+            adapt=adapt,
+            adapt_weight=adapt_weight,
+            adapt_layer=adapt_layer,
+            adapt_threshold=adapt_threshold,
             random_state=random_state,
             verbose=verbose,
         )
