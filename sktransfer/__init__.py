@@ -17,6 +17,11 @@ from ._plot import plot_history
 from ._regressor import TransferRegressor
 from ._select import linear_probe, make_transfer_search
 from ._store import clear_frozen_store, frozen_store_info, set_frozen_store_limit
+from ._unsupervised import (
+    deep_embedded_validation_scorer,
+    importance_weighted_scorer,
+    prediction_entropy_scorer,
+)
 
 try:
     __version__ = version("sktransfer")
@@ -34,11 +39,14 @@ __all__ = [
     "__version__",
     "clear_frozen_store",
     "compare_transfer",
+    "deep_embedded_validation_scorer",
     "default_net",
     "fit_source",
     "frozen_store_info",
+    "importance_weighted_scorer",
     "linear_probe",
     "make_transfer_search",
     "plot_history",
+    "prediction_entropy_scorer",
     "set_frozen_store_limit",
 ]

@@ -40,6 +40,7 @@ from torch import nn
 from torch.nn import functional as F  # noqa: N812 (PyTorch's name)
 
 from . import _frozen, _layers
+from ._compat import _safe_indexing
 from ._data import WeightedTarget
 
 METHODS = ("coral", "mmd", "dann", "self_training")
@@ -232,6 +233,36 @@ def with_unlabelled(y_enc, unlabelled):
     out = np.full(shape, fill, dtype=y_enc.dtype)
     out[~unlabelled] = y_enc
     return out
+
+
+def labelled_for_score(estimator, X, y, sample_weight):
+    """Return the labelled rows of ``X``, ``y`` and ``sample_weight`` for ``score``.
+
+    With ``adapt=None`` every row; with ``adapt`` set, the rows that are not
+    marked unlabelled (a ``score`` on them would compare predictions with
+    the marker).
+
+    Raises
+    ------
+    ValueError
+        When every row is unlabelled.
+    """
+    if estimator.adapt is None or y is None:
+        return X, y, sample_weight
+    regression = estimator._output_kind == "outputs"
+    unlabelled = unlabelled_rows(y, regression=regression)
+    if unlabelled.all():
+        marker = "NaN" if regression else "-1"
+        msg = (
+            f"score compares predictions with labels, but every row of y is "
+            f"{marker} (unlabelled). Score unlabelled rows with an unsupervised "
+            "scorer, e.g. scoring=sktransfer.prediction_entropy_scorer."
+        )
+        raise ValueError(msg)
+    keep = np.flatnonzero(~unlabelled)
+    if sample_weight is not None and np.ndim(sample_weight) == 1:
+        sample_weight = np.asarray(sample_weight)[keep]
+    return _safe_indexing(X, keep), np.asarray(y)[keep], sample_weight
 
 
 def batch_unlabelled(y_true):

@@ -13,7 +13,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 from skorch import NeuralNetClassifier
 from torch import nn
 
-from . import _augment, _outputs, _predstore, _weights
+from . import _adapt, _augment, _outputs, _predstore, _weights
 from ._base import _BaseTransfer
 from ._compat import StrOptions
 from ._partial import encode_partial_classes
@@ -523,6 +523,37 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
             verbose=verbose,
         )
         self.class_weight = class_weight
+
+    def score(
+        self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None
+    ) -> float:
+        """Return the mean accuracy on the labelled rows of ``X`` and ``y``.
+
+        As ``ClassifierMixin.score``; with ``adapt`` set, the rows marked
+        unlabelled (``y == -1``) are left out, as they have no label to compare
+        with (score them with :func:`~sktransfer.prediction_entropy_scorer`).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, ...)
+            Samples.
+        y : array-like of shape (n_samples,)
+            True labels.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Sample weights.
+
+        Returns
+        -------
+        score : float
+            Mean accuracy of ``self.predict(X)``.
+
+        Raises
+        ------
+        ValueError
+            With ``adapt`` set, when every row is unlabelled.
+        """
+        X, y, sample_weight = _adapt.labelled_for_score(self, X, y, sample_weight)
+        return super().score(X, y, sample_weight=sample_weight)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -8,6 +8,7 @@ import inspect
 
 from sklearn.base import _fit_context
 from sklearn.linear_model import LogisticRegressionCV
+from sklearn.utils import _safe_indexing
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, _get_feature_names
 
@@ -18,6 +19,7 @@ __all__ = [
     "_check_sample_weight",
     "_fit_context",
     "_get_feature_names",
+    "_safe_indexing",
 ]
 
 # LogisticRegressionCV's settings for a plain L2 penalty with the attributes of

@@ -11,7 +11,7 @@ from skorch import NeuralNetRegressor
 from torch import nn
 from torch.utils.data import Dataset
 
-from . import _augment, _predstore, _targets
+from . import _adapt, _augment, _predstore, _targets
 from ._base import _BaseTransfer
 
 if TYPE_CHECKING:
@@ -467,6 +467,37 @@ class TransferRegressor(RegressorMixin, _BaseTransfer):
         return _targets.restore(
             y, getattr(self, "_y_mean", 0.0), getattr(self, "_y_scale", 1.0)
         )
+
+    def score(
+        self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None
+    ) -> float:
+        """Return R² (coefficient of determination) on the labelled rows.
+
+        As ``RegressorMixin.score``; with ``adapt`` set, the rows marked
+        unlabelled (NaN targets) are left out, as they have no label to compare
+        with (score them with :func:`~sktransfer.prediction_entropy_scorer`).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, ...)
+            Samples.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            True targets.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Sample weights.
+
+        Returns
+        -------
+        score : float
+            R² of ``self.predict(X)``.
+
+        Raises
+        ------
+        ValueError
+            With ``adapt`` set, when every row is unlabelled.
+        """
+        X, y, sample_weight = _adapt.labelled_for_score(self, X, y, sample_weight)
+        return super().score(X, y, sample_weight=sample_weight)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
