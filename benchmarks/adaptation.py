@@ -365,7 +365,7 @@ def main(argv=None):
     if unknown:
         parser.error(f"unknown pairs {unknown}; choose from {sorted(PAIRS)}")
     sizes = {
-        "pretrain": 600,
+        "pretrain": 400,
         "source": 300,
         "source_val": 150,
         "target": 300,
