@@ -208,7 +208,8 @@ def labelled_weights(estimator, sample_weight, X, y, unlabelled):
 
     ``sample_weight`` and the classifier's ``class_weight`` are computed over
     the labelled rows (``class_weight="balanced"`` balances their classes);
-    the unlabelled rows get weight 1, which no supervised loss reads.
+    the unlabelled rows get weight 0: no supervised loss, not even the
+    weighted validation loss of a split, counts them.
     """
     labelled = ~unlabelled
     if np.ndim(sample_weight) == 1 and len(sample_weight) == len(unlabelled):
@@ -216,7 +217,7 @@ def labelled_weights(estimator, sample_weight, X, y, unlabelled):
     weights = estimator._sample_weights(sample_weight, X[labelled], y[labelled])
     if weights is None:
         return None
-    out = np.ones(len(unlabelled), dtype=weights.dtype)
+    out = np.zeros(len(unlabelled), dtype=weights.dtype)
     out[labelled] = weights
     return out
 
@@ -540,12 +541,19 @@ class AdaptLoss:
             raise TypeError(msg)
         unlabelled = batch_unlabelled(y_true).to(y_pred.device)
         labelled = ~unlabelled
+        per_sample = getattr(self.net.criterion_, "reduction", None) == "none"
         if labelled.any():
             loss = self.get_loss(
                 y_pred[labelled], _rows(y_true, labelled), X=X, training=training
             )
         else:
             loss = y_pred.sum() * 0.0  # keeps the graph; nothing supervised
+        if per_sample:  # asked for one loss per row: 0 for the unlabelled ones
+            rest = tuple(loss.shape[1:]) if loss.ndim else ()
+            full = loss.new_zeros((len(labelled), *rest))
+            if labelled.any():
+                full[labelled] = loss
+            loss = full
         features = self.features.take()
         if not training:
             return loss

@@ -296,7 +296,7 @@ def test_class_weight_balances_labelled_rows_only(shifted):
     weights = _adapt.labelled_weights(clf, None, X, y, unlabelled)
     expected = compute_sample_weight("balanced", y[:120])
     np.testing.assert_allclose(weights[:120], expected, rtol=1e-6)
-    assert (weights[120:] == 1).all()
+    assert (weights[120:] == 0).all()
 
 
 # ------------------------------------------- estimator behaviour (skada's faults)
@@ -542,3 +542,18 @@ def test_scorers_need_both_kinds_of_row():
         sktransfer.importance_weighted_scorer(est, X, np.array([0, 1, 0]))
     with pytest.raises(TypeError, match="no predict_proba"):
         sktransfer.prediction_entropy_scorer(BaseEstimator(), X)
+
+
+def test_validation_loss_counts_labelled_rows_only(shifted):
+    # With a validation split, the weighted validation loss (sample_weight)
+    # and skorch's own (no weights) agree: unlabelled rows count in neither.
+    X, _, y_marked = shifted
+    kwargs = {"adapt": "coral", "early_stopping": True, "max_epochs": 2}
+    kwargs["hidden_layer_sizes"] = (8,)
+    plain = TransferClassifier(**kwargs, random_state=0).fit(X, y_marked)
+    weighted = TransferClassifier(**kwargs, random_state=0).fit(
+        X, y_marked, sample_weight=np.ones(len(X))
+    )
+    a = plain.net_.history[:, "valid_loss"]
+    b = weighted.net_.history[:, "valid_loss"]
+    np.testing.assert_allclose(a, b, rtol=1e-5)
