@@ -557,3 +557,22 @@ def test_validation_loss_counts_labelled_rows_only(shifted):
     a = plain.net_.history[:, "valid_loss"]
     b = weighted.net_.history[:, "valid_loss"]
     np.testing.assert_allclose(a, b, rtol=1e-5)
+
+
+def test_cached_frozen_stage_below_adapt_layer(digit_images):
+    # The frozen features are computed once; the head's input, after them, is
+    # aligned on the cached outputs as on the uncached network.
+    X, y = digit_images.X_source[:90], digit_images.y_source[:90]
+    y_marked = y.copy()
+    y_marked[60:] = -1
+    fits = {}
+    for cache in (True, False):
+        net = tiny_classifier_net(ConvNet, max_epochs=2)
+        clf = TransferClassifier(
+            net, frozen="features.*", adapt="mmd", cache_frozen=cache, random_state=0
+        )
+        fits[cache] = clf.fit_source(X[:60], y[:60]).fit(X, y_marked)
+    assert fits[True].frozen_cache_["cached"]
+    a, b = (fits[c].net_.module_.state_dict() for c in (True, False))
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6)
