@@ -1,0 +1,28 @@
+"""benchmarks/adaptation.py keeps working: a --quick run gives every column.
+
+The figures are measured by the benchmark, never asserted here.
+"""
+
+import contextlib
+import io
+import math
+import warnings
+
+import pytest
+
+from benchmarks import adaptation
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_quick_run_gives_every_column():
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rows = adaptation.main(["--quick", "--no-skada", "--pairs", "tabular"])
+    (row,) = rows["tabular"]
+    for column in adaptation.COLUMNS:
+        assert 0 <= row[column] <= 1, column
+        assert math.isfinite(row[column])
+    text = out.getvalue()
+    assert "| tabular |" in text
+    assert "chosen (entropy)" in text
