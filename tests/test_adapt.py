@@ -576,3 +576,17 @@ def test_cached_frozen_stage_below_adapt_layer(digit_images):
     a, b = (fits[c].net_.module_.state_dict() for c in (True, False))
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6)
+
+
+def test_bad_settings_are_refused(shifted):
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    X, _, y_marked = shifted
+    with pytest.raises(InvalidParameterError, match="adapt"):
+        TransferClassifier(adapt="coral_").fit(X, y_marked)
+    with pytest.raises(InvalidParameterError, match="adapt_threshold"):
+        TransferClassifier(adapt="self_training", adapt_threshold=1.5).fit(X, y_marked)
+    clf = TransferClassifier(tiny_classifier_net(), adapt="coral")
+    with pytest.raises(ValueError, match="partial_fit does not adapt"):
+        clf.partial_fit(X, y_marked, classes=[0, 1, 2])
+    assert not hasattr(clf, "net_")
