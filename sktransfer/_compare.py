@@ -626,6 +626,15 @@ def compare_transfer(
             "(or pass a module instance with trained weights as net)."
         )
         raise ValueError(msg)
+    if linear_probe and getattr(transfer, "adapt", None) is not None:
+        msg = (
+            f"compare_transfer got an estimator with adapt={transfer.adapt!r}, "
+            "whose y marks unlabelled rows; the linear probe would train on the "
+            "marker as a label. Pass linear_probe=False, and compare adaptation "
+            "settings through settings (e.g. {'no adaptation': {'adapt_weight': "
+            "0.0}, 'dann': {'adapt': 'dann'}})."
+        )
+        raise ValueError(msg)
     settings = _check_settings(settings)
     scoring_name = _scoring_name(scoring, estimator)
     seed = None

@@ -590,3 +590,32 @@ def test_bad_settings_are_refused(shifted):
     with pytest.raises(ValueError, match="partial_fit does not adapt"):
         clf.partial_fit(X, y_marked, classes=[0, 1, 2])
     assert not hasattr(clf, "net_")
+
+
+def test_compare_transfer_reports_adaptation_settings(shifted):
+    X, _, y_marked = shifted
+    clf = TransferClassifier(
+        tiny_classifier_net(max_epochs=1), adapt="coral", random_state=0
+    )
+    clf.fit_source(X[:120], y_marked[:120])
+    with pytest.raises(ValueError, match="linear_probe=False"):
+        sktransfer.compare_transfer(clf, X, y_marked, cv=2)
+    comparison = sktransfer.compare_transfer(
+        clf,
+        X,
+        y_marked,
+        cv=2,
+        linear_probe=False,
+        settings={"no adaptation": {"adapt_weight": 0.0}, "dann": {"adapt": "dann"}},
+        scoring=sktransfer.prediction_entropy_scorer,
+        random_state=0,
+    )
+    assert list(comparison.scores) == ["scratch", "transfer", "no adaptation", "dann"]
+    expected = cross_val_score(
+        clone(clf).set_params(adapt="dann"),
+        X,
+        y_marked,
+        cv=StratifiedKFold(2, shuffle=True, random_state=0),
+        scoring=sktransfer.prediction_entropy_scorer,
+    )
+    np.testing.assert_allclose(comparison.scores["dann"], expected)
