@@ -273,7 +273,7 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         epochs.
     n_features_in_ : int
         Number of features seen during :meth:`fit` (the channels, for images).
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Feature names seen during :meth:`fit`, when ``X`` has string column
         names.
     source_feature_names_in_ : ndarray or None

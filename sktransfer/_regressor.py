@@ -226,7 +226,7 @@ class TransferRegressor(RegressorMixin, _BaseTransfer):
         The fine-tuned skorch net.
     n_features_in_ : int
         Number of features seen during :meth:`fit` (the channels, for images).
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Feature names seen during :meth:`fit`, when ``X`` has string column
         names.
     head_ : tuple of str
