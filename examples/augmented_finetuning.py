@@ -153,7 +153,12 @@ def run(labels=(5, 10), draws=3, epochs=30, names=None, base=None, n_test=None):
 
 def main(argv=None):
     """Print the table of the user guide's Augmentation page."""
-    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=(
+            "Fine-tuning with augmentation, MixUp and test-time"
+            " augmentation on few labels"
+        )
+    )
     parser.add_argument("--draws", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=30)
     args = parser.parse_args(argv)

@@ -80,7 +80,11 @@ SETTINGS = {
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=(
+            "Compare fine-tuning methods against training from scratch, under one CV"
+        )
+    )
     parser.add_argument("--labels-per-class", type=int, default=10)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs")

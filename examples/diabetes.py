@@ -37,7 +37,11 @@ from sktransfer import TransferRegressor
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=(
+            "Regression targets on any scale: the default TransferRegressor on diabetes"
+        )
+    )
     parser.add_argument("--max-epochs", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

@@ -107,7 +107,9 @@ def load_data(
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__.strip().splitlines()[0],
+        description=(
+            "Transfer a small convolutional network from MNIST to Fashion-MNIST"
+        ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(

@@ -90,7 +90,12 @@ def train_by_hand(X, y, epochs=15, seed=0):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=(
+            "A backbone trained by hand in PyTorch, saved, loaded,"
+            " and tuned on a Dask cluster"
+        )
+    )
     parser.add_argument("--scheduler", help="address of a running Dask scheduler")
     parser.add_argument("--workers", type=int, default=2, help="LocalCluster workers")
     args = parser.parse_args(argv)
