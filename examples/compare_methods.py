@@ -139,6 +139,7 @@ def main(argv=None):
     except ImportError as exc:
         print(f"No plot: {exc}")
     else:
+        ax.figure.tight_layout()  # room for the rotated setting names
         if args.output:
             ax.figure.savefig(args.output, dpi=120, bbox_inches="tight")
             print(f"Plot saved to {args.output}")

@@ -190,6 +190,8 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
     cross-validation work on it; ``Pipeline(memory=...)`` caches its
     features across fits.
 
+    Read more in the :ref:`User Guide <few_labels>`.
+
     Parameters
     ----------
     estimator : TransferClassifier or TransferRegressor

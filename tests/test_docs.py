@@ -17,6 +17,7 @@ from skorch import NeuralNetClassifier
 from test_common import expected_failed_checks
 
 import sktransfer
+import sktransfer.datasets
 from sktransfer import MLP, TransferClassifier, TransferRegressor, default_net
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -213,3 +214,16 @@ def test_the_pages_name_no_missing_file():
             r"``((?:examples|benchmarks|doc|tests)/[\w/.]+\.py)``", page.read_text()
         ):
             assert (ROOT / name).exists(), (page.name, name)
+
+
+def test_every_public_docstring_links_to_the_user_guide():
+    names = [n for n in sktransfer.__all__ if n != "__version__"]
+    objects = [getattr(sktransfer, n) for n in names]
+    objects += [
+        sktransfer.datasets.make_digits_transfer,
+        sktransfer.datasets.fetch_mnist,
+    ]
+    for obj in objects:
+        doc = obj.__doc__ or ""
+        assert re.search(r"Read more in the :(ref|doc):`User Guide <[^>]+>`", doc), obj
+        assert "${" not in doc, obj  # every shared block was filled in
