@@ -82,6 +82,10 @@ numpydoc_validation_checks = {
     "PR03",  # parameters in the signature's order
     "PR04",  # each parameter has a type
     "PR07",  # each parameter has a description
+    "PR05",  # a parameter's type does not end with a period
+    "PR06",  # types use "int", "bool", "str"
+    "PR10",  # a space before the colon
+    "RT01",  # a Returns section where the function returns
     "RT03",  # each return value has a description
     "YD01",  # a generator documents what it yields
 }
