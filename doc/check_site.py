@@ -92,10 +92,11 @@ def checks(base, chromium):
     yield (
         "API page: TransferClassifier with its methods",
         None
-        if "sktransfer.TransferClassifier" in dom
-        and "fit_source" in dom
-        and "predict_proba" in dom
-        else "the API page of TransferClassifier lacks its methods",
+        if all(
+            f'id="sktransfer.TransferClassifier.{method}"' in dom
+            for method in ("fit_source", "fit", "predict_proba")
+        )
+        else "the API page of TransferClassifier lacks fit_source, fit or predict",
     )
 
     page = "auto_examples/compare_methods.html"

@@ -27,6 +27,11 @@ project = "sktransfer"
 author = "sktransfer developers"
 copyright = f"{date.today().year}, {author}"  # noqa: A001 (Sphinx's name)
 release = version = sktransfer.__version__
+if version == "0.0.0" and sys.version_info >= (3, 11):  # a tree that is not installed
+    import tomllib
+
+    with open(ROOT / "pyproject.toml", "rb") as file:
+        release = version = tomllib.load(file)["project"]["version"]
 
 extensions = [
     "sphinx.ext.autodoc",
@@ -57,7 +62,7 @@ nitpicky = False
 
 # -- API reference -----------------------------------------------------------
 autosummary_generate = True
-autodoc_default_options = {"members": True, "inherited-members": False}
+autodoc_default_options = {"members": True}
 autodoc_typehints = "none"  # numpydoc's Parameters section already gives the types
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
@@ -120,7 +125,8 @@ sphinx_gallery_conf = {
     "min_reported_time": 1,
     "image_scrapers": ("matplotlib",),
     "matplotlib_animations": False,
-    "reference_url": {"sktransfer": None},
+    "doc_module": ("sktransfer",),
+    "backreferences_dir": "generated/backreferences",
     "show_memory": False,
     "show_signature": False,
 }
@@ -182,10 +188,19 @@ _expected_failures()
 
 
 def _skip_generated_members(app, what, name, obj, skip, options):
-    """Leave out the methods scikit-learn generates for metadata routing."""
-    if name.startswith("set_") and name.endswith("_request"):
-        return True
-    if name == "get_metadata_routing":
+    """Leave out what sktransfer does not define: scikit-learn's and torch's members.
+
+    The API pages list inherited members, so that ``fit`` and ``fit_source``
+    (defined in sktransfer's private base classes) appear on each estimator's
+    page; the members that come from scikit-learn (``get_params``, the
+    generated ``set_*_request``) or torch (``nn.Module``'s methods) are theirs
+    to document.
+    """
+    if what != "class":
+        return None
+    function = getattr(obj, "fget", obj)  # a property's getter
+    module = getattr(function, "__module__", None) or ""
+    if not module.startswith("sktransfer"):
         return True
     return None
 
