@@ -1,4 +1,6 @@
-"""Fine-tuning with augmentation, MixUp and test-time augmentation on few labels.
+"""
+Fine-tuning with augmentation, MixUp and test-time augmentation on few labels
+=============================================================================
 
 A small CNN is pretrained on scikit-learn's 8x8 digits 0-4 and fine-tuned on
 digits 5-9 with 5 and with 10 labelled images per class (the rest of digits
@@ -13,8 +15,11 @@ on this project's shared 2-core machine::
 
 The augmentation is plain PyTorch (``affine_grid`` + ``grid_sample`` on the
 whole batch); kornia's ``RandomAffine(degrees=10, translate=(0.125, 0.125),
-resample="nearest")`` does the same (``pip install "sktransfer[augment]"``).
+resample="nearest")`` does the same (``pip install ".[augment]"`` from the
+clone). See :doc:`/user_guide/augmentation`.
 """
+
+# %%
 
 import argparse
 import math
@@ -147,12 +152,19 @@ def run(labels=(5, 10), draws=3, epochs=30, names=None, base=None, n_test=None):
 
 
 def main(argv=None):
-    """Print the table of the README's Augmentation section."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    """Print the table of the user guide's Augmentation page."""
+    parser = argparse.ArgumentParser(
+        description=(
+            "Fine-tuning with augmentation, MixUp and test-time"
+            " augmentation on few labels"
+        )
+    )
     parser.add_argument("--draws", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=30)
     args = parser.parse_args(argv)
-    torch.set_num_threads(2)
+    # A tiny network: more torch threads only wait for each other, and far
+    # longer on a busy machine (see the documentation's Common pitfalls).
+    torch.set_num_threads(1)
     labels = (5, 10)
     scores, seconds = run(labels, args.draws, args.epochs)
     names = list(settings(None))
@@ -166,6 +178,10 @@ def main(argv=None):
         cells = " | ".join(f"{np.mean(scores[(n, name)]):.3f}" for n in labels)
         print(f"| {name} | {cells} |")
 
+
+# %%
+# Run it
+# ------
 
 if __name__ == "__main__":
     main()

@@ -1,4 +1,6 @@
-"""Compare fine-tuning methods against training from scratch, under one CV.
+"""
+Compare fine-tuning methods against training from scratch, under one CV
+=======================================================================
 
 Source task: scikit-learn's 8x8 digits 0-4 (901 labelled images). Target task:
 digits 5-9 with few labelled images per class (10 by default, 50 in all). The
@@ -19,16 +21,18 @@ fits
 It prints the table (mean accuracy ± std over the folds, the difference to
 scratch and the verdict) and saves the per-fold plot. Offline, about 15 seconds
 on 2 CPU cores (matplotlib is needed for the plot: ``pip install
-'sktransfer[plot]'``)::
+".[plot]"`` from the clone)::
 
     python examples/compare_methods.py
     python examples/compare_methods.py --labels-per-class 5 --output cmp.png
 
-Without ``--output`` the plot is saved next to this script.
+Without ``--output`` the plot is shown, not saved. See
+:doc:`/user_guide/fine_tuning`.
 """
 
+# %%
+
 import argparse
-from pathlib import Path
 
 import torch
 from skorch import NeuralNetClassifier
@@ -60,6 +64,10 @@ class SmallCNN(nn.Module):
         return self.head(self.features(X))
 
 
+# %%
+# The settings compared with scratch and full fine-tuning
+# --------------------------------------------------------
+
 SETTINGS = {
     "frozen": {"frozen": "features.*"},
     "L2-SP": {"l2sp": 0.1},
@@ -72,7 +80,11 @@ SETTINGS = {
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=(
+            "Compare fine-tuning methods against training from scratch, under one CV"
+        )
+    )
     parser.add_argument("--labels-per-class", type=int, default=10)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs")
@@ -80,11 +92,12 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--output",
-        default=str(Path(__file__).with_suffix(".png")),
-        help="where to save the plot (default: next to this script)",
+        default=None,
+        help="where to save the plot (default: not saved)",
     )
     args = parser.parse_args(argv)
-    # Networks this small gain nothing from more than one thread per process.
+    # A tiny network: more torch threads only wait for each other, and far
+    # longer on a busy machine (see the documentation's Common pitfalls).
     torch.set_num_threads(1)
 
     data = make_digits_transfer(
@@ -126,10 +139,16 @@ def main(argv=None):
     except ImportError as exc:
         print(f"No plot: {exc}")
     else:
-        ax.figure.savefig(args.output, dpi=120, bbox_inches="tight")
-        print(f"Plot saved to {args.output}")
+        ax.figure.tight_layout()  # room for the rotated setting names
+        if args.output:
+            ax.figure.savefig(args.output, dpi=120, bbox_inches="tight")
+            print(f"Plot saved to {args.output}")
     return comparison
 
+
+# %%
+# Run it
+# ------
 
 if __name__ == "__main__":
     main()

@@ -1,4 +1,6 @@
-"""Regression targets on any scale: the default TransferRegressor on diabetes.
+"""
+Regression targets on any scale: the default TransferRegressor on diabetes
+==========================================================================
 
 scikit-learn's diabetes data set has 442 patients, 10 standardised features
 and a target between 25 and 346 (disease progression after one year). A
@@ -10,7 +12,11 @@ predictions back. This example cross-validates (5 shuffled folds, R²)
 ``normalize_y=False``, printing each model's folds as they finish::
 
     python examples/diabetes.py
+
+See :doc:`/user_guide/targets` for ``normalize_y``.
 """
+
+# %%
 
 import argparse
 import time
@@ -25,13 +31,23 @@ from sklearn.model_selection import KFold, cross_val_score
 
 from sktransfer import TransferRegressor
 
+# %%
+# Cross-validate the three models
+# -------------------------------
+
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=(
+            "Regression targets on any scale: the default TransferRegressor on diabetes"
+        )
+    )
     parser.add_argument("--max-epochs", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    torch.set_num_threads(2)
+    # A tiny network: more torch threads only wait for each other, and far
+    # longer on a busy machine (see the documentation's Common pitfalls).
+    torch.set_num_threads(1)
     # The default network often runs all its epochs here (the training loss
     # still improves a little): right to warn about, noise in this table.
     warnings.filterwarnings("ignore", category=ConvergenceWarning)
@@ -65,6 +81,10 @@ def main(argv=None):
         print(f"{name:<38} {scores.mean():>8.3f} {scores.mean() - ridge:>+9.3f}")
     return {name: float(np.mean(scores)) for name, scores in results.items()}
 
+
+# %%
+# Run it
+# ------
 
 if __name__ == "__main__":
     main()

@@ -1,4 +1,6 @@
-"""Transfer a small convolutional network from MNIST to Fashion-MNIST.
+"""
+Transfer a small convolutional network from MNIST to Fashion-MNIST
+==================================================================
 
 A network is pretrained on the 60,000 labelled MNIST digits (the source task),
 then fine-tuned on a handful of labelled Fashion-MNIST images per class (the
@@ -10,7 +12,15 @@ images.
 The first run downloads both data sets (about 60 MB) into the scikit-learn data
 folder, or into ``--data-home``. Run ``python examples/mnist_to_fashion_mnist.py
 --help`` for the options.
+
+This example is shown but not run when the documentation is built: it
+downloads its data (``tests/test_examples.py`` runs it on a small fake
+mirror). Its network trains on 60,000 images, enough work for every core:
+it keeps torch's default of one thread per core. On a machine shared with
+other jobs, set ``OMP_NUM_THREADS`` lower (see :doc:`/pitfalls`).
 """
+
+# %%
 
 from __future__ import annotations
 
@@ -23,6 +33,10 @@ from torch import nn
 
 from sktransfer import TransferClassifier
 from sktransfer.datasets import fetch_mnist
+
+# %%
+# The network
+# -----------
 
 
 class ConvNet(nn.Module):
@@ -93,7 +107,9 @@ def load_data(
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
+        description=(
+            "Transfer a small convolutional network from MNIST to Fashion-MNIST"
+        ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
@@ -126,6 +142,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="seed of the sampled training images and of the networks",
     )
     return parser.parse_args(argv)
+
+
+# %%
+# Pretrain on MNIST, fine-tune on Fashion-MNIST
+# ---------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -173,6 +194,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"Fashion-MNIST test accuracy, from scratch:        {scratch_accuracy:.3f}")
     print(f"Gain from transfer: {transfer_accuracy - scratch_accuracy:+.3f}")
 
+
+# %%
+# Run it
+# ------
 
 if __name__ == "__main__":
     main()

@@ -1,4 +1,6 @@
-"""A backbone trained by hand in PyTorch, saved, loaded, and tuned on a Dask cluster.
+"""
+A backbone trained by hand in PyTorch, saved, loaded, and tuned on a Dask cluster
+=================================================================================
 
 1. A small CNN is trained on scikit-learn's 8x8 digits 0-4 with a plain PyTorch
    loop: no sktransfer, no skorch, as a colleague's training script would.
@@ -9,16 +11,22 @@
    source weights travel to each worker once, not with every candidate.
 
 Runs offline in under a minute on 2 CPU cores, on a ``LocalCluster`` of two
-worker processes::
+worker processes, from a clone of the repository::
 
-    pip install "sktransfer[dask]"
+    pip install ".[dask]"
     python examples/pretrained_backbone.py
 
 On a real cluster, pass the scheduler's address instead; the workers need
 sktransfer installed::
 
     python examples/pretrained_backbone.py --scheduler tcp://scheduler:8786
+
+This example is shown but not run when the documentation is built: it needs
+the optional Dask extra and starts a cluster (``tests/test_examples.py`` runs
+it). See :doc:`/user_guide/weights` and :doc:`/user_guide/scaling`.
 """
+
+# %%
 
 import argparse
 import tempfile
@@ -55,6 +63,12 @@ class SmallCNN(nn.Module):
         return self.head(self.features(X))
 
 
+# %%
+# 1. A backbone trained by hand
+# -----------------------------
+# A plain PyTorch loop, as a colleague's training script would be.
+
+
 def train_by_hand(X, y, epochs=15, seed=0):
     """Train a SmallCNN with a plain PyTorch loop, as a backbone from elsewhere."""
     torch.manual_seed(seed)
@@ -70,17 +84,29 @@ def train_by_hand(X, y, epochs=15, seed=0):
     return model
 
 
+# %%
+# 2 and 3. Share the weights, load them, tune on Dask
+# ----------------------------------------------------
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        description=(
+            "A backbone trained by hand in PyTorch, saved, loaded,"
+            " and tuned on a Dask cluster"
+        )
+    )
     parser.add_argument("--scheduler", help="address of a running Dask scheduler")
     parser.add_argument("--workers", type=int, default=2, help="LocalCluster workers")
     args = parser.parse_args(argv)
     try:
         from dask.distributed import Client, LocalCluster
     except ImportError as exc:
-        msg = 'This example needs Dask: pip install "sktransfer[dask]"'
+        msg = 'This example needs Dask: pip install ".[dask]" (from the clone)'
         raise SystemExit(msg) from exc
 
+    # A tiny network, and each Dask worker is its own process: one torch thread
+    # each, so that processes times threads stays within the cores.
     torch.set_num_threads(1)
     data = make_digits_transfer(20, random_state=0, images=True)
 
@@ -142,6 +168,10 @@ def main(argv=None):
     print(f"best_estimator_ holds the hand-trained backbone's weights: {kept}")
     return search
 
+
+# %%
+# Run it
+# ------
 
 if __name__ == "__main__":
     main()

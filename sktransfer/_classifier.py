@@ -16,6 +16,7 @@ from torch import nn
 from . import _adapt, _augment, _outputs, _predstore, _weights
 from ._base import _BaseTransfer
 from ._compat import StrOptions
+from ._docstrings import fill
 from ._partial import encode_partial_classes
 
 if TYPE_CHECKING:
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
 
+@fill("classifier")
 class TransferClassifier(ClassifierMixin, _BaseTransfer):
     """Classifier that pretrains a PyTorch network on a source task and fine-tunes it.
 
@@ -35,6 +37,8 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
     may have different classes, in number and in name. Without
     :meth:`fit_source`, :meth:`fit` trains from scratch, or from the weights of
     the module instance that ``net`` holds.
+
+    Read more in the :ref:`User Guide <vocabulary>`.
 
     Parameters
     ----------
@@ -58,198 +62,21 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         criterion says what the module outputs: logits for
         ``CrossEntropyLoss`` (and its subclasses), probabilities for
         ``NLLLoss`` (skorch's ``NeuralNetClassifier`` default, which takes
-        their log), scores for any other loss; a probe on a few samples checks
-        this before training (see Notes). ``BCEWithLogitsLoss`` and ``BCELoss``
-        are refused: use ``CrossEntropyLoss`` with two outputs.
-    head : "auto", str, list or tuple of str, or None, default="auto"
-        The target-specific layers: submodule names as
-        ``module.named_modules()`` gives them. They are not transferred but
-        initialised afresh for the target, and the last ``nn.Linear`` among
-        them is resized to the number of classes. ``"auto"`` is the output layer by
-        the conventions of torchvision and timm: the ``nn.Linear`` that timm's
-        ``get_classifier()`` returns, else the last ``nn.Linear`` in a
-        top-level ``fc``, ``classifier``, ``head`` or ``heads`` (``"fc"`` for
-        a ResNet, ``"classifier.1"`` for a MobileNetV2, ``"heads.head"`` for
-        torchvision's ViT), else the module's last ``nn.Linear`` layer
-        (``head_`` tells which). ``None`` transfers every weight (the source
-        and target tasks must then have as many classes).
-    frozen : str, list or tuple of str, default=()
-        Glob patterns (``fnmatch``; ``*`` also matches dots) over parameter
-        names as ``module.named_parameters()`` gives them, e.g. ``"features.*"``.
-        Matching parameters are not updated by :meth:`fit`, nor are shared
-        parameters that arrive with ``requires_grad=False`` (a module frozen by
-        hand); the head, initialised afresh, always trains unless matched.
-        Pretraining trains every parameter. A pattern that matches nothing is
-        an error. Freezing lasts for :meth:`fit` only: afterwards every
-        parameter of ``net_.module_`` has the ``requires_grad`` it arrived
-        with, so that the fitted module fine-tunes again as a plain module
-        (continuing with ``net_.partial_fit`` trains every parameter).
-    pretrained : bool, default=True
-        Start :meth:`fit` from the pretrained weights (``True``) or from
-        fresh ones (``False``: every layer initialised as the module's
-        constructor does; the weights of a module instance held by ``net``
-        are re-initialised with ``reset_parameters``, so no pretrained tensor
-        survives). The pretrained weights are kept either way, so
-        ``GridSearchCV(clf, {"pretrained": [True, False], ...})`` chooses
-        between transfer and scratch (the name timm and torchvision use).
-    source_params : dict, default=None
-        skorch settings used only while pretraining, e.g.
-        ``{"max_epochs": 5, "lr": 1e-2}``; they update the ``net`` template.
-    freeze_bn_stats : bool, default=True
-        Keep normalisation layers with running statistics (BatchNorm,
-        InstanceNorm with ``track_running_stats=True``) whose parameters are
-        all frozen, in the sense of ``frozen``, in evaluation mode while
-        fine-tuning, so that their statistics stay the pretrained ones (as
-        Keras does). A layer without parameters counts as frozen when its
-        nearest enclosing block with parameters is. Held by forward pre-hooks
-        that :meth:`fit` removes when it ends. ``False`` lets them adapt to
-        the target's batches, as skorch's ``Freezer`` callback does.
-    cache_frozen : "auto" or bool, default="auto"
-        Compute the frozen layers once per :meth:`fit` instead of once per
-        epoch, when they form the network's leading stage (what the input
-        goes through before the first trainable layer) and that stage computes
-        the same while training as while predicting (no active dropout;
-        BatchNorm held by ``freeze_bn_stats``). The rest of the network then
-        trains on the stage's outputs, to the same weights. Nothing between
-        the array and the module may see the samples: the net's ``dataset``
-        must be skorch's ``Dataset``, its iterators skorch's or
-        :class:`ArrayLoader` without a ``collate_fn``, sampler or other
-        setting beyond batching and workers, its ``train_split`` None or a
-        ``ValidSplit``, and its class must not override skorch's methods on
-        the data path (``get_dataset``, ``train_step_single``, ...);
-        otherwise neither ``"auto"`` nor ``True`` caches. ``"auto"``
-        caches when that is safe, the outputs take at most the size of ``X``
-        or 1 GiB, whichever is larger, and the net has no callbacks beyond
-        skorch's scoring, printing, timing, learning-rate, gradient-clipping
-        and early-stopping ones (without ``load_best``), since others may read
-        or write the module's parameters while it is only the trainable rest;
-        otherwise it fine-tunes uncached (``verbose=1`` says why). ``True``
-        caches whatever the size and callbacks and raises a ValueError saying
-        why when it cannot; ``False`` never caches. See Notes.
-    l2sp : float, default=0.0
-        Strength of the L2-SP penalty (Li et al., ICML 2018): :meth:`fit` adds
-        ``l2sp / 2 * sum ||w - w_source||^2`` over the shared parameters that
-        are trainable to the training loss, keeping them near the pretrained
-        weights rather than fixed. Needs pretrained weights; ``0`` adds nothing.
-    l2sp_head : float, default=0.0
-        Plain L2 penalty ``l2sp_head / 2 * sum ||w||^2`` on the head's
-        trainable parameters, the paper's second term.
-    shared_lr_scale : float, default=1.0
-        The shared parameters train with the learning rate times this factor
-        and the head with the learning rate itself (discriminative learning
-        rates). Applied within each of skorch's optimizer parameter groups
-        (``net__optimizer__param_groups``), for any torch optimizer.
-    unfreeze : sequence of (int, str or sequence of str) pairs, default=None
-        Gradual unfreezing: when each given epoch begins (the first epoch is
-        1), the parameters matching the glob patterns become trainable, e.g.
-        ``((3, "features.2.*"), (6, "features.*"))``. BatchNorm layers held by
-        ``freeze_bn_stats`` train again once their parameters unfreeze.
-    layer_decay : float, default=1.0
-        Layer-wise learning-rate decay (timm's ``param_groups_layer_decay``):
-        a shared parameter ``d`` layers below the head trains at the head's
-        learning rate times ``shared_lr_scale * layer_decay ** d``. Layers are
-        the submodules holding parameters, in ``named_parameters()`` order; a
-        normalisation layer counts with the layer before it. Composes with
-        ``unfreeze`` and ``l2sp``; ``1.0`` changes nothing.
-    autocast : {"bfloat16"} or None, default=None
-        Mixed precision for fine-tuning: ``"bfloat16"`` runs the forward and
-        backward passes under :func:`torch.autocast` (matrix products and
-        convolutions in bfloat16; weights, gradients and optimizer in float32),
-        on the CPU or a GPU that supports bfloat16. Pretraining and
-        prediction stay in float32. ``None`` trains in float32.
-    early_stopping : bool, default=False
-        Hold out ``validation_fraction`` of the target data (stratified for a
-        classifier), stop when its loss has not improved by 1e-4 for
-        ``n_iter_no_change`` epochs and restore the weights of the best epoch,
-        as :class:`~sklearn.neural_network.MLPClassifier` does. It replaces
-        any ``EarlyStopping`` of the template and sets its ``train_split``;
-        compatible with ``cache_frozen``. ``False`` keeps the template as it
-        is (the default settings stop on the training loss).
-    validation_fraction : float, default=0.1
-        Share of the target data held out with ``early_stopping=True``; each
-        part must hold a sample of every class, else :meth:`fit` raises a
-        ``ValueError``.
-    n_iter_no_change : int, default=10
-        Epochs without improvement before stopping: of the validation loss
-        with ``early_stopping=True``, of the training loss of the default
-        settings otherwise (a skorch template keeps its own callbacks).
+        their log), scores for any other loss; :meth:`fit` checks this before
+        training. ``BCEWithLogitsLoss`` and ``BCELoss`` are refused for
+        single-label classes: use ``CrossEntropyLoss`` with two outputs. See
+        :ref:`networks`.
+    ${shared_parameters}
     class_weight : dict, "balanced" or None, default=None
         Weights of the target's classes in the fine-tuning loss, as
         scikit-learn's classifiers take them: a dict ``{label: weight}``
         (labels not in it weigh 1), ``"balanced"`` for
         ``n_samples / (n_classes * np.bincount(y))``, or None for equal
-        weights. Multiplied into ``fit``'s ``sample_weight``; see Notes.
+        weights. Multiplied into ``fit``'s ``sample_weight``
+        (:ref:`targets`).
         Pretraining does not use it: pass
         ``sample_weight=compute_sample_weight("balanced", y_source)`` to
         :meth:`fit_source` for that.
-    hidden_layer_sizes : tuple of int, default=None
-        Width of each hidden layer of the default :class:`~sktransfer.MLP`,
-        as in ``MLPClassifier``; ``None`` is ``(100,)``, or what the template
-        sets. Only for a network whose module class takes
-        ``hidden_layer_sizes``; otherwise a ValueError.
-    lr : float, default=None
-        Learning rate of both phases; ``None`` is the default network's
-        ``1e-3``, or the template's ``lr``. A value overrides the template's.
-    max_epochs : int, default=None
-        Most epochs of each phase; ``None`` is the default network's ``200``
-        (with early stopping), or the template's. A value overrides the
-        template's.
-    batch_size : int, default=None
-        Samples per training batch; ``None`` is the default network's
-        ``200``, or the template's. A value overrides the template's.
-        These four reach the network in both phases (``source_params``
-        still wins while pretraining), so ``GridSearchCV`` tunes them on the
-        default network; any other setting of it is reachable from its
-        template, ``sktransfer.default_net('classifier')``, passed as ``net``.
-    augment : callable or None, default=None
-        Applied to each training batch of :meth:`fit` as a whole tensor of
-        shape ``(batch_size, ...)``, returning the augmented batch: any
-        callable on batched tensors, e.g. a ``kornia.augmentation``
-        pipeline (``pip install "sktransfer[augment]"``) or a
-        ``torchvision.transforms.v2`` one. Never applied to validation
-        batches, :meth:`predict` or ``predict_proba`` (except the
-        ``tta_views``). It draws its random numbers from a stream of its own,
-        seeded by ``random_state``, so the same seed gives the same augmented
-        batches and the rest of training is the same as without it. It must
-        be picklable (a module-level function or a class instance, not a
-        lambda) and must not change its input in place. Each fold of
-        ``cross_val_score`` augments only its own training data. With
-        ``augment``, a frozen stage is not cached unless ``cache_views`` is
-        set.
-    mixup_alpha : float, default=0.0
-        MixUp (Zhang et al., ICLR 2018): when positive, each training batch
-        (after ``augment``) is mixed with a shuffled copy of itself,
-        ``lam * x_i + (1 - lam) * x_j`` with ``lam ~ Beta(mixup_alpha,
-        mixup_alpha)``, and the loss is ``lam * loss(y_i) + (1 - lam) *
-        loss(y_j)`` (the cross-entropy against the mixed one-hot targets
-        under ``CrossEntropyLoss``; the same gradient as the squared error
-        against the mixed targets under ``MSELoss``).
-    cutmix_alpha : float, default=0.0
-        CutMix (Yun et al., ICCV 2019): when positive, a box covering a
-        fraction ``1 - lam`` of each image is pasted from the shuffled copy,
-        and the loss weighted by the box's actual area. Images only
-        (samples of shape ``(..., height, width)``). With both alphas
-        positive, each batch uses one of the two with even odds (as timm's
-        ``Mixup``).
-    tta_views : int, default=0
-        Test-time augmentation: ``predict_proba`` (and ``predict``,
-        ``predict_log_proba``) average the probabilities over the plain input
-        and this many views made by ``augment``, seeded by ``random_state``
-        (the same answer on every call). ``0`` is plain prediction, exactly.
-        ``decision_function`` is never averaged.
-    cache_views : int or None, default=None
-        Precompute this many augmented views of the training set once per
-        :meth:`fit` (``augment`` applied to every sample, from the seeded
-        stream) and train on one view per sample, drawn afresh for every
-        batch. When the frozen layers form a cacheable leading stage (see
-        ``cache_frozen``), the views go through it once, so each epoch costs
-        what the trainable rest costs; otherwise the views of the input are
-        kept. The views take ``cache_views`` times the size of the stage's
-        outputs (or of ``X``), reported in ``frozen_cache_``; under
-        ``cache_frozen="auto"`` at most the size of ``X`` or 1 GiB, and always
-        at most half the available memory, else a ValueError says so. Needs
-        ``augment``; not with ``mixup_alpha``/``cutmix_alpha`` or a
-        validation split (the views would be mixed or validated on).
     adapt : {"coral", "mmd", "dann", "self_training"} or None, default=None
         Use unlabelled rows of ``fit``'s data, marked by ``y == -1`` (as
         :class:`~sklearn.semi_supervised.SelfTrainingClassifier`): the labelled rows
@@ -279,19 +106,7 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
     adapt_threshold : float in (0, 1], default=0.9
         For ``adapt="self_training"``: the probability a row's predicted class needs to
         become its pseudo-label, as ``SelfTrainingClassifier(threshold=...)``.
-    random_state : int, RandomState instance or None, default=None
-        Seeds weight initialisation, shuffling and dropout (torch's global RNG
-        is restored afterwards). ``None`` uses torch's global RNG. The same
-        seed gives the same weights and predictions on the CPU with the same
-        number of torch threads (``torch.get_num_threads()``): float sums
-        split over another number of threads round differently.
-    verbose : int, default=0
-        ``0`` is silent. ``1`` prints, for pretraining and for fine-tuning, a
-        header, skorch's epoch table (without colour codes when the output is
-        not a terminal) and one summary line: epochs run, why training
-        stopped (early stopping at epoch N, or ``max_epochs`` reached), the
-        best loss and the time taken. ``2`` adds skorch's ``ProgressBar``
-        inside each epoch. Overrides the template's ``verbose``.
+    ${run_parameters}
 
     Attributes
     ----------
@@ -300,14 +115,6 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
     net_ : NeuralNetClassifier
         The fine-tuned skorch net; ``net_.history`` holds the fine-tuning
         epochs.
-    n_features_in_ : int
-        Number of features seen during :meth:`fit` (the channels, for images).
-    feature_names_in_ : ndarray of shape (n_features_in_,)
-        Feature names seen during :meth:`fit`, when ``X`` has string column
-        names.
-    source_feature_names_in_ : ndarray or None
-        Column names seen by :meth:`fit_source` (None without names); set by
-        :meth:`fit_source`. :meth:`fit` refuses other columns or another order.
     out_activation_ : str
         What the fitted network outputs, hence how :meth:`predict_proba`
         follows from it: ``"softmax"`` (logits), ``"probabilities"``,
@@ -315,35 +122,7 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         makes probabilities) or ``"scores"`` (no probabilities).
     source_classes_ : ndarray
         The source's class labels; set by :meth:`fit_source`.
-    head_ : tuple of str
-        The submodules that :meth:`fit` rebuilt for the target (what ``head``
-        resolved to), e.g. ``("fc",)`` for a ResNet.
-    frozen_cache_ : dict
-        What :meth:`fit` did with the frozen layers: ``"cached"`` (bool),
-        ``"stage"`` (the traced node the network was cut after, or None),
-        ``"nbytes"`` (the size of the cached outputs, or of the precomputed
-        views), ``"device"`` (where they were kept), ``"reason"`` (why they
-        were not cached, or None), ``"views"`` (``cache_views`` when views
-        were precomputed, else None) and ``"outputs"``: ``"computed"``, or
-        ``"reused"`` from an earlier fit of this process with the same
-        weights, stage and rows (see :func:`sktransfer.frozen_store_info`), or
-        None when not cached. A cached fit adds ``"digest_seconds"`` (the time
-        spent recognising the outputs), ``"compute_seconds"`` (the stage's
-        pass, 0 when reused) and ``"store"`` (the store's report). The last
-        prediction (``predict``, ``score``, ``transform``, ...) sets
-        ``"predict_outputs"``: ``"reused"`` when the frozen stage's outputs
-        for its rows came from the store, ``"computed"`` when the stage ran
-        on them and stored them, None when the whole network ran (the plain
-        path), and ``"predict_reason"``, why the plain path. Only a cached
-        stage is served, and only while ``net_.module_`` is the module fit
-        split (same layers and ``forward``, no forward hook on any submodule,
-        the same plain Python attributes), the split and the whole module
-        agree bit for bit on the call's first 8 rows, and the rows' outputs
-        fit the store's bound; changed weights change the key.
-    source_weights_ : dict of str to torch.Tensor
-        The pretrained ``state_dict``; set by :meth:`fit_source`.
-    source_history_ : list of dict
-        skorch's history of the pretraining epochs.
+    ${shared_attributes}
 
     See Also
     --------
@@ -352,75 +131,13 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
 
     Notes
     -----
-    Every fit is right or stops. A non-finite training loss raises a
-    ValueError naming the epoch; Ctrl-C (SIGINT, received in the main thread)
-    ends :meth:`fit`, :meth:`fit_source` or :meth:`partial_fit` with
-    ``KeyboardInterrupt``, also inside ``GridSearchCV``; in both cases the
-    estimator is left as it was. A callback that raises ``KeyboardInterrupt``
-    itself (skorch's ``EarlyStopping``) still just ends training. Training
-    that runs all ``max_epochs`` while the net's early stopping never
-    triggered gives a :class:`~sklearn.exceptions.ConvergenceWarning`.
-
-    ``warm_start=True`` in the template makes each :meth:`fit` continue from
-    the last fit's weights (with a fresh optimizer and history, the same
-    classes, sample shape and frozen set; L2-SP still pulls toward the
-    pretrained weights). The template's ``verbose`` (replaced by the
-    estimator's) and ``classes`` (the labels come from ``y``) are not used;
-    setting them warns.
-
-    Pretrained weights are prior knowledge rather than fitted state:
-    :func:`sklearn.base.clone` keeps them (through ``__sklearn_clone__``), so
-    ``cross_val_score`` and ``GridSearchCV`` fine-tune every fold and candidate
-    from the same pretrained weights, and never pretrain again. They survive
-    pickling too.
-
-    Fine-tuning batches are slices of whole tensors (:class:`ArrayLoader`)
-    rather than skorch's per-sample ``DataLoader``, with the same batches and
-    results for the same seed; a template with its own ``iterator_train`` or
-    ``iterator_valid`` keeps it.
-
-    A validation set given through the template, as in
-    ``train_split=predefined_split(Dataset(X_val, y_val))``, gets the label
-    encoding and checks of :meth:`fit`'s own ``y`` and ``X``: its labels are
-    mapped to the classes of ``y`` (a label that ``y`` does not have is a
-    ValueError), so that ``valid_acc`` and ``valid_loss`` in ``net_.history``
-    and callbacks such as ``EarlyStopping`` see the true scores. It must be a
-    skorch ``Dataset`` of arrays or a ``TensorDataset``.
+    ${notes}
 
     :meth:`predict` is the argmax of the network's outputs whatever the
-    criterion, and :meth:`decision_function` returns those outputs.
-    :meth:`predict_proba` is their softmax under ``CrossEntropyLoss``, the
-    outputs themselves under ``NLLLoss``, or the net's callable
-    ``predict_nonlinearity`` applied to them (checked to give probabilities
-    with the same argmax). Under any other criterion the outputs define no
-    probabilities and ``predict_proba`` is not available (``hasattr`` is
-    False, as for ``SVC(probability=False)``), unless ``predict_nonlinearity``
-    is a callable. Before training, :meth:`fit` and :meth:`fit_source` run the
-    new network on up to 8 samples (in evaluation mode, without gradients or
-    side effects) and raise a ValueError naming the criterion and the fix when
-    a module under ``NLLLoss`` outputs no probabilities (logits,
-    log-probabilities), when one under ``CrossEntropyLoss`` outputs
-    probabilities already, or when a callable ``predict_nonlinearity`` gives
-    no probabilities.
-
-    Sample weights (``sample_weight`` of :meth:`fit`, :meth:`fit_source` and
-    :meth:`partial_fit`, times ``class_weight``) weigh each sample's loss:
-    each mini-batch's loss is ``sum(w * loss) / sum(w)`` over its samples, as
-    ``MLPClassifier`` computes it (``np.average`` with weights per batch). The
-    weights travel with the batches of :class:`ArrayLoader` (the template must
-    keep its default ``iterator_train``) and the criterion must have torch's
-    ``reduction`` attribute. Integer weights are close to, but not exactly,
-    repeating samples: repeated samples change the mini-batches. A validation
-    split of the weighted rows (``early_stopping``) has its loss weighted too.
-
-    Frozen-stage caching traces ``forward`` with :mod:`torch.fx` and cuts the
-    graph after the last node that is computed from the input by frozen layers
-    alone and that alone feeds everything after it (a skip connection inside
-    the stage is fine; one around it is not). A probe on a few samples checks
-    that the stage gives the same output in training and evaluation mode and
-    that the cut network reproduces the whole one. The cache holds
-    ``n_samples`` times the stage's output size in float32, on the CPU, for
-    the duration of :meth:`fit`; :meth:`predict` always runs the whole network.
+    criterion, and :meth:`decision_function` returns those outputs;
+    :meth:`predict_proba` exists only where the criterion (or a callable
+    ``predict_nonlinearity``) makes them probabilities, as ``out_activation_``
+    says (:ref:`networks`).
 
     Examples
     --------

@@ -48,6 +48,8 @@ class NegativeTransferWarning(UserWarning):
     per-fold scores are lower than those of the same network trained from
     scratch on the same splits, beyond fold-to-fold noise (a one-sided paired
     t-test at the 5% level). The source task then hurts the target task.
+
+    Read more in the :ref:`User Guide <fine_tuning>`.
     """
 
 
@@ -114,6 +116,8 @@ class TransferComparison:
     Returned by :func:`compare_transfer`. The first setting, ``"scratch"``, is
     the network trained from freshly initialised weights; every other setting
     fine-tunes from pretrained weights and is compared with it fold by fold.
+
+    Read more in the :ref:`User Guide <fine_tuning>`.
 
     Parameters
     ----------
@@ -508,6 +512,8 @@ def compare_transfer(
     fold and setting fine-tunes from the same pretrained weights. When every
     transferred setting scores significantly lower than scratch (see Notes),
     a :class:`NegativeTransferWarning` is issued.
+
+    Read more in the :ref:`User Guide <fine_tuning>`.
 
     Parameters
     ----------

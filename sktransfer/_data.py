@@ -180,6 +180,8 @@ class ArrayLoader:
     (``collate_fn``, ``sampler``, ``batch_sampler``, ...), is handed to
     ``DataLoader`` with all the settings given.
 
+    Read more in the :ref:`User Guide <performance>`.
+
     Parameters
     ----------
     dataset : torch.utils.data.Dataset

@@ -45,6 +45,8 @@ def default_net(estimator: str = "classifier", **params: Any) -> NeuralNet:
     defaults while changing anything else; its settings are then reachable as
     ``net__<name>``.
 
+    Read more in the :ref:`User Guide <networks>`.
+
     Parameters
     ----------
     estimator : {"classifier", "regressor"}, default="classifier"

@@ -190,6 +190,8 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
     cross-validation work on it; ``Pipeline(memory=...)`` caches its
     features across fits.
 
+    Read more in the :ref:`User Guide <few_labels>`.
+
     Parameters
     ----------
     estimator : TransferClassifier or TransferRegressor
@@ -324,6 +326,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         Returns
         -------
         features : ndarray of shape (n_samples, n_features_out), float32
+            The input of the pretrained network's head, one row per sample.
         """
         X = _inputs.validated_rows(self, X)
         return head_input(
@@ -345,6 +348,8 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         Returns
         -------
         feature_names_out : ndarray of str objects
+            ``"pretrainedfeatures0"``, ``"pretrainedfeatures1"``, ... in lower
+            case, one per output feature.
         """
         check_is_fitted(self)
         probe = np.zeros((1, *self._sample_shape), dtype=np.float32)

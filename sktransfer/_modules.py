@@ -26,6 +26,8 @@ class MLP(nn.Module):
     The estimators fill ``n_features_in`` and ``n_outputs`` from the data of
     each task, so they are rarely given by hand.
 
+    Read more in the :ref:`User Guide <networks>`.
+
     Parameters
     ----------
     n_features_in : int

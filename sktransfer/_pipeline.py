@@ -37,6 +37,8 @@ def fit_source(
     source; transformers that were frozen before (by the user) stay as they
     are.
 
+    Read more in the :ref:`User Guide <vocabulary>`.
+
     Parameters
     ----------
     estimator : TransferClassifier, TransferRegressor or Pipeline

@@ -61,6 +61,8 @@ def plot_history(estimator: Any, ax: Axes | None = None) -> Axes:
     losses are the ones skorch records, the source criterion's and the
     target's; with different tasks they need not be on the same scale.
 
+    Read more in the :ref:`User Guide <fine_tuning>`.
+
     Parameters
     ----------
     estimator : TransferClassifier, TransferRegressor or Pipeline

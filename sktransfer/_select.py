@@ -143,6 +143,8 @@ def linear_probe(estimator: Any) -> Pipeline:
     - regressor: :class:`~sklearn.linear_model.RidgeCV` over ``alpha`` in
       1e-3 ... 1e4 (15 values), by efficient leave-one-out.
 
+    Read more in the :ref:`User Guide <few_labels>`.
+
     Parameters
     ----------
     estimator : TransferClassifier or TransferRegressor
@@ -273,6 +275,8 @@ def make_transfer_search(
 
     Every candidate and fold fine-tunes from the same pretrained weights, and
     frozen stages are shared across them through the frozen-output store.
+
+    Read more in the :ref:`User Guide <few_labels>`.
 
     Parameters
     ----------

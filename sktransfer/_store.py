@@ -112,6 +112,8 @@ def _nbytes(tensor):
 def frozen_store_info() -> dict:
     """Report the process's store of frozen-stage outputs.
 
+    Read more in the :doc:`User Guide </user_guide/frozen_stage>`.
+
     Returns
     -------
     info : dict
@@ -130,7 +132,10 @@ def frozen_store_info() -> dict:
 
 
 def clear_frozen_store() -> None:
-    """Drop every stored frozen-stage output of this process and reset the counts."""
+    """Drop every stored frozen-stage output of this process and reset the counts.
+
+    Read more in the :doc:`User Guide </user_guide/frozen_stage>`.
+    """
     STORE.clear()
 
 
@@ -139,6 +144,8 @@ def set_frozen_store_limit(max_bytes: int) -> None:
 
     Outputs that no longer fit are dropped at once, the least recently used
     first; ``0`` turns reuse off.
+
+    Read more in the :doc:`User Guide </user_guide/frozen_stage>`.
 
     Parameters
     ----------

@@ -81,6 +81,8 @@ def make_digits_transfer(
     labelled target samples is the smallest transfer-learning experiment that
     still shows an effect.
 
+    Read more in the :ref:`User Guide <quickstart>`.
+
     Parameters
     ----------
     n_labels_per_class : int, default=10
@@ -194,6 +196,8 @@ def fetch_mnist(
     from the cache. A download is written to a temporary file and renamed into
     place only once its checksum is right, so an interrupted download never
     leaves a partial file behind.
+
+    Read more in the :ref:`User Guide <quickstart>`.
 
     Parameters
     ----------

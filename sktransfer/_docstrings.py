@@ -1,0 +1,297 @@
+"""The docstring blocks that TransferClassifier and TransferRegressor share.
+
+Both estimators take the same parameters but ``net`` and one of their own
+(``class_weight``, ``normalize_y``), and have the same fitted attributes but
+a few. Each block is written once here and put into each class docstring by
+:func:`fill`, as imbalanced-learn's ``Substitution`` does: the class docstring
+stays the first statement of the class, a literal with ``${name}`` fields.
+A block mentions the estimator's kind only through ``$mlp`` (the
+scikit-learn MLP it follows), ``$outputs`` and ``$kind``.
+
+How things work inside (the cache's proof, the probe of the outputs, the
+weighted loss) is in the user guide, which each block links to; a docstring
+says what a parameter does and what it accepts.
+"""
+
+from __future__ import annotations
+
+from string import Template
+
+_SHARED_PARAMETERS = """\
+head : "auto", str, list or tuple of str, or None, default="auto"
+    The target-specific layers: submodule names as ``module.named_modules()``
+    gives them. They are not transferred but initialised afresh for the
+    target, and the last ``nn.Linear`` among them is resized to the number of
+    $outputs. ``"auto"`` is the output layer by the conventions of
+    torchvision and timm: the ``nn.Linear`` that timm's ``get_classifier()``
+    returns, else the last ``nn.Linear`` in a top-level ``fc``,
+    ``classifier``, ``head`` or ``heads`` (``"fc"`` for a ResNet,
+    ``"classifier.1"`` for a MobileNetV2, ``"heads.head"`` for torchvision's
+    ViT), else the module's last ``nn.Linear`` layer (``head_`` tells which).
+    ``None`` transfers every weight (source and target must then have as many
+    $outputs). See :ref:`vocabulary`.
+frozen : str, list or tuple of str, default=()
+    Glob patterns (``fnmatch``; ``*`` also matches dots) over parameter names
+    as ``module.named_parameters()`` gives them, e.g. ``"features.*"``.
+    Matching parameters are not updated by :meth:`fit`, nor are shared
+    parameters that arrive with ``requires_grad=False`` (a module frozen by
+    hand); the head, initialised afresh, trains unless matched. Pretraining
+    trains every parameter. A pattern that matches nothing is a ValueError
+    naming the nearest parameters. Freezing lasts for :meth:`fit` only:
+    afterwards every parameter of ``net_.module_`` has the ``requires_grad``
+    it arrived with.
+pretrained : bool, default=True
+    Start :meth:`fit` from the pretrained weights (``True``) or from fresh
+    ones (``False``: every layer initialised as the module's constructor
+    does; a module instance's weights are re-initialised with
+    ``reset_parameters``). The pretrained weights are kept either way, so
+    ``GridSearchCV(est, {"pretrained": [True, False], ...})`` chooses between
+    transfer and scratch (the name timm and torchvision use). See
+    :ref:`few_labels`.
+source_params : dict, default=None
+    skorch settings used only while pretraining, e.g.
+    ``{"max_epochs": 5, "lr": 1e-2}``, without the ``net__`` prefix; they
+    update the ``net`` template for :meth:`fit_source`.
+freeze_bn_stats : bool, default=True
+    Keep normalisation layers with running statistics (BatchNorm,
+    InstanceNorm with ``track_running_stats=True``) whose parameters are all
+    frozen in evaluation mode while fine-tuning, so that their statistics stay
+    the pretrained ones (as Keras does). ``False`` lets them adapt to the
+    target's batches, as skorch's ``Freezer`` callback does. See
+    :ref:`pitfalls`.
+cache_frozen : "auto" or bool, default="auto"
+    Compute the frozen layers once per :meth:`fit` instead of once per epoch,
+    when they form the network's leading stage and that stage computes the
+    same while training as while predicting; the rest of the network then
+    trains on the stage's outputs, to the same weights. ``"auto"`` caches
+    when that is provably safe and the outputs take at most the size of ``X``
+    or 1 GiB; ``True`` caches whatever the size or raises a ValueError saying
+    why it cannot; ``False`` never caches. ``frozen_cache_`` reports what
+    :meth:`fit` did. See :doc:`/user_guide/frozen_stage`.
+l2sp : float, default=0.0
+    Strength of the L2-SP penalty (Li et al., ICML 2018): :meth:`fit` adds
+    ``l2sp / 2 * sum ||w - w_source||^2`` over the trainable shared
+    parameters to the training loss, keeping them near the pretrained weights
+    rather than fixed. Needs pretrained weights; ``0`` adds nothing. See
+    :ref:`fine_tuning`.
+l2sp_head : float, default=0.0
+    Plain L2 penalty ``l2sp_head / 2 * sum ||w||^2`` on the head's trainable
+    parameters, the paper's second term.
+shared_lr_scale : float, default=1.0
+    The shared parameters train with the learning rate times this factor and
+    the head with the learning rate itself (discriminative learning rates),
+    within each of skorch's optimizer parameter groups, for any torch
+    optimizer.
+layer_decay : float, default=1.0
+    Layer-wise learning-rate decay (timm's ``param_groups_layer_decay``): a
+    shared parameter ``d`` layers below the head trains at the head's
+    learning rate times ``shared_lr_scale * layer_decay ** d``. Layers are
+    the submodules holding parameters, in ``named_parameters()`` order; a
+    normalisation layer counts with the layer before it. ``1.0`` changes
+    nothing.
+unfreeze : sequence of (int, str or sequence of str) pairs, default=None
+    Gradual unfreezing: when each given epoch begins (the first epoch is 1),
+    the parameters matching the glob patterns become trainable, e.g.
+    ``((3, "features.2.*"), (6, "features.*"))``. BatchNorm layers held by
+    ``freeze_bn_stats`` train again once their parameters unfreeze.
+autocast : {"bfloat16"} or None, default=None
+    Mixed precision for fine-tuning: ``"bfloat16"`` runs the forward and
+    backward passes under :func:`torch.autocast` (matrix products and
+    convolutions in bfloat16; weights, gradients and optimizer in float32),
+    on the CPU or a GPU that supports bfloat16. Pretraining and prediction
+    stay in float32. ``None`` trains in float32.
+early_stopping : bool, default=False
+    Hold out ``validation_fraction`` of the target data (stratified for a
+    classifier), stop when its loss has not improved by 1e-4 for
+    ``n_iter_no_change`` epochs and restore the weights of the best epoch, as
+    :class:`~sklearn.neural_network.$mlp` does. It replaces any
+    ``EarlyStopping`` of the template and sets its ``train_split``.
+    ``False`` keeps the template as it is (the default settings stop on the
+    training loss).
+validation_fraction : float, default=0.1
+    Share of the target data held out with ``early_stopping=True``; each part
+    must hold a sample of every class, else :meth:`fit` raises a
+    ``ValueError``.
+n_iter_no_change : int, default=10
+    Epochs without improvement before stopping: of the validation loss with
+    ``early_stopping=True``, of the training loss of the default settings
+    otherwise (a skorch template keeps its own callbacks).
+hidden_layer_sizes : tuple of int, default=None
+    Width of each hidden layer of the default :class:`~sktransfer.MLP`, as in
+    ``$mlp``; ``None`` is ``(100,)``, or what the template sets. Only for a
+    network whose module class takes ``hidden_layer_sizes``; otherwise a
+    ValueError.
+lr : float, default=None
+    Learning rate of both phases; ``None`` is the default network's ``1e-3``,
+    or the template's ``lr``. A value overrides the template's.
+max_epochs : int, default=None
+    Most epochs of each phase; ``None`` is the default network's ``200``
+    (with early stopping), or the template's. A value overrides the
+    template's.
+batch_size : int, default=None
+    Samples per training batch; ``None`` is the default network's ``200``,
+    or the template's. A value overrides the template's. These four reach the
+    network in both phases (``source_params`` still wins while pretraining),
+    so ``GridSearchCV`` tunes them on the default network; any other setting
+    of it is reachable from its template, ``sktransfer.default_net('$kind')``,
+    passed as ``net``. See :ref:`networks`.
+augment : callable or None, default=None
+    Applied to each training batch of :meth:`fit` as a whole tensor of shape
+    ``(batch_size, ...)``, returning the augmented batch: any callable on
+    batched tensors, e.g. a ``kornia.augmentation`` pipeline or a
+    ``torchvision.transforms.v2`` one. Never applied to validation batches or
+    prediction (except the ``tta_views``). It draws its random numbers from a
+    stream of its own, seeded by ``random_state``. It must be picklable (a
+    module-level function or a class instance, not a lambda) and must not
+    change its input in place. With ``augment``, a frozen stage is not cached
+    unless ``cache_views`` is set. See :ref:`augmentation`.
+mixup_alpha : float, default=0.0
+    MixUp (Zhang et al., ICLR 2018): when positive, each training batch
+    (after ``augment``) is mixed with a shuffled copy of itself,
+    ``lam * x_i + (1 - lam) * x_j`` with
+    ``lam ~ Beta(mixup_alpha, mixup_alpha)``, and the loss is
+    ``lam * loss(y_i) + (1 - lam) * loss(y_j)``.
+cutmix_alpha : float, default=0.0
+    CutMix (Yun et al., ICCV 2019): when positive, a box covering a fraction
+    ``1 - lam`` of each image is pasted from the shuffled copy, and the loss
+    weighted by the box's actual area. Images only (samples of shape
+    ``(..., height, width)``). With both alphas positive, each batch uses one
+    of the two with even odds (as timm's ``Mixup``).
+tta_views : int, default=0
+    Test-time augmentation: the predictions ($tta) are averaged over the
+    plain input and this many views made by ``augment``, seeded by
+    ``random_state`` (the same answer on every call). ``0`` is plain
+    prediction, exactly.
+cache_views : int or None, default=None
+    Precompute this many augmented views of the training set once per
+    :meth:`fit` and train on one view per sample, drawn afresh for every
+    batch; when the frozen layers form a cacheable leading stage, the views go
+    through it once, so each epoch costs what the trainable rest costs. The
+    views take ``cache_views`` times the size of the stage's outputs (or of
+    ``X``), reported in ``frozen_cache_``, within the bounds of
+    ``cache_frozen``. Needs ``augment``; not with ``mixup_alpha``,
+    ``cutmix_alpha`` or a validation split.
+"""
+
+_RUN_PARAMETERS = """\
+random_state : int, RandomState instance or None, default=None
+    Seeds weight initialisation, shuffling and dropout (torch's global RNG is
+    restored afterwards). ``None`` uses torch's global RNG. The same seed
+    gives the same weights and predictions on the CPU with the same number of
+    torch threads (``torch.get_num_threads()``): float sums split over another
+    number of threads round differently.
+verbose : int, default=0
+    ``0`` is silent. ``1`` prints, for pretraining and for fine-tuning, a
+    header, skorch's epoch table and one summary line: epochs run, why
+    training stopped, the best loss and the time taken. ``2`` adds skorch's
+    ``ProgressBar`` inside each epoch. Overrides the template's ``verbose``.
+"""
+
+_SHARED_ATTRIBUTES = """\
+n_features_in_ : int
+    Number of features seen during :meth:`fit` (the channels, for images).
+feature_names_in_ : ndarray of shape (`n_features_in_`,)
+    Feature names seen during :meth:`fit`, when ``X`` has string column names.
+source_feature_names_in_ : ndarray or None
+    Column names seen by :meth:`fit_source` (None without names).
+    :meth:`fit` refuses other columns or another order.
+head_ : tuple of str
+    The submodules that :meth:`fit` rebuilt for the target (what ``head``
+    resolved to), e.g. ``("fc",)`` for a ResNet.
+frozen_cache_ : dict
+    What :meth:`fit` did with the frozen layers: ``"cached"`` (bool),
+    ``"stage"``, ``"nbytes"``, ``"device"``, ``"reason"`` (why they were not
+    cached, or None), ``"views"`` and ``"outputs"`` (``"computed"`` or
+    ``"reused"`` from an earlier fit of this process), and what the last
+    prediction did: ``"predict_outputs"`` and ``"predict_reason"``. See
+    :doc:`/user_guide/frozen_stage`.
+source_weights_ : dict of str to torch.Tensor
+    The pretrained ``state_dict`` (CPU tensors); set by :meth:`fit_source` or
+    :meth:`load_source`.
+source_history_ : list of dict
+    skorch's history of the pretraining epochs.
+"""
+
+_NOTES = """\
+Pretrained weights are prior knowledge rather than fitted state:
+:func:`sklearn.base.clone` keeps them, so ``cross_val_score`` and
+``GridSearchCV`` fine-tune every fold and candidate from the same pretrained
+weights and never pretrain again (:ref:`vocabulary`). A fit is right or stops
+with a precise error, and a failed fit leaves the estimator as it was: what
+is checked is listed in :ref:`checks`; what cannot be checked, in
+:ref:`pitfalls`.
+"""
+
+_KINDS = {
+    "classifier": {
+        "mlp": "MLPClassifier",
+        "outputs": "classes",
+        "kind": "classifier",
+        "tta": "``predict_proba``, ``predict`` and ``predict_log_proba``; "
+        "``decision_function`` is never averaged",
+    },
+    "regressor": {
+        "mlp": "MLPRegressor",
+        "outputs": "targets",
+        "kind": "regressor",
+        "tta": ":meth:`predict`",
+    },
+}
+
+
+def _indent(block):
+    """Indent a block to the level of a class docstring's sections."""
+    lines = block.splitlines(True)
+    return "".join(f"    {line}" if line.strip() else line for line in lines)
+
+
+def blocks(kind):
+    """Return the shared blocks for ``kind``, indented for a class docstring.
+
+    Parameters
+    ----------
+    kind : {"classifier", "regressor"}
+        The estimator the blocks are for.
+
+    Returns
+    -------
+    blocks : dict of str to str
+        ``shared_parameters``, ``run_parameters``, ``shared_attributes`` and
+        ``notes``, each starting at the first line's indentation (so that it
+        replaces a ``${name}`` field that stands on a line of its own) and
+        without a trailing newline.
+    """
+    words = _KINDS[kind]
+    texts = {
+        "shared_parameters": _SHARED_PARAMETERS,
+        "run_parameters": _RUN_PARAMETERS,
+        "shared_attributes": _SHARED_ATTRIBUTES,
+        "notes": _NOTES,
+    }
+    return {
+        name: _indent(Template(text).substitute(words)).strip("\n").lstrip()
+        for name, text in texts.items()
+    }
+
+
+def fill(kind):
+    """Return a class decorator that puts the shared blocks into its docstring.
+
+    Parameters
+    ----------
+    kind : {"classifier", "regressor"}
+        The estimator the blocks are for.
+
+    Returns
+    -------
+    decorator : callable
+        Takes a class whose docstring has ``${shared_parameters}``,
+        ``${run_parameters}``, ``${shared_attributes}`` and ``${notes}``
+        fields, each on a line of its own, and returns it with the blocks in.
+    """
+
+    def decorate(cls):
+        cls.__doc__ = Template(cls.__doc__).substitute(blocks(kind))
+        return cls
+
+    return decorate
