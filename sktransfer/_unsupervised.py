@@ -57,6 +57,8 @@ def _flat(X):
 def prediction_entropy_scorer(estimator, X, y=None, sample_weight=None):
     """Return minus the mean entropy of the predicted probabilities on target rows.
 
+    Read more in the :ref:`User Guide <adaptation>`.
+
     A scorer (``scoring=prediction_entropy_scorer``): greater is better. The
     entropy of row ``i`` is ``-sum_k p_ik log p_ik`` in nats, with
     ``0 log 0 = 0``; the score is minus its mean (weighted by
@@ -152,6 +154,8 @@ def _split_domains(estimator, X, y, who):
 def importance_weighted_scorer(estimator, X, y, sample_weight=None):
     """Return the importance-weighted score of the labelled rows (IWV).
 
+    Read more in the :ref:`User Guide <adaptation>`.
+
     Importance-weighted validation (Sugiyama, Krauledat & Müller, "Covariate
     shift adaptation by importance weighted cross validation", JMLR 2007):
     each labelled (source) row's score is weighed by its importance
@@ -198,6 +202,8 @@ def importance_weighted_scorer(estimator, X, y, sample_weight=None):
 
 def deep_embedded_validation_scorer(estimator, X, y, sample_weight=None):
     """Return minus the deep embedded validation risk (DEV, You et al. 2019).
+
+    Read more in the :ref:`User Guide <adaptation>`.
 
     You, Wang, Long and Wang, "Towards Accurate Model Selection in Deep
     Unsupervised Domain Adaptation", ICML 2019: the importances ``w`` of the
