@@ -253,6 +253,8 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
                     net, (shared, specific) = self._build_net(
                         X, n_outputs, phase="target"
                     )
+                dtype = _inputs.input_dtype(net.module_, X.dtype)
+                X = _writable(_inputs.as_input(X, dtype))
                 self._announce("Fine-tuning on the target task", X, n_outputs)
                 split, cache = self._frozen_stage(net, X)
                 _weights.install(net, weights)
@@ -287,6 +289,7 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
             for name, value in fitted.items():
                 setattr(self, name, value)
             self._sample_shape = tuple(X.shape[1:])
+            self._input_dtype = dtype
             self.frozen_cache_ = cache
             self._predict_stage = _predstore.record(
                 split, cache, net, _dense_rows(X, 8)
