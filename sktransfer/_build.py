@@ -192,9 +192,10 @@ def check_network(estimator, net, rows, head, n_outputs, *, phase, resized):
         if not resized:
             raise
         msg = (
-            f"{exc} Before this call sktransfer had resized {resized!r}, the last "
-            f"nn.Linear of head={estimator.head!r} ({list(head)}), to the task's "
-            f"{n_outputs} outputs."
+            f"{exc} Before this call, head={estimator.head!r} resolved to "
+            f"{list(head)} and sktransfer resized its last nn.Linear, {resized!r}, "
+            f"to the task's {n_outputs} outputs; if that is not the output layer, "
+            "name the head's submodules with head=..."
         )
         raise ValueError(msg) from exc.__cause__
     _layers.check_head_runs(head, called, estimator.head)

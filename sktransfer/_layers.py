@@ -514,7 +514,7 @@ def _norm_layers(module):
 
 
 def _governing_params(module, name, layer, all_params):
-    """The parameters whose being frozen makes a normalisation layer frozen.
+    """Return the parameters whose being frozen makes a normalisation layer frozen.
 
     Its own; without any, those of its nearest enclosing block that has
     some; none for a parameter-free layer outside any such block (at the top
