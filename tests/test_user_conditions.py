@@ -207,7 +207,7 @@ def test_an_error_of_the_module_is_reported_as_its_own():
 
 
 class SqueezedNet(nn.Module):
-    """A backbone whose forward ends in ``.squeeze()`` (one-sample batches lose a dim)."""
+    """A backbone ending in ``.squeeze()``: a one-sample batch loses a dimension."""
 
     def __init__(self):
         super().__init__()
