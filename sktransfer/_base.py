@@ -201,7 +201,13 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
         X : array-like of shape (n_samples, n_features) or (n_samples, ...)
             Target samples, on which the pretrained network runs (the source's
             sample shape, or another one for a network that takes it); the
-            source's columns in the source's order, if it had names.
+            source's columns in the source's order, if it had names. They
+            reach the network in the dtype it takes: integer (and bool)
+            arrays as int64 for a network with an ``nn.Embedding`` or
+            ``nn.EmbeddingBag`` (token ids, category codes), anything else
+            in the floating dtype of the network's weights (float32, or
+            float64 for a float64 module). A conversion that would change
+            values (integers above ``2**24`` to float32) is a ValueError.
         y : array-like of shape (n_samples,) or (n_samples, n_targets)
             Target labels or targets.
         sample_weight : array-like of shape (n_samples,), default=None

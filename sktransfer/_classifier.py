@@ -75,7 +75,12 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         and target tasks must then have as many classes).
     frozen : str, list or tuple of str, default=()
         Glob patterns (``fnmatch``; ``*`` also matches dots) over parameter
-        names as ``module.named_parameters()`` gives them, e.g. ``"features.*"``.
+        names as ``module.named_parameters()`` gives them, e.g. ``"features.*"``,
+        or over submodule names (``module.named_modules()``, e.g.
+        ``"features"``, ``"0"``), a submodule standing for all its parameters
+        and its normalisation layers, even one without parameters such as a
+        top-level ``BatchNorm1d(affine=False)``, whose statistics are then held
+        (see ``freeze_bn_stats``).
         Matching parameters are not updated by :meth:`fit`, nor are shared
         parameters that arrive with ``requires_grad=False`` (a module frozen by
         hand); the head, initialised afresh, always trains unless matched.
@@ -101,7 +106,8 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         all frozen, in the sense of ``frozen``, in evaluation mode while
         fine-tuning, so that their statistics stay the pretrained ones (as
         Keras does). A layer without parameters counts as frozen when its
-        nearest enclosing block with parameters is. Held by forward pre-hooks
+        nearest enclosing block with parameters is, or when a ``frozen``
+        pattern names it or a submodule holding it. Held by forward pre-hooks
         that :meth:`fit` removes when it ends. ``False`` lets them adapt to
         the target's batches, as skorch's ``Freezer`` callback does.
     cache_frozen : "auto" or bool, default="auto"

@@ -71,7 +71,9 @@ class TransferRegressor(RegressorMixin, _BaseTransfer):
         (``head_`` tells which). ``None`` transfers every weight.
     frozen : str, list or tuple of str, default=()
         Glob patterns over parameter names (``module.named_parameters()``),
-        e.g. ``"features.*"``; matching parameters, and shared ones that
+        e.g. ``"features.*"``, or submodule names (``"features"``, ``"0"``:
+        their parameters, and the statistics of their normalisation layers,
+        even parameter-free ones); matching parameters, and shared ones that
         arrive with ``requires_grad=False``, are not updated by :meth:`fit`,
         for its duration only. A pattern that matches nothing is an error.
         See :class:`TransferClassifier`.
