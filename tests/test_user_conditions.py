@@ -180,6 +180,24 @@ def test_embedding_bag_takes_integer_ids_everywhere():
     assert same_weights(sp.net_.module_, reference.module_)
 
 
+def test_integer_ids_through_the_frozen_stage_cache_and_transform():
+    # A frozen embedding is a cached stage: it computes its outputs from the
+    # int64 ids once, and training on them gives the uncached fit's weights.
+    X, y = ids(n=60)
+    torch.manual_seed(0)
+    module = nn.Sequential(
+        nn.Embedding(10, 4), nn.Flatten(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2)
+    )
+    cached = transfer(module).set_params(frozen="0.*", cache_frozen=True).fit(X, y)
+    plain = transfer(module).set_params(frozen="0.*", cache_frozen=False).fit(X, y)
+    assert cached.frozen_cache_["cached"]
+    assert same_weights(cached.net_.module_, plain.net_.module_)
+    np.testing.assert_array_equal(cached.predict_proba(X), plain.predict_proba(X))
+    features = cached.set_params(head="4").transform(X)
+    assert features.shape == (60, 8)
+    assert len(cached.get_feature_names_out()) == 8
+
+
 def test_an_error_of_the_module_is_reported_as_its_own():
     class Picky(nn.Module):
         def __init__(self):
