@@ -21,6 +21,7 @@ in one place:
 
 from __future__ import annotations
 
+import torch
 from skorch import NeuralNet
 from skorch.utils import to_tensor
 from torch import nn
@@ -199,6 +200,10 @@ def check_network(estimator, net, rows, head, n_outputs, *, phase, resized):
         )
         raise ValueError(msg) from exc.__cause__
     _layers.check_head_runs(head, called, estimator.head)
+    if isinstance(out, tuple) and out and isinstance(out[0], torch.Tensor):
+        # Auxiliary outputs in training mode (torchvision's InceptionOutputs),
+        # which a get_loss of the user's takes; the first is the prediction.
+        out = out[0]
     shape = _layers.per_sample_shape(out)
     if shape != (n_outputs,):
         hint = (

@@ -576,7 +576,7 @@ def recording_calls(module: nn.Module, names: Sequence[str]):
 
 
 def check_head_runs(head: Sequence[str], called: set, spec: object) -> None:
-    """Raise a ValueError when no head submodule runs in ``forward`` (eval mode).
+    """Raise a ValueError when no head submodule runs in ``forward``.
 
     A head that ``forward`` does not call would be rebuilt and trained for
     nothing, while the layer that really makes the output kept its source
