@@ -103,7 +103,7 @@ def _changed_values(X, dtype):
         return None
     if dst.kind == "f" and src.kind in "iu":
         limit = 2 ** _SIGNIFICAND_BITS[dst.name]
-        what = f"integers of magnitude above 2**{_SIGNIFICAND_BITS[dst.name]}"
+        what = f"integer(s) of magnitude above 2**{_SIGNIFICAND_BITS[dst.name]}"
 
         def bad(chunk):
             return (
@@ -112,20 +112,20 @@ def _changed_values(X, dtype):
 
     elif dst.kind == "f" and src.kind == "f" and src.itemsize > dst.itemsize:
         limit = float(np.finfo(dst).max)
-        what = f"values beyond {dst.name}'s largest, {limit:.4g}"
+        what = f"value(s) beyond {dst.name}'s largest, {limit:.4g}"
 
         def bad(chunk):
             return np.abs(chunk) > limit
 
     elif dst.kind == "i" and src.kind == "u" and src.itemsize >= dst.itemsize:
         limit = int(np.iinfo(dst).max)
-        what = f"integers above {dst.name}'s largest, {limit}"
+        what = f"integer(s) above {dst.name}'s largest, {limit}"
 
         def bad(chunk):
             return chunk > limit
 
     elif dst.kind == "i" and src.kind == "f":
-        what = "values that are not integers"
+        what = "value(s) that are not integers"
 
         def bad(chunk):
             return (chunk != np.round(chunk)) | (np.abs(chunk) >= 2.0**63)
@@ -137,7 +137,7 @@ def _changed_values(X, dtype):
         hits = chunk[bad(chunk)]
         if hits.size:
             count += int(hits.size)
-            top = hits[np.argmax(np.abs(hits.astype(np.float64)))]
+            top = hits[np.argmax(np.abs(hits.astype(np.float64)))].item()
             if largest is None or abs(float(top)) > abs(float(largest)):
                 largest = top
     return (count, largest, what) if count else None
