@@ -228,9 +228,13 @@ def _frozen_specs(estimator, frozen):
         )
         raise ValueError(msg)
     names = list(estimator._source_record().state_dict)
+    # frozen also names submodules: the dotted prefixes of the tensors' names.
+    layers = {
+        key.rsplit(".", i)[0] for key in names for i in range(1, key.count(".") + 1)
+    }
     for spec in frozen:
         for pattern in _layers.check_patterns(spec, "frozen"):
-            if not any(fnmatchcase(name, pattern) for name in names):
+            if not any(fnmatchcase(name, pattern) for name in (*names, *layers)):
                 msg = (
                     f"frozen setting {spec!r}: pattern {pattern!r} matches no "
                     f"tensor of the pretrained network, whose names are "
