@@ -106,6 +106,23 @@ def test_fit_source_pretrains_an_embedding_on_integer_ids():
     assert clf.fit(X, y).score(X, y) > 0.5
 
 
+def test_ids_on_disk_stream_to_an_embedding_as_int64(tmp_path):
+    X, y = ids()
+    disk = np.memmap(tmp_path / "ids.dat", dtype=np.int16, mode="w+", shape=X.shape)
+    disk[:] = X
+    disk.flush()
+    disk = np.memmap(tmp_path / "ids.dat", dtype=np.int16, mode="r", shape=X.shape)
+
+    def pretrain(data):
+        clf = TransferClassifier(
+            NeuralNetClassifier(embedding_net(), **SETTINGS), random_state=0
+        )
+        return clf.fit_source(data, y).source_weights_
+
+    streamed, in_memory = pretrain(disk), pretrain(X)
+    assert all(torch.equal(streamed[k], in_memory[k]) for k in in_memory)
+
+
 def test_a_float64_module_trains_on_float64_data_as_in_plain_skorch():
     rng = np.random.RandomState(0)
     X = rng.normal(size=(40, 3))
