@@ -623,7 +623,7 @@ def training_conditions(module: nn.Module, device=None):
     every training batch) and gradients are off; when the block ends, every
     buffer (BatchNorm's running statistics and batch count) has its value
     back, each submodule its mode, and torch's random number generators
-    (CPU, and ``device`` if it is a GPU) their state, so that a check run
+    (CPU, and ``device`` if it is an accelerator) their state, so that a check run
     here changes neither the network nor the random numbers training draws.
     """
     saved = {
@@ -632,10 +632,11 @@ def training_conditions(module: nn.Module, device=None):
         if not isinstance(buf, nn.parameter.UninitializedTensorMixin)
     }
     device = torch.device(device) if device is not None else torch.device("cpu")
-    gpus = [device.index or 0] if device.type == "cuda" else []
+    accelerator = device.type if device.type != "cpu" else "cuda"
+    forked = [device.index or 0] if device.type != "cpu" else []
     try:
         with modes_restored(module), torch.no_grad():
-            with torch.random.fork_rng(devices=gpus):
+            with torch.random.fork_rng(devices=forked, device_type=accelerator):
                 module.train()
                 yield module
     finally:
