@@ -631,7 +631,9 @@ def training_conditions(module: nn.Module, device=None):
         for name, buf in module.named_buffers()
         if not isinstance(buf, nn.parameter.UninitializedTensorMixin)
     }
-    device = torch.device(device) if device is not None else torch.device("cpu")
+    if device is None:  # where the module's weights are
+        device = next((t.device for t in module.parameters()), "cpu")
+    device = torch.device(device)
     accelerator = device.type if device.type != "cpu" else "cuda"
     forked = [device.index or 0] if device.type != "cpu" else []
     try:
