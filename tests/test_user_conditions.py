@@ -448,8 +448,8 @@ def test_frozen_names_any_parameter_free_layer_and_still_refuses_unknown_names()
     assert torch.equal(clf.net_.module_[1].running_mean, before)
     assert clf.net_.module_[1].num_batches_tracked == 0
     # make_transfer_search takes the same names among its frozen settings.
-    search = make_transfer_search(transfer(module), frozen=[(), "1"])
-    assert search.param_grid[0]["model__frozen"] == [(), "1"]
+    search = make_transfer_search(transfer(module), frozen=[(), ("1", "3")])
+    assert search.param_grid[0]["model__frozen"] == [(), ("1", "3")]
     with pytest.raises(ValueError, match=r"pattern '7' matches no tensor"):
         make_transfer_search(transfer(module), frozen=["7"])
     named = TransferClassifier(_normed(nn.BatchNorm1d(4, affine=False)), frozen="bnn")
