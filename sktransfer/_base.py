@@ -214,7 +214,13 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
         X : array-like of shape (n_samples, n_features) or (n_samples, ...)
             Target samples, on which the pretrained network runs (the source's
             sample shape, or another one for a network that takes it); the
-            source's columns in the source's order, if it had names.
+            source's columns in the source's order, if it had names. They
+            reach the network in the dtype it takes: integer (and bool)
+            arrays as int64 for a network with an ``nn.Embedding`` or
+            ``nn.EmbeddingBag`` (token ids, category codes), anything else
+            in the floating dtype of the network's weights (float32, or
+            float64 for a float64 module). A conversion that would change
+            values (integers above ``2**24`` to float32) is a ValueError.
         y : array-like of shape (n_samples,) or (n_samples, n_targets)
             Target labels or targets. With ``adapt`` set, ``-1`` (classifier)
             or NaN (regressor) marks the unlabelled rows, which never reach
@@ -274,6 +280,8 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
                     net, (shared, specific) = self._build_net(
                         X, n_outputs, phase="target"
                     )
+                dtype = _inputs.input_dtype(net.module_, X.dtype)
+                X = _writable(_inputs.as_input(X, dtype))
                 self._announce("Fine-tuning on the target task", X, n_outputs)
                 split, cache = self._frozen_stage(net, X)
                 _weights.install(net, weights)
@@ -311,6 +319,7 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
             for name, value in fitted.items():
                 setattr(self, name, value)
             self._sample_shape = tuple(X.shape[1:])
+            self._input_dtype = dtype
             self.frozen_cache_ = cache
             self._predict_stage = _predstore.record(
                 split, cache, net, _dense_rows(X, 8)

@@ -6,11 +6,14 @@ estimator that orchestrates them), and the order between them is fixed here,
 in one place:
 
 1. :func:`configure` — the template, made lean, with the estimator's settings;
-2. :func:`initialize` — skorch's ``initialize``, lazy layers sized;
+2. :func:`initialize` — skorch's ``initialize``, the dtype the network takes
+   its samples in (:func:`sktransfer._inputs.input_dtype`), lazy layers sized;
 3. :func:`load_weights` — (target) shared weights from the pretrained ones,
    or fresh ones for ``pretrained=False``; the head re-initialised and resized;
 4. :func:`check_network` — the network runs, its head runs, its outputs have
-   the task's shape and the kind the criterion expects;
+   the task's shape and the kind the criterion expects, all checked on the
+   first training batch of the user's rows (:func:`probe_rows`) in training
+   mode, without side effects;
 5. :func:`prepare_target` — (target) frozen parameters, the unfreezing
    schedule, and the optimizer, built last so that it holds the parameters
    the net trains.
@@ -18,13 +21,24 @@ in one place:
 
 from __future__ import annotations
 
+import torch
 from skorch import NeuralNet
 from skorch.utils import to_tensor
 from torch import nn
 from torch.utils.data import DataLoader
 
-from . import _defaults, _finetune, _frozen, _guard, _layers, _outputs, _step, _stopping
-from ._common import _dense_rows
+from . import (
+    _defaults,
+    _finetune,
+    _frozen,
+    _guard,
+    _inputs,
+    _layers,
+    _outputs,
+    _step,
+    _stopping,
+)
+from ._common import _PROBE_ROWS, _dense_rows
 from ._data import ArrayLoader
 
 # The name of the unfreezing schedule's callback in the fine-tuning net.
@@ -38,8 +52,10 @@ def build_net(estimator, X, n_outputs, *, phase):
     ----------
     estimator : TransferClassifier or TransferRegressor
         Its parameters, its template (``net``) and its pretrained weights.
-    X : ndarray of shape (n_samples, ...)
-        The phase's samples; a few rows are run through the network.
+    X : ndarray or sparse matrix of shape (n_samples, ...)
+        The phase's samples (or their first rows), as the user gave them; the
+        first training batch of them is run through the network, in the
+        dtype it takes them in.
     n_outputs : int
         The width of the network's output for this phase's task.
     phase : {"source", "target"}
@@ -62,16 +78,16 @@ def build_net(estimator, X, n_outputs, *, phase):
         or never runs, outputs of the wrong shape or kind.
     """
     net = configure(estimator, X, n_outputs, phase=phase)
-    initialize(net, X)
+    rows = initialize(net, X)
     module = net.module_
     head = _layers.resolve_head(module, estimator.head)
     frozen = _layers.match_parameters(
-        module, _layers.check_patterns(estimator.frozen, "frozen")
+        module, _layers.check_patterns(estimator.frozen, "frozen"), layers=True
     )
     if phase == "target":
         load_weights(estimator, net, head, n_outputs)
     resized = _layers.resize_head(module, head, n_outputs)
-    check_network(estimator, net, X, head, n_outputs, phase=phase, resized=resized)
+    check_network(estimator, net, rows, head, n_outputs, phase=phase, resized=resized)
     if phase == "source":
         net.initialize_optimizer()
         return net, None
@@ -100,12 +116,36 @@ def configure(estimator, X, n_outputs, *, phase):
     return net
 
 
+def probe_rows(net, X):
+    """Return the rows of ``X`` that the checks run the network on.
+
+    The first training batch: the first ``batch_size`` rows of the training
+    iterator, at most 64, and at least two (no training batch of skorch's
+    has one sample unless the user asks for it), dense.
+    """
+    n_samples = X.shape[0]
+    size = net.get_params_for("iterator_train").get("batch_size", net.batch_size)
+    size = n_samples if size in (-1, None) else size
+    return _dense_rows(X, min(n_samples, max(2, min(size, _PROBE_ROWS))))
+
+
 def initialize(net, X):
-    """Initialise ``net`` (refusing ``compile=True``) and size its lazy layers."""
+    """Initialise ``net`` (refusing ``compile=True``) and size its lazy layers.
+
+    Returns the probe batch (:func:`probe_rows`) as a tensor on the net's
+    device, in the dtype the network takes (:func:`_inputs.input_dtype`).
+    """
     _guard.refuse_compile(net)
     net.initialize()
+    dtype = _inputs.input_dtype(net.module_, X.dtype)
+    rows = probe_rows(net, X)
+    rows = to_tensor(_inputs.rows_as_input(rows, dtype), device=net.device)
     if _layers.has_lazy(net.module_):  # sized by a first forward, before transfer
-        _layers.materialize(net.module_, to_tensor(X[:1], device=net.device))
+        try:
+            _layers.materialize(net.module_, rows)
+        except Exception as exc:  # noqa: BLE001 (any error of the user's module)
+            raise ValueError(_layers.failed_on(net.module_, rows, exc)) from exc
+    return rows
 
 
 def load_weights(estimator, net, head, n_outputs):
@@ -134,32 +174,44 @@ def load_weights(estimator, net, head, n_outputs):
     _layers.reset_head(module, head)
 
 
-def check_network(estimator, net, X, head, n_outputs, *, phase, resized):
-    """Raise a ValueError unless the network runs on ``X`` as the task needs.
+def check_network(estimator, net, rows, head, n_outputs, *, phase, resized):
+    """Raise a ValueError unless the network runs on ``rows`` as the task needs.
 
-    Runs one sample: the head must be called by ``forward`` and the output
-    must have shape ``(n_outputs,)`` per sample; then 8 samples through
-    :func:`sktransfer._outputs.check_probe` (the kind of output the criterion
-    expects).
+    Runs the probe batch ``rows`` (the first training batch, on the net's
+    device) once, as a training step would but without side effects
+    (:func:`sktransfer._layers.training_conditions`): the head must be called
+    by ``forward``, the output must have shape ``(n_outputs,)`` per sample,
+    and of the kind the criterion expects
+    (:func:`sktransfer._outputs.check_probe`). An error of the module itself
+    is reported with its own message, chained.
     """
     module = net.module_
-    hint = (
-        f"head={estimator.head!r} resolved to {list(head)}; sktransfer resizes the "
-        "last nn.Linear layer of the head to the task's outputs"
-        + (f" (here {resized!r})" if resized else "")
-        + ". Name the head's submodules so that they end in the output layer."
-    )
     try:
         with _layers.recording_calls(module, head) as called:
-            shape = _layers.output_shape(
-                module, to_tensor(_dense_rows(X, 1), device=net.device)
-            )
+            out = _layers.run_in_training_conditions(module, rows, net.device)
     except ValueError as exc:
         if not resized:
             raise
-        raise ValueError(f"{exc} {hint}") from exc
+        msg = (
+            f"{exc} Before this call, head={estimator.head!r} resolved to "
+            f"{list(head)} and sktransfer resized its last nn.Linear, {resized!r}, "
+            f"to the task's {n_outputs} outputs; if that is not the output layer, "
+            "name the head's submodules with head=..."
+        )
+        raise ValueError(msg) from exc.__cause__
     _layers.check_head_runs(head, called, estimator.head)
+    if isinstance(out, tuple) and out and isinstance(out[0], torch.Tensor):
+        # Auxiliary outputs in training mode (torchvision's InceptionOutputs),
+        # which a get_loss of the user's takes; the first is the prediction.
+        out = out[0]
+    shape = _layers.per_sample_shape(out)
     if shape != (n_outputs,):
+        hint = (
+            f"head={estimator.head!r} resolved to {list(head)}; sktransfer resizes "
+            "the last nn.Linear layer of the head to the task's outputs"
+            + (f" (here {resized!r})" if resized else "")
+            + ". Name the head's submodules so that they end in the output layer."
+        )
         msg = (
             f"The network's output has shape {shape} per sample, but the "
             f"{phase} task needs ({n_outputs},). {hint}"
@@ -167,8 +219,9 @@ def check_network(estimator, net, X, head, n_outputs, *, phase, resized):
         raise ValueError(msg)
     _outputs.check_probe(
         net,
-        to_tensor(_dense_rows(X, 8), device=net.device),
+        rows,
         multilabel=getattr(estimator, "_multilabel_y", False),
+        outputs=out,
     )
 
 
@@ -183,6 +236,9 @@ def prepare_target(estimator, net, frozen, head):
         frozen,
         head,
         estimator.frozen,
+        layers=_layers.match_layers(
+            module, _layers.check_patterns(estimator.frozen, "frozen")
+        ),
         hold_norm=estimator.freeze_bn_stats,
         callbacks=(UNFREEZE_CALLBACK,),
         stacklevel=6,  # prepare_target, build_net, _build_net, fit, _fit_context

@@ -9,15 +9,38 @@ import torch
 from scipy import sparse
 from sklearn.utils import check_random_state
 
-# How every array reaching a network is checked: float32, finite; samples may
+# The numeric dtypes that the check of X keeps as they are (anything else,
+# such as an object array of numbers, becomes float32); the network's input
+# dtype is decided from the module once it is built
+# (``sktransfer._inputs.input_dtype``).
+_NUMERIC_DTYPES = [
+    np.float32,
+    np.float64,
+    np.float16,
+    np.int64,
+    np.int32,
+    np.int16,
+    np.int8,
+    np.uint8,
+    np.uint16,
+    np.uint32,
+    np.uint64,
+    np.bool_,
+]
+
+# How every array reaching a network is checked: numeric, finite; samples may
 # have any shape (N x C x H x W images too). Sparse matrices of any format
 # become CSR, whose rows ArrayLoader densifies one batch at a time.
 _CHECK_X = {
-    "dtype": np.float32,
+    "dtype": _NUMERIC_DTYPES,
     "allow_nd": True,
     "accept_sparse": "csr",
     "ensure_all_finite": True,
 }
+
+# The most training rows a check runs the network on (fewer when the training
+# batches are smaller, never fewer than two).
+_PROBE_ROWS = 64
 
 # Offsets added to the seed so that pretraining and fine-tuning draw different
 # random numbers from one ``random_state``.

@@ -66,7 +66,7 @@ def _as_tensor(array):
 class StreamedArray(torch.utils.data.Dataset):
     """Samples of an array on disk (a :class:`numpy.memmap`), read batch by batch.
 
-    Only the rows of the current batch are read and converted to float32, so
+    Only the rows of the current batch are read and converted to ``dtype``, so
     memory holds one batch, not the array. :class:`ArrayLoader` reads whole
     batches at once; any other loader reads it sample by sample.
 
@@ -76,11 +76,15 @@ class StreamedArray(torch.utils.data.Dataset):
         The samples, typically a :class:`numpy.memmap`; any numeric dtype.
     y : numpy.ndarray of shape (n_samples, ...)
         The targets, in memory, as the loss expects them.
+    dtype : numpy.dtype, default=numpy.float32
+        The dtype the network takes the samples in (the transfer estimators
+        set it from the network: int64 for one with an ``nn.Embedding``).
     """
 
-    def __init__(self, X, y):
+    def __init__(self, X, y, dtype=np.float32):
         self.X = X
         self.y = torch.as_tensor(y)
+        self.dtype = dtype
 
     def __len__(self):
         return len(self.X)
@@ -89,14 +93,14 @@ class StreamedArray(torch.utils.data.Dataset):
         return self.rows(i), self.y[i]
 
     def rows(self, index):
-        """Return the samples at ``index`` (int, slice or index array) as float32."""
+        """Return the samples at ``index`` (int, slice or index array) in ``dtype``."""
         if isinstance(index, torch.Tensor):
             index = index.numpy()
-        return torch.from_numpy(np.asarray(self.X[index], dtype=np.float32))
+        return torch.from_numpy(np.asarray(self.X[index], dtype=self.dtype))
 
 
 class _SparseRows:
-    """Rows of a SciPy sparse matrix, densified to float32 a batch at a time."""
+    """Rows of a SciPy sparse matrix, densified a batch at a time (its dtype)."""
 
     def __init__(self, X):
         self.X = X.tocsr()  # row slicing is cheap in CSR; still sparse
@@ -108,7 +112,7 @@ class _SparseRows:
         """Return the rows at ``index`` (slice or index tensor) as a dense tensor."""
         if isinstance(index, torch.Tensor):
             index = index.numpy()
-        return torch.from_numpy(self.X[index].toarray().astype(np.float32, copy=False))
+        return torch.from_numpy(self.X[index].toarray())
 
 
 def _tensors_of(dataset):
@@ -367,7 +371,8 @@ def check_on_disk(X):
     if X.dtype.kind not in "biuf":
         msg = (
             f"The source array on disk has dtype {X.dtype}; sktransfer reads "
-            "numeric samples (bool, integer or float), converted to float32."
+            "numeric samples (bool, integer or float), read in the dtype the "
+            "network takes."
         )
         raise ValueError(msg)
     if X.ndim < 2 or len(X) == 0:

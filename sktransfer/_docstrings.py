@@ -32,8 +32,12 @@ head : "auto", str, list or tuple of str, or None, default="auto"
     $outputs). See :ref:`vocabulary`.
 frozen : str, list or tuple of str, default=()
     Glob patterns (``fnmatch``; ``*`` also matches dots) over parameter names
-    as ``module.named_parameters()`` gives them, e.g. ``"features.*"``.
-    Matching parameters are not updated by :meth:`fit`, nor are shared
+    as ``module.named_parameters()`` gives them, e.g. ``"features.*"``, or
+    over submodule names (``module.named_modules()``, e.g. ``"features"``,
+    ``"0"``), a submodule standing for all its parameters and its
+    normalisation layers, even one without parameters such as a top-level
+    ``BatchNorm1d(affine=False)``, whose statistics are then held (see
+    ``freeze_bn_stats``). Matching parameters are not updated by :meth:`fit`, nor are shared
     parameters that arrive with ``requires_grad=False`` (a module frozen by
     hand); the head, initialised afresh, trains unless matched. Pretraining
     trains every parameter. A pattern that matches nothing is a ValueError
@@ -56,7 +60,9 @@ freeze_bn_stats : bool, default=True
     Keep normalisation layers with running statistics (BatchNorm,
     InstanceNorm with ``track_running_stats=True``) whose parameters are all
     frozen in evaluation mode while fine-tuning, so that their statistics stay
-    the pretrained ones (as Keras does). ``False`` lets them adapt to the
+    the pretrained ones (as Keras does); a layer without parameters counts as
+    frozen when its nearest enclosing block with parameters is, or when a
+    ``frozen`` pattern names it or a submodule holding it. ``False`` lets them adapt to the
     target's batches, as skorch's ``Freezer`` callback does. See
     :ref:`pitfalls`.
 cache_frozen : "auto" or bool, default="auto"

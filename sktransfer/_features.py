@@ -20,7 +20,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from skorch.utils import to_tensor
 
 from . import _inputs, _layers, _predstore
-from ._common import _CHECK_X, _seeded, _writable
+from ._common import _CHECK_X, _PROBE_ROWS, _dense_rows, _seeded, _writable
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -88,6 +88,12 @@ def head_input(module, head, X, *, batch_size, device):
     if not seen:
         return np.zeros((0, 0), dtype=np.float32)
     return torch.cat(seen).numpy()
+
+
+def _blank_rows(estimator):
+    """Two samples of zeros, of the shape and dtype ``fit`` saw, to size outputs."""
+    dtype = getattr(estimator, "_input_dtype", np.float32)
+    return np.zeros((2, *estimator._sample_shape), dtype=dtype)
 
 
 def _batch_size(net, n_samples):
@@ -171,8 +177,7 @@ class TransformMixin:
             scikit-learn names the outputs of a learnt transformation.
         """
         check_is_fitted(self)
-        probe = np.zeros((1, *self._sample_shape), dtype=np.float32)
-        width = self.transform(probe).shape[1]
+        width = self.transform(_blank_rows(self)).shape[1]
         prefix = type(self).__name__.lower()
         return np.asarray([f"{prefix}{i}" for i in range(width)], dtype=object)
 
@@ -302,10 +307,13 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         n_outputs = record.n_outputs
         if n_outputs is None:  # a module instance: its own output width
             module = estimator._template().module
-            n_outputs = _layers.output_shape(module, to_tensor(X[:1], "cpu"))[0]
+            rows = _dense_rows(X, _PROBE_ROWS)
+            rows = _inputs.rows_as_input(rows, _inputs.input_dtype(module, X.dtype))
+            n_outputs = _layers.output_shape(module, to_tensor(rows, "cpu"))[0]
         with _seeded(estimator.random_state, "target"):
             net, _ = estimator._build_net(X, n_outputs, phase="source")
         module = net.module_
+        self._input_dtype = _inputs.input_dtype(module, X.dtype)
         head = _layers.resolve_head(module, estimator.head)
         _layers.transfer_weights(module, record.state_dict, skip=())
         self.module_ = module.eval()
@@ -352,8 +360,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
             case, one per output feature.
         """
         check_is_fitted(self)
-        probe = np.zeros((1, *self._sample_shape), dtype=np.float32)
-        width = self.transform(probe).shape[1]
+        width = self.transform(_blank_rows(self)).shape[1]
         return np.asarray(
             [f"pretrainedfeatures{i}" for i in range(width)], dtype=object
         )

@@ -102,7 +102,17 @@ def frozen_parameters(module, matched, head):
     ]
 
 
-def freeze_for_fit(net, matched, head, spec, *, hold_norm, callbacks=(), stacklevel=2):
+def freeze_for_fit(
+    net,
+    matched,
+    head,
+    spec,
+    *,
+    hold_norm,
+    layers=(),
+    callbacks=(),
+    stacklevel=2,
+):
     """Freeze ``net.module_`` for one fit; undone by :func:`fit_scope` at its end.
 
     Parameters
@@ -117,6 +127,9 @@ def freeze_for_fit(net, matched, head, spec, *, hold_norm, callbacks=(), stackle
         The estimator's ``frozen``, for messages.
     hold_norm : bool
         Hold the frozen normalisation layers in evaluation mode.
+    layers : sequence of str, default=()
+        The submodules that ``frozen`` patterns name; their normalisation
+        layers are held too, including those without parameters.
     callbacks : sequence of str, default=()
         Names of callbacks that ``fit`` adds to ``net.callbacks_`` for
         training; they are removed at the end.
@@ -165,7 +178,7 @@ def freeze_for_fit(net, matched, head, spec, *, hold_norm, callbacks=(), stackle
         params[name].requires_grad_(True)  # a head frozen by hand: reset, trained
     _layers.freeze(module, frozen)
     if hold_norm:
-        _layers.hold_frozen_norm_layers(module, frozen)
+        _layers.hold_frozen_norm_layers(module, frozen, layers)
     return frozen
 
 

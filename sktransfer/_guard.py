@@ -32,12 +32,13 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
-from skorch import NeuralNet
+from skorch import NeuralNet, NeuralNetClassifier
 from skorch.callbacks import Callback, EarlyStopping
 from skorch.utils import to_tensor
 
 from ._finetune import L2SPLoss
 from ._layers import evaluating
+from ._outputs import SOFTMAX, output_kind
 from ._progress import reporting, why_stopped
 
 # The name of the non-finite loss check among the net's callbacks while training.
@@ -297,14 +298,18 @@ def _check_finite_outputs(net, probe, what):
 
     A diverging fit can keep a finite training loss (growing to 1e32, say)
     while the network's outputs become infinite or NaN, so that probabilities
-    are NaN and every prediction is one class. The network runs once in
+    are NaN and every prediction is one class. Outputs are judged by what the
+    criterion makes of them (:func:`_invalid_rows`: ``-inf`` logits of a
+    softmax are classes of probability 0). The network runs once in
     evaluation mode, without gradients; its modes are put back.
     """
     with evaluating(net.module_) as module:
         out = module(to_tensor(probe, device=net.device))
     if not isinstance(out, torch.Tensor) or torch.isfinite(out).all():
         return
-    bad = int((~torch.isfinite(out)).reshape(len(out), -1).any(dim=1).sum())
+    bad = int(_invalid_rows(net, out).sum())
+    if not bad:
+        return
     losses = [row.get("train_loss") for row in net.history]
     last = next((loss for loss in reversed(losses) if loss is not None), None)
     msg = (
@@ -316,6 +321,32 @@ def _check_finite_outputs(net, probe, what):
         "as it was."
     )
     raise ValueError(msg)
+
+
+def _invalid_rows(net, out):
+    """Return which samples' outputs ``out`` mean nothing, by the criterion.
+
+    NaN never means anything. Under a softmax criterion (a classifier whose
+    ``CrossEntropyLoss`` takes logits or log-probabilities) a logit of
+    ``-inf`` is a class of probability 0, such as a class masked as
+    impossible, as long as some class of the sample remains possible; ``+inf``
+    is not. Under any other criterion every output must be finite.
+    """
+    rows = out.reshape(len(out), -1)
+    if not _softmax_logits(net):
+        return (~torch.isfinite(rows)).any(dim=1)
+    masked = rows == -math.inf
+    return (torch.isnan(rows) | (rows == math.inf)).any(dim=1) | masked.all(dim=1)
+
+
+def _softmax_logits(net):
+    """Whether ``net`` is a classifier whose outputs are logits of a softmax."""
+    if not isinstance(net, NeuralNetClassifier):
+        return False
+    try:
+        return output_kind(net.criterion_, net.predict_nonlinearity) == SOFTMAX
+    except (TypeError, ValueError):  # criteria of a multilabel y, ...
+        return False
 
 
 def refuse_compile(net):

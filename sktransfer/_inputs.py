@@ -13,11 +13,14 @@ import warnings
 from contextlib import contextmanager
 
 import numpy as np
+import torch
+from scipy import sparse
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch.utils.data import Dataset
 
 from ._common import _CHECK_X, _writable
 from ._compat import _get_feature_names
+from ._layers import takes_indices
 
 # Private fitted attributes of ``fit`` (the public ones end in "_").
 _PRIVATE_FITTED = (
@@ -26,7 +29,179 @@ _PRIVATE_FITTED = (
     "_y_mean",
     "_y_scale",
     "_predict_stage",
+    "_input_dtype",
 )
+
+# Significand bits of each floating dtype: integers of larger magnitude than
+# 2**bits are not all representable.
+_SIGNIFICAND_BITS = {"float16": 11, "float32": 24, "float64": 53}
+
+# Bytes of X checked at a time for values a conversion would change.
+_CHECK_CHUNK_BYTES = 64 * 2**20
+
+
+def weights_dtype(module):
+    """Return the floating dtype of ``module``'s weights (float32 without any).
+
+    The first floating parameter or buffer decides: float64 for a module
+    made with ``.double()``, float16 for ``.half()``; bfloat16, which NumPy
+    has not, and float32 give float32.
+    """
+    for tensor in (*module.parameters(), *module.buffers()):
+        if tensor.dtype.is_floating_point:
+            if tensor.dtype in (torch.float64, torch.float16):
+                return np.dtype(str(tensor.dtype).removeprefix("torch."))
+            break
+    return np.dtype(np.float32)
+
+
+def input_dtype(module, dtype):
+    """Return the dtype in which ``module`` takes samples of dtype ``dtype``.
+
+    Integer and bool samples stay integer, as int64, for a network that
+    holds an ``nn.Embedding`` or ``nn.EmbeddingBag`` (token ids, category
+    codes); every other sample becomes the floating dtype of the network's
+    weights (:func:`weights_dtype`): float32 by default, float64 for a
+    float64 module.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The initialised network.
+    dtype : numpy.dtype
+        The dtype of the samples as the user gave them.
+
+    Returns
+    -------
+    dtype : numpy.dtype
+    """
+    if np.dtype(dtype).kind in "biu" and takes_indices(module):
+        return np.dtype(np.int64)
+    return weights_dtype(module)
+
+
+def _chunks(X):
+    """Yield the values of ``X`` (array, memmap or sparse matrix) in chunks."""
+    if sparse.issparse(X):
+        yield X.data
+        return
+    if X.ndim == 0 or len(X) == 0:
+        yield np.asarray(X)
+        return
+    step = max(1, _CHECK_CHUNK_BYTES // max(1, X[0].nbytes))
+    for start in range(0, len(X), step):
+        yield np.asarray(X[start : start + step])
+
+
+def _changed_values(X, dtype):
+    """Return ``(count, largest, what)`` of the values of ``X`` that ``dtype`` changes.
+
+    None when converting to ``dtype`` keeps every value.
+    """
+    src, dst = np.dtype(X.dtype), np.dtype(dtype)
+    if src == dst or src.kind == "b":
+        return None
+    if dst.kind == "f" and src.kind in "iu":
+        limit = 2 ** _SIGNIFICAND_BITS[dst.name]
+        what = f"integer(s) of magnitude above 2**{_SIGNIFICAND_BITS[dst.name]}"
+
+        def bad(chunk):
+            return (
+                (chunk > limit) | (chunk < -limit) if src.kind == "i" else chunk > limit
+            )
+
+    elif dst.kind == "f" and src.kind == "f" and src.itemsize > dst.itemsize:
+        limit = float(np.finfo(dst).max)
+        what = f"value(s) beyond {dst.name}'s largest, {limit:.4g}"
+
+        def bad(chunk):
+            return np.abs(chunk) > limit
+
+    elif dst.kind == "i" and src.kind == "u" and src.itemsize >= dst.itemsize:
+        limit = int(np.iinfo(dst).max)
+        what = f"integer(s) above {dst.name}'s largest, {limit}"
+
+        def bad(chunk):
+            return chunk > limit
+
+    elif dst.kind == "i" and src.kind == "f":
+        what = "value(s) that are not integers"
+
+        def bad(chunk):
+            return (chunk != np.round(chunk)) | (np.abs(chunk) >= 2.0**63)
+
+    else:
+        return None
+    count, largest = 0, None
+    for chunk in _chunks(X):
+        hits = chunk[bad(chunk)]
+        if hits.size:
+            count += int(hits.size)
+            top = hits[np.argmax(np.abs(hits.astype(np.float64)))].item()
+            if largest is None or abs(float(top)) > abs(float(largest)):
+                largest = top
+    return (count, largest, what) if count else None
+
+
+def check_lossless(X, dtype, what="X"):
+    """Raise a ValueError if converting ``X`` to ``dtype`` would change values.
+
+    Integers of magnitude above ``2**24`` to float32 (``2**53`` to float64),
+    floats beyond the target's range, non-integers to int64 indices: each is
+    named with how many values it hits and the largest.
+    """
+    changed = _changed_values(X, dtype)
+    if changed is None:
+        return
+    count, largest, kind = changed
+    src, dst = np.dtype(X.dtype), np.dtype(dtype)
+    if dst.kind == "i":
+        msg = (
+            f"The network takes {what} as {dst.name} indices (it holds an "
+            f"nn.Embedding or nn.EmbeddingBag and was fitted on integer samples), "
+            f"but {what} ({src.name}) holds {count} {kind} (e.g. {largest!r}). "
+            "Pass integer indices."
+        )
+    elif src.kind == "f":
+        msg = (
+            f"{what} ({src.name}) holds {count} {kind} (largest magnitude "
+            f"{largest!r}); the network's weights are {dst.name}, and converted, "
+            f"these values would become infinite. Rescale {what}, or use a "
+            "network in float64 (module.double())."
+        )
+    else:
+        msg = (
+            f"{what} ({src.name}) holds {count} {kind} (largest magnitude "
+            f"{largest!r}), which {dst.name}, the dtype of the network's weights, "
+            f"cannot all represent exactly: converting {what} would change them. "
+            f"Convert {what} yourself to accept the rounding (e.g. "
+            f"{what}.astype(np.{dst.name})), rescale those columns, or use a "
+            "network in float64 (module.double()); integer ids are taken as "
+            "int64 by a network with an nn.Embedding."
+        )
+    raise ValueError(msg)
+
+
+def as_input(X, dtype, what="X"):
+    """Return ``X`` in ``dtype``, the network's input dtype, refusing lossy casts.
+
+    An array in memory or a sparse matrix is converted once (no copy when it
+    has that dtype already); a :class:`numpy.memmap` is only checked, and
+    converted a batch at a time when read (``StreamedArray``).
+    """
+    dtype = np.dtype(dtype)
+    if X.dtype == dtype:
+        return X
+    check_lossless(X, dtype, what)
+    if isinstance(X, np.memmap):
+        return X
+    return X.astype(dtype)
+
+
+def rows_as_input(rows, dtype):
+    """Return a few rows in ``dtype`` without the check (the whole X is checked)."""
+    rows = rows.toarray() if sparse.issparse(rows) else np.asarray(rows)
+    return rows.astype(dtype, copy=False)
 
 
 def source_feature_names(X):
@@ -148,7 +323,9 @@ def validated_rows(estimator, X):
 
     scikit-learn's checks against what ``fit`` saw (``validate_data`` with
     ``reset=False``: the number of features and their names), then the shape
-    of each sample, which ``fit`` kept as ``_sample_shape``.
+    of each sample, which ``fit`` kept as ``_sample_shape``; ``X`` is returned
+    in the dtype ``fit`` gave the network (``_input_dtype``, see
+    :func:`as_input`).
     """
     check_is_fitted(estimator)
     X = validate_data(estimator, X, reset=False, **_CHECK_X)
@@ -159,4 +336,6 @@ def validated_rows(estimator, X):
             f"{estimator._sample_shape}."
         )
         raise ValueError(msg)
-    return _writable(X)
+    # The dtype fit gave the network (older pickles: float32, as then).
+    dtype = getattr(estimator, "_input_dtype", np.dtype(np.float32))
+    return _writable(as_input(X, dtype))

@@ -32,6 +32,10 @@ __all__ = [
 
 _MAX_LISTED = 12
 
+# Layers whose input is integer indices: a network holding one takes integer
+# (and bool) X as int64, as torch.nn.functional.embedding needs.
+INDEX_LAYERS = (nn.Embedding, nn.EmbeddingBag)
+
 
 def _listing(names: Sequence[str]) -> str:
     """Return ``names`` for an error message, shortened when there are many."""
@@ -78,7 +82,11 @@ def check_patterns(spec: object, param: str) -> tuple[str, ...]:
 
 
 def match_parameters(
-    module: nn.Module, patterns: Iterable[str], *, param: str = "frozen"
+    module: nn.Module,
+    patterns: Iterable[str],
+    *,
+    param: str = "frozen",
+    layers: bool = False,
 ) -> list[str]:
     """Return the names of ``module``'s parameters matching any glob pattern.
 
@@ -93,6 +101,11 @@ def match_parameters(
         Glob patterns, e.g. ``"features.*"``.
     param : str, default="frozen"
         The estimator parameter the patterns come from, for error messages.
+    layers : bool, default=False
+        Patterns may also name submodules (``module.named_modules()``, e.g.
+        ``"features"`` or ``"0"``): a submodule matched stands for all its
+        parameters (none, for a layer without parameters such as
+        ``BatchNorm1d(affine=False)``; :func:`match_layers` gives the layers).
 
     Returns
     -------
@@ -102,21 +115,40 @@ def match_parameters(
     Raises
     ------
     ValueError
-        If a pattern matches no parameter; the message lists the nearest names.
+        If a pattern matches no parameter (nor, with ``layers=True``, any
+        submodule); the message lists the nearest names.
     """
     names = [name for name, _ in module.named_parameters()]
+    submodules = [name for name, _ in module.named_modules() if name] if layers else []
     matched: set[str] = set()
     for pattern in patterns:
         hits = {name for name in names if fnmatchcase(name, pattern)}
-        if not hits:
+        named = [name for name in submodules if fnmatchcase(name, pattern)]
+        hits |= {name for name in names if is_under(name, named)}
+        if not hits and not named:
+            what = "parameter or submodule" if layers else "parameter"
             msg = (
-                f"{param} pattern {pattern!r} matches no parameter of "
-                f"{type(module).__name__}.{_nearest(pattern, names)} "
+                f"{param} pattern {pattern!r} matches no {what} of "
+                f"{type(module).__name__}.{_nearest(pattern, names + submodules)} "
                 f"Parameter names are: {_listing(names)}."
+                + (f" Submodules are: {_listing(submodules)}." if layers else "")
             )
             raise ValueError(msg)
         matched |= hits
     return [name for name in names if name in matched]
+
+
+def match_layers(module: nn.Module, patterns: Iterable[str]) -> list[str]:
+    """Return the names of ``module``'s submodules matching any glob pattern.
+
+    The root module (name ``""``) is never matched.
+    """
+    patterns = tuple(patterns)
+    return [
+        name
+        for name, _ in module.named_modules()
+        if name and any(fnmatchcase(name, pattern) for pattern in patterns)
+    ]
 
 
 def resolve_head(
@@ -172,6 +204,11 @@ def resolve_head(
             )
             raise ValueError(msg)
     return names
+
+
+def takes_indices(module: nn.Module) -> bool:
+    """Whether ``module`` holds a layer that takes integer indices as input."""
+    return any(isinstance(sub, INDEX_LAYERS) for sub in module.modules())
 
 
 def is_under(key: str, prefixes: Sequence[str]) -> bool:
@@ -377,7 +414,9 @@ def is_held(layer: nn.Module) -> bool:
     return _hold_eval in layer._forward_pre_hooks.values()
 
 
-def hold_frozen_norm_layers(module: nn.Module, frozen: Iterable[str]) -> list[str]:
+def hold_frozen_norm_layers(
+    module: nn.Module, frozen: Iterable[str], layers: Sequence[str] = ()
+) -> list[str]:
     """Keep the running statistics of fully frozen normalisation layers fixed.
 
     skorch puts the whole network in training mode before every batch, where a
@@ -391,7 +430,9 @@ def hold_frozen_norm_layers(module: nn.Module, frozen: Iterable[str]) -> list[st
     as Keras does for frozen layers. A layer without parameters
     (``affine=False``) counts as frozen when every parameter of its nearest
     enclosing module that has parameters is frozen (never when that is the
-    whole network, which holds the trainable head).
+    whole network, which holds the trainable head), or when it is one of the
+    submodules ``layers`` named in ``frozen``, or inside one (a
+    parameter-free normalisation layer at the top of the network).
 
     The hooks are training-time state: :func:`release_norm_layers` with
     ``every=True`` removes them all.
@@ -402,6 +443,8 @@ def hold_frozen_norm_layers(module: nn.Module, frozen: Iterable[str]) -> list[st
         The network; hooks are registered in place.
     frozen : iterable of str
         Names of the frozen parameters.
+    layers : sequence of str, default=()
+        Submodules named by ``frozen`` patterns (:func:`match_layers`).
 
     Returns
     -------
@@ -412,7 +455,11 @@ def hold_frozen_norm_layers(module: nn.Module, frozen: Iterable[str]) -> list[st
     all_params = [name for name, _ in module.named_parameters()]
     held = []
     for name, sub in _norm_layers(module):
-        if not _all_frozen(module, name, sub, frozen, all_params):
+        params = _governing_params(module, name, sub, all_params)
+        if params:
+            if not all(p in frozen for p in params):
+                continue
+        elif not is_under(name, layers):
             continue
         if not is_held(sub):
             sub.register_forward_pre_hook(_hold_eval)
@@ -448,7 +495,9 @@ def release_norm_layers(module: nn.Module, *, every: bool = False) -> list[str]:
     for name, sub in _norm_layers(module):
         if not is_held(sub):
             continue
-        if every or not _all_frozen(module, name, sub, frozen, all_params):
+        params = _governing_params(module, name, sub, all_params)
+        # A layer that no parameter governs was held by name: until fit ends.
+        if every or (params and not all(p in frozen for p in params)):
             hooks = sub._forward_pre_hooks
             for key in [k for k, hook in hooks.items() if hook is _hold_eval]:
                 del hooks[key]
@@ -464,8 +513,13 @@ def _norm_layers(module):
             yield name, sub
 
 
-def _all_frozen(module, name, layer, frozen, all_params):
-    """Whether a normalisation layer counts as frozen (see hold_frozen_norm_layers)."""
+def _governing_params(module, name, layer, all_params):
+    """Return the parameters whose being frozen makes a normalisation layer frozen.
+
+    Its own; without any, those of its nearest enclosing block that has
+    some; none for a parameter-free layer outside any such block (at the top
+    of the network), which only a ``frozen`` pattern naming it holds.
+    """
     prefix = f"{name}." if name else ""
     params = [prefix + p for p, _ in layer.named_parameters()]
     parent = name
@@ -474,7 +528,7 @@ def _all_frozen(module, name, layer, frozen, all_params):
         parent = parent.rpartition(".")[0]
         if parent and any(True for _ in module.get_submodule(parent).parameters()):
             params = [p for p in all_params if is_under(p, [parent])]
-    return bool(params) and all(p in frozen for p in params)
+    return params
 
 
 @contextmanager
@@ -522,7 +576,7 @@ def recording_calls(module: nn.Module, names: Sequence[str]):
 
 
 def check_head_runs(head: Sequence[str], called: set, spec: object) -> None:
-    """Raise a ValueError when no head submodule runs in ``forward`` (eval mode).
+    """Raise a ValueError when no head submodule runs in ``forward``.
 
     A head that ``forward`` does not call would be rebuilt and trained for
     nothing, while the layer that really makes the output kept its source
@@ -554,24 +608,82 @@ def materialize(module: nn.Module, X: torch.Tensor) -> None:
 
     Lazy layers (``nn.LazyLinear``, ``nn.LazyConv2d``, ``nn.LazyBatchNorm2d``,
     ...) create their parameters on their first forward; weights can only be
-    copied into them after it. The pass runs as :func:`output_shape` does: in
-    evaluation mode, without gradients, the modes put back.
+    copied into them after it. The pass runs on the whole batch ``X`` (a few
+    training rows) in evaluation mode, without gradients, the modes put back.
     """
-    output_shape(module, X)
+    with evaluating(module):
+        module(X)
 
 
-def output_shape(module: nn.Module, X: torch.Tensor) -> tuple[int, ...]:
-    """Return the shape of ``module(X)`` for one sample, without side effects.
+@contextmanager
+def training_conditions(module: nn.Module, device=None):
+    """Run ``module`` as a training step does, but without leaving a trace.
 
-    The module runs once in evaluation mode without gradients (so BatchNorm
-    statistics do not change) and is put back in the mode it was in.
+    Inside the block the module is in training mode (as skorch puts it before
+    every training batch) and gradients are off; when the block ends, every
+    buffer (BatchNorm's running statistics and batch count) has its value
+    back, each submodule its mode, and torch's random number generators
+    (CPU, and ``device`` if it is an accelerator) their state, so that a check run
+    here changes neither the network nor the random numbers training draws.
+    """
+    saved = {
+        name: buf.detach().clone()
+        for name, buf in module.named_buffers()
+        if not isinstance(buf, nn.parameter.UninitializedTensorMixin)
+    }
+    if device is None:  # where the module's weights are
+        device = next((t.device for t in module.parameters()), "cpu")
+    device = torch.device(device)
+    accelerator = device.type if device.type != "cpu" else "cuda"
+    forked = [device.index or 0] if device.type != "cpu" else []
+    try:
+        with modes_restored(module), torch.no_grad():
+            with torch.random.fork_rng(devices=forked, device_type=accelerator):
+                module.train()
+                yield module
+    finally:
+        with torch.no_grad():
+            for name, buf in module.named_buffers():
+                if name in saved:
+                    buf.copy_(saved[name])
+
+
+def failed_on(module: nn.Module, X: torch.Tensor, exc: BaseException) -> str:
+    """Return what to say when ``module`` raises ``exc`` on the batch ``X``.
+
+    The module's own error first, then what it was given: how many samples,
+    their shape and dtype, and, for floating samples given to a network
+    with an embedding layer, that such a layer takes integer indices.
+    """
+    shape, dtype = tuple(X.shape[1:]), str(X.dtype).removeprefix("torch.")
+    msg = (
+        f"{type(module).__name__} failed on a batch of {len(X)} training samples "
+        f"of shape {shape} and dtype {dtype} ({type(exc).__name__}: {exc})."
+    )
+    if X.dtype.is_floating_point and takes_indices(module):
+        msg += (
+            " The network holds an nn.Embedding or nn.EmbeddingBag, whose input is "
+            "integer indices: pass X as an integer array to give it int64 samples."
+        )
+    return msg
+
+
+def output_shape(module: nn.Module, X: torch.Tensor, device=None) -> tuple[int, ...]:
+    """Return the shape of ``module(X)`` per sample, without side effects.
+
+    The module runs once on the whole batch ``X`` (at least two of the
+    user's training samples, since a training batch never has fewer) in
+    :func:`training_conditions`: training mode, no gradients, buffers, modes
+    and random state put back.
 
     Parameters
     ----------
     module : torch.nn.Module
         The network.
     X : torch.Tensor
-        A batch of samples, on the module's device; only the first is used.
+        A batch of samples, on the module's device.
+    device : str or torch.device, default=None
+        Where the module runs (for the random state of a GPU).
 
     Returns
     -------
@@ -581,22 +693,32 @@ def output_shape(module: nn.Module, X: torch.Tensor) -> tuple[int, ...]:
     Raises
     ------
     ValueError
-        If the module cannot process a sample of this shape.
+        If the module raises on this batch; the message starts with the
+        module's own error, which is chained.
+    """
+    return per_sample_shape(run_in_training_conditions(module, X, device))
+
+
+def run_in_training_conditions(module, X, device=None):
+    """Return ``module(X)`` computed in :func:`training_conditions`.
+
+    A failure of the module is a ValueError that carries its message (see
+    :func:`failed_on`) and chains it.
     """
     try:
-        with evaluating(module):
-            out = module(X[:1])
-    except RuntimeError as exc:
-        msg = (
-            f"{type(module).__name__} failed on a sample of shape "
-            f"{tuple(X.shape[1:])}: {exc}. Check that the network's input layer "
-            "fits the data."
-        )
-        raise ValueError(msg) from exc
+        with training_conditions(module, device):
+            out = module(X)
+    except Exception as exc:  # noqa: BLE001 (any error of the user's module)
+        raise ValueError(failed_on(module, X, exc)) from exc
+    return out
+
+
+def per_sample_shape(out) -> tuple[int, ...]:
+    """Return the shape of a batch of outputs without the batch dimension."""
     if not isinstance(out, torch.Tensor):
         msg = (
-            f"{type(module).__name__} returned {type(out).__name__}; the estimators "
-            "need a network whose forward returns a single tensor."
+            f"The network returned {type(out).__name__}; the estimators need a "
+            "network whose forward returns a single tensor."
         )
         raise TypeError(msg)
     return tuple(out.shape[1:])

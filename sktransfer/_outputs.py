@@ -213,12 +213,19 @@ def _probe_outputs(module: nn.Module, X: torch.Tensor) -> torch.Tensor:
     return out[0] if isinstance(out, tuple) else out
 
 
-def check_probe(net: NeuralNet, X: torch.Tensor, *, multilabel: bool = False) -> None:
+def check_probe(
+    net: NeuralNet,
+    X: torch.Tensor,
+    *,
+    multilabel: bool = False,
+    outputs: torch.Tensor | None = None,
+) -> None:
     """Check that a classifier net's module outputs what its criterion takes.
 
     Runs the initialised ``net.module_`` once on the probe batch ``X`` in
-    evaluation mode without gradients (no buffer or RNG changes). Does
-    nothing for a net that is not a ``NeuralNetClassifier``.
+    evaluation mode without gradients (no buffer or RNG changes), unless its
+    ``outputs`` on ``X`` are given. Does nothing for a net that is not a
+    ``NeuralNetClassifier``.
 
     Parameters
     ----------
@@ -228,6 +235,9 @@ def check_probe(net: NeuralNet, X: torch.Tensor, *, multilabel: bool = False) ->
         A few samples, on the net's device.
     multilabel : bool, default=False
         Whether the task is multilabel (see :func:`output_kind`).
+    outputs : torch.Tensor, default=None
+        The module's outputs on ``X``, computed already (``fit`` computes
+        them once, in training mode, for all its checks).
 
     Raises
     ------
@@ -246,7 +256,11 @@ def check_probe(net: NeuralNet, X: torch.Tensor, *, multilabel: bool = False) ->
         return
     name = _criterion_class(criterion).__name__
     module = type(net.module_).__name__
-    out = _probe_outputs(net.module_, X).detach().float()
+    if outputs is None:
+        outputs = _probe_outputs(net.module_, X)
+    elif isinstance(outputs, tuple):
+        outputs = outputs[0]
+    out = outputs.detach().float()
     n = len(out)
     if kind == PROBABILITIES and _distribution_fault(out) is not None:
         msg = (

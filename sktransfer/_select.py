@@ -23,6 +23,7 @@ from sklearn.metrics import log_loss
 from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
+from torch import nn
 
 from . import _layers
 from ._base import _SCRATCH_PARAMS, _BaseTransfer
@@ -230,9 +231,17 @@ def _frozen_specs(estimator, frozen):
         )
         raise ValueError(msg)
     names = list(estimator._source_record().state_dict)
+    # frozen also names submodules: the dotted prefixes of the tensors' names,
+    # and, for a module instance, its submodules without any tensor.
+    layers = {
+        key.rsplit(".", i)[0] for key in names for i in range(1, key.count(".") + 1)
+    }
+    module = getattr(estimator.net, "module", estimator.net)  # a skorch template's
+    if isinstance(module, nn.Module):
+        layers |= {name for name, _ in module.named_modules() if name}
     for spec in frozen:
         for pattern in _layers.check_patterns(spec, "frozen"):
-            if not any(fnmatchcase(name, pattern) for name in names):
+            if not any(fnmatchcase(name, pattern) for name in (*names, *layers)):
                 msg = (
                     f"frozen setting {spec!r}: pattern {pattern!r} matches no "
                     f"tensor of the pretrained network, whose names are "

@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 from . import _frozen, _guard, _inputs, _io, _layers, _validation, _weights
 from ._common import (
     _CHECK_X,
+    _PROBE_ROWS,
     _dense_rows,
     _is_2d,
     _seeded,
@@ -109,6 +110,7 @@ class _SourceTask:
             _frozen.fit_scope(),
         ):
             net, _ = self._build_net(probe, n_outputs, phase="source")
+            data, probe = _network_dtype(net, data, probe)
             _weights.install(net, weights)
             self._announce("Pretraining on the source task", data, n_outputs)
             with (
@@ -228,8 +230,9 @@ class _SourceTask:
         """Validate source data for pretraining.
 
         Returns what ``partial_fit`` gets (data and targets), the number of
-        outputs, the fitted label attributes, and up to 8 samples as a float32
-        array of shape (n, ...) to build and probe the network with.
+        outputs, the fitted label attributes, and the first samples (up to
+        64, in the dtype given) as an array of shape (n, ...) to build and
+        probe the network with.
         """
         if isinstance(X, Dataset):
             if y is not None:
@@ -251,9 +254,11 @@ class _SourceTask:
                     "dataset."
                 )
                 raise ValueError(msg)
-            sample = X[0][0]
-            sample = sample.cpu() if torch.is_tensor(sample) else sample
-            return X, y_enc, n_outputs, fitted, np.asarray(sample, np.float32)[None]
+            samples = [X[i][0] for i in range(min(len(X), _PROBE_ROWS))]
+            probe = np.stack(
+                [np.asarray(s.cpu() if torch.is_tensor(s) else s) for s in samples]
+            )
+            return X, y_enc, n_outputs, fitted, probe
         if isinstance(X, np.memmap):
             check_on_disk(X)
             y = check_array(y, ensure_2d=False, dtype=None, input_name="y")
@@ -261,7 +266,7 @@ class _SourceTask:
                 y = column_or_1d(y, warn=True)
             check_consistent_length(X, y)
             y_enc, n_outputs, fitted = self._encode_y(y)
-            probe = np.array(X[:8], dtype=np.float32)
+            probe = np.array(X[:_PROBE_ROWS])
             return StreamedArray(X, y_enc), y_enc, n_outputs, fitted, probe
         X, y = check_X_y(
             X,
@@ -272,7 +277,7 @@ class _SourceTask:
         )
         X = _writable(X)
         y_enc, n_outputs, fitted = self._encode_y(y)
-        return X, y_enc, n_outputs, fitted, _dense_rows(X, 8)
+        return X, y_enc, n_outputs, fitted, _dense_rows(X, _PROBE_ROWS)
 
     def _source_record(self):
         """Return the pretrained weights, or None.
@@ -349,7 +354,8 @@ class _SourceTask:
             if _layers.has_lazy(module):
                 if record.sample_shape is None:
                     return  # lazy layers take their sizes from data: fit checks
-                _layers.materialize(module, torch.zeros((1, *shape)))
+                dtype = torch.int64 if _layers.takes_indices(module) else None
+                _layers.materialize(module, torch.zeros((2, *shape), dtype=dtype))
         head = _layers.resolve_head(module, self.head)
         if not head and record.n_outputs is None:
             # head=None keeps the output layer, whose size is the target's and
@@ -369,3 +375,21 @@ class _SourceTask:
             )
             raise AttributeError(msg)
         return pretrained
+
+
+def _network_dtype(net, data, probe):
+    """Return the source data and probe in the dtype the network takes them.
+
+    Arrays in memory are converted once, an array on disk a batch at a time
+    as it is read (checked whole first); a torch ``Dataset`` of the user's
+    yields its samples as they are, as in skorch.
+    """
+    dtype = _inputs.input_dtype(net.module_, probe.dtype)
+    if isinstance(data, StreamedArray):
+        _inputs.check_lossless(data.X, dtype)
+        data.dtype = dtype
+    elif isinstance(data, Dataset):
+        return data, probe
+    else:
+        data = _writable(_inputs.as_input(data, dtype))
+    return data, _inputs.rows_as_input(probe, dtype)

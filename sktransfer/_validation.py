@@ -21,6 +21,7 @@ from skorch.dataset import Dataset
 from torch.utils.data import Subset, TensorDataset
 
 from ._common import _CHECK_X, _writable
+from ._inputs import as_input
 
 
 @contextmanager
@@ -33,7 +34,8 @@ def encoded(net, X, fitted, n_outputs, stage=None, cache=None):
         The initialised net about to train; its ``train_split`` is wrapped
         inside the block and restored after.
     X : ndarray of shape (n_samples, ...)
-        The training samples, as checked by ``fit``.
+        The training samples, as checked by ``fit``, in the dtype the network
+        takes (the validation samples are converted to it).
     fitted : dict
         The fitted label attributes (``classes_`` for a classifier).
     n_outputs : int
@@ -105,7 +107,9 @@ def _arrays(valid):
 def _check_valid(valid, X, fitted, n_outputs):
     """Check and encode an outside validation set as ``fit`` does its data."""
     X_val, y_val = _arrays(valid)
-    X_val = _writable(check_array(X_val, **_CHECK_X, input_name="X_val"))
+    X_val = check_array(X_val, **_CHECK_X, input_name="X_val")
+    # The dtype the training samples reach the network in (``fit`` chose it).
+    X_val = _writable(as_input(X_val, X.dtype, "X_val"))
     if X_val.shape[1:] != X.shape[1:]:
         msg = (
             f"The validation set given through train_split has samples of shape "

@@ -68,8 +68,11 @@ def test_training_batches_augmented_validation_and_predict_not(digit_images):
     clf = TransferClassifier(net, augment=AddConstant(10.0), random_state=0)
     clf.fit(digit_images.X_target, digit_images.y_target)
     clf.predict(digit_images.X_test[:20])
-    training = [X for mode, X in Recorder.seen if mode]
+    # fit's check runs the first training batch (un-augmented) in training
+    # mode, without side effects, before training.
+    probe, *training = [X for mode, X in Recorder.seen if mode]
     evaluating = [X for mode, X in Recorder.seen if not mode]
+    assert torch.equal(probe, torch.as_tensor(digit_images.X_target[:32]))
     assert training
     assert evaluating
     # Digits lie in [0, 1]: augmented ones in [10, 11].
@@ -96,7 +99,12 @@ def test_held_out_folds_never_augmented(digit_images):
     scored = [X for mode, X in Recorder.seen if not mode]
     assert [len(X) for X in scored].count(25) == 2  # each fold, beside fit's probes
     assert all(X.max() <= 1 for X in scored)
-    assert all(X.min() >= 10 for mode, X in Recorder.seen if mode)
+    # Training batches are augmented; fit's check of the first training batch
+    # (one per fit, in training mode without side effects) is not.
+    training = [X for mode, X in Recorder.seen if mode]
+    probes = [X for X in training if X.max() <= 1]
+    assert [len(X) for X in probes] == [25, 25]
+    assert all(X.min() >= 10 for X in training if X.max() > 1)
 
 
 def test_same_seed_same_augmented_batches_and_separate_stream(digit_images):

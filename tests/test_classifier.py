@@ -296,7 +296,9 @@ def test_initialized_skorch_net_is_refused(digits):
 
 def test_module_that_cannot_take_the_data_is_explained(digits):
     clf = TransferClassifier(tiny_classifier_net(FixedOutputNet))
-    with pytest.raises(ValueError, match=r"failed on a sample of shape \(32,\)"):
+    with pytest.raises(
+        ValueError, match=r"failed on a batch of \d+ training samples of shape \(32,\)"
+    ):
         clf.fit(digits.X_target[:, :32], digits.y_target)
 
 

@@ -177,5 +177,8 @@ def test_output_shape_restores_the_training_mode_and_explains_bad_input():
     assert module.training
     assert module.features[1].training
     assert torch.equal(module.features[1].running_mean, stats)
-    with pytest.raises(ValueError, match=r"failed on a sample of shape \(1, 5, 5\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"failed on a batch of 2 training samples of shape \(1, 5, 5\)",
+    ):
         output_shape(module, torch.zeros(2, 1, 5, 5))
