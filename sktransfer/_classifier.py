@@ -67,16 +67,6 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         single-label classes: use ``CrossEntropyLoss`` with two outputs. See
         :ref:`networks`.
     ${shared_parameters}
-    class_weight : dict, "balanced" or None, default=None
-        Weights of the target's classes in the fine-tuning loss, as
-        scikit-learn's classifiers take them: a dict ``{label: weight}``
-        (labels not in it weigh 1), ``"balanced"`` for
-        ``n_samples / (n_classes * np.bincount(y))``, or None for equal
-        weights. Multiplied into ``fit``'s ``sample_weight``
-        (:ref:`targets`).
-        Pretraining does not use it: pass
-        ``sample_weight=compute_sample_weight("balanced", y_source)`` to
-        :meth:`fit_source` for that.
     adapt : {"coral", "mmd", "dann", "self_training"} or None, default=None
         Use unlabelled rows of ``fit``'s data, marked by ``y == -1`` (as
         :class:`~sklearn.semi_supervised.SelfTrainingClassifier`): the labelled rows
@@ -106,6 +96,16 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
     adapt_threshold : float in (0, 1], default=0.9
         For ``adapt="self_training"``: the probability a row's predicted class needs to
         become its pseudo-label, as ``SelfTrainingClassifier(threshold=...)``.
+    class_weight : dict, "balanced" or None, default=None
+        Weights of the target's classes in the fine-tuning loss, as
+        scikit-learn's classifiers take them: a dict ``{label: weight}``
+        (labels not in it weigh 1), ``"balanced"`` for
+        ``n_samples / (n_classes * np.bincount(y))``, or None for equal
+        weights. Multiplied into ``fit``'s ``sample_weight``
+        (:ref:`targets`).
+        Pretraining does not use it: pass
+        ``sample_weight=compute_sample_weight("balanced", y_source)`` to
+        :meth:`fit_source` for that.
     ${run_parameters}
 
     Attributes

@@ -53,13 +53,6 @@ class TransferRegressor(RegressorMixin, _BaseTransfer):
         A module class whose constructor takes ``n_features_in`` or
         ``n_outputs`` gets them from the data of each task.
     ${shared_parameters}
-    normalize_y : bool, default=True
-        Standardise the targets before they reach the loss, and map
-        predictions back, as ``GaussianProcessRegressor(normalize_y=True)``
-        does: each task with its own statistics, per target (pretraining with
-        the source's mean and standard deviation, fine-tuning with the
-        target's, kept for :meth:`predict`; ``partial_fit`` keeps those of its
-        first call). The reported losses are then in units of the targets'
     adapt : {"coral", "mmd", "dann", "self_training"} or None, default=None
         Use unlabelled rows of ``fit``'s data, marked by NaN targets (every target of
         the row): the labelled rows (typically a sample of the source's, with their
@@ -87,6 +80,13 @@ class TransferRegressor(RegressorMixin, _BaseTransfer):
         Used by ``adapt="self_training"``, which only :class:`TransferClassifier` has.
         variance. ``False`` trains on the targets as they are; a network with
         ``MSELoss`` fits targets far from unit scale poorly (:ref:`targets`).
+    normalize_y : bool, default=True
+        Standardise the targets before they reach the loss, and map
+        predictions back, as ``GaussianProcessRegressor(normalize_y=True)``
+        does: each task with its own statistics, per target (pretraining with
+        the source's mean and standard deviation, fine-tuning with the
+        target's, kept for :meth:`predict`; ``partial_fit`` keeps those of its
+        first call). The reported losses are then in units of the targets'
     ${run_parameters}
 
     Attributes

@@ -169,6 +169,7 @@ def importance_weighted_scorer(estimator, X, y, sample_weight=None):
     Parameters
     ----------
     estimator : fitted classifier or regressor
+        The estimator to score, e.g. a candidate of a search.
     X : array-like of shape (n_samples, ...)
         Labelled and unlabelled rows; flattened for the domain classifier.
     y : array-like of shape (n_samples,) or (n_samples, n_outputs)
@@ -179,6 +180,8 @@ def importance_weighted_scorer(estimator, X, y, sample_weight=None):
     Returns
     -------
     score : float
+        The importance-weighted mean score of the labelled rows; greater is
+        better.
 
     Raises
     ------
@@ -230,6 +233,7 @@ def deep_embedded_validation_scorer(estimator, X, y, sample_weight=None):
     Returns
     -------
     score : float
+        Minus the deep embedded validation risk; greater is better.
 
     Raises
     ------
