@@ -113,12 +113,18 @@ class WeightedLoss:
             return self.get_loss(y_pred, y_true, X=X, training=training)
         criterion = self.net.criterion_
         reduction = criterion.reduction
+        weights = y_true.sample_weight
+        if len(weights) and bool((weights == weights[0]).all()) and weights[0] > 0:
+            # Equal weights are no weights: the criterion's own reduction, bit
+            # for bit (times the weight under reduction="sum").
+            loss = self.get_loss(y_pred, y_true.y, X=X, training=training)
+            return loss * weights[0].item() if reduction == "sum" else loss
         criterion.reduction = "none"
         try:
             loss = self.get_loss(y_pred, y_true.y, X=X, training=training)
         finally:
             criterion.reduction = reduction
-        weights = y_true.sample_weight.to(device=loss.device, dtype=loss.dtype)
+        weights = weights.to(device=loss.device, dtype=loss.dtype)
         if loss.ndim == 0 or loss.shape[0] != len(weights):
             msg = (
                 f"sample_weight needs one loss per sample, but criterion "
@@ -126,12 +132,47 @@ class WeightedLoss:
                 f"{tuple(loss.shape)} for a batch of {len(weights)} samples."
             )
             raise ValueError(msg)
-        per_sample = loss.reshape(len(weights), -1).mean(dim=1)
+        per_sample, norm = per_sample_losses(criterion, loss, y_true.y)
         total = (weights * per_sample).sum()
         if reduction == "sum":
             return total
         # A batch whose samples all weigh 0 adds nothing (and no NaN).
-        return total / weights.sum().clamp_min(torch.finfo(loss.dtype).tiny)
+        denominator = (weights * norm).sum()
+        return total / denominator.clamp_min(torch.finfo(loss.dtype).tiny)
+
+
+def per_sample_losses(criterion, loss, y):
+    """Return each sample's loss and its share of the criterion's mean reduction.
+
+    For ``loss``, the criterion's output with ``reduction="none"``, returns
+    ``(l, d)``, two tensors of shape (n_samples,) such that the criterion's
+    own ``reduction="mean"`` is ``sum(l) / sum(d)``; the weighted mean is then
+    ``sum(w * l) / sum(w * d)``, which equal weights leave unchanged. For
+    ``CrossEntropyLoss`` and ``NLLLoss`` on class indices, ``l`` sums the
+    sample's losses (already times ``weight[y]``) and ``d`` is the sum of
+    ``weight[y]`` over its targets that are not ``ignore_index``, as torch
+    divides by the summed class weights. For any other criterion (and for
+    class probabilities as targets, which torch averages over samples), ``l``
+    is the mean of the sample's losses and ``d`` is 1.
+    """
+    n = loss.shape[0]
+    flat = loss.reshape(n, -1)
+    indexed = (
+        isinstance(criterion, (torch.nn.CrossEntropyLoss, torch.nn.NLLLoss))
+        and torch.is_tensor(y)
+        and not y.is_floating_point()
+        and y.numel() == loss.numel()
+    )
+    if not indexed:
+        return flat.mean(dim=1), torch.ones(n, dtype=loss.dtype, device=loss.device)
+    targets = y.reshape(n, -1).to(loss.device)
+    kept = targets != criterion.ignore_index
+    weight = getattr(criterion, "weight", None)
+    if weight is None:
+        norm = kept.to(loss.dtype)
+    else:
+        norm = weight.to(loss.device, loss.dtype)[targets.clamp_min(0)] * kept
+    return flat.sum(dim=1), norm.sum(dim=1)
 
 
 def check_criterion(net):
@@ -262,10 +303,14 @@ class WeightedValidLoss(Callback):
                 loss = net.get_loss(y_pred, yi, X=Xi, training=False)
         finally:
             criterion.reduction = reduction
-        per_sample = loss.detach().reshape(n, -1).mean(dim=1).double().cpu()
+        per_sample, norm = per_sample_losses(criterion, loss.detach(), yi)
         weights = weights.double()
         self.batches_.append(
-            (float((weights * per_sample).sum()), float(weights.sum()), n)
+            (
+                float((weights * per_sample.double().cpu()).sum()),
+                float((weights * norm.double().cpu()).sum()),
+                n,
+            )
         )
 
     def on_epoch_end(self, net, **kwargs):
