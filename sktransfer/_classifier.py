@@ -189,14 +189,22 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         ``hidden_layer_sizes``; otherwise a ValueError.
     lr : float, default=None
         Learning rate of both phases; ``None`` is the default network's
-        ``1e-3``, or the template's ``lr``. A value overrides the template's.
+        ``1e-3``, or the template's (its ``optimizer__lr`` if it sets one, as
+        skorch reads it first, else its ``lr``). A value overrides both of
+        the template's names, with a warning when its ``optimizer__lr``
+        differs, so that a search over ``lr`` changes the rate that trains
+        (``shared_lr_scale`` and ``layer_decay`` multiply it for the shared
+        layers); ``source_params={"lr": ...}`` overrides it while
+        pretraining.
     max_epochs : int, default=None
         Most epochs of each phase; ``None`` is the default network's ``200``
         (with early stopping), or the template's. A value overrides the
         template's.
     batch_size : int, default=None
-        Samples per training batch; ``None`` is the default network's
-        ``200``, or the template's. A value overrides the template's.
+        Samples per batch; ``None`` is the default network's ``200``, or
+        the template's. A value overrides the template's ``batch_size`` and
+        its ``iterator_train__batch_size`` / ``iterator_valid__batch_size``
+        (which skorch reads first), with a warning when they differ.
         These four reach the network in both phases (``source_params``
         still wins while pretraining), so ``GridSearchCV`` tunes them on the
         default network; any other setting of it is reachable from its
@@ -330,7 +338,13 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
     estimator is left as it was. A callback that raises ``KeyboardInterrupt``
     itself (skorch's ``EarlyStopping``) still just ends training. Training
     that runs all ``max_epochs`` while the net's early stopping never
-    triggered gives a :class:`~sklearn.exceptions.ConvergenceWarning`.
+    triggered gives a :class:`~sklearn.exceptions.ConvergenceWarning`; so does
+    a fit that diverged with a finite loss: its last epoch's training loss
+    is more than 100 times its first epoch's (with a first loss above 0 and
+    at least two epochs; over all calls for :meth:`partial_fit`). ``l2sp``,
+    ``shared_lr_scale`` and ``layer_decay`` act on the trainable shared
+    parameters: with every one frozen (and none unfrozen by ``unfreeze``
+    before ``max_epochs``) they change nothing, and each warns so.
 
     ``warm_start=True`` in the template makes each :meth:`fit` continue from
     the last fit's weights (with a fresh optimizer and history, the same
@@ -377,7 +391,13 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
     Sample weights (``sample_weight`` of :meth:`fit`, :meth:`fit_source` and
     :meth:`partial_fit`, times ``class_weight``) weigh each sample's loss:
     each mini-batch's loss is ``sum(w * loss) / sum(w)`` over its samples, as
-    ``MLPClassifier`` computes it (``np.average`` with weights per batch). The
+    ``MLPClassifier`` computes it (``np.average`` with weights per batch).
+    Under a criterion with class weights (``CrossEntropyLoss`` or ``NLLLoss``
+    with ``weight``, e.g. ``net__criterion__weight``) it is normalised as
+    torch's own class-weighted mean is, ``sum(w * loss) / sum(w *
+    weight[y])`` (targets equal to ``ignore_index`` weigh 0), so that equal
+    sample weights give exactly the fit without them (a batch of equal
+    weights uses the criterion's own reduction, bit for bit). The
     weights travel with the batches of :class:`ArrayLoader` (the template must
     keep its default ``iterator_train``) and the criterion must have torch's
     ``reduction`` attribute. Integer weights are close to, but not exactly,

@@ -9,8 +9,11 @@ of the targets; no per-sample Python work. :class:`WeightedLoss`, the net's
 ``get_loss`` for the fit, asks the criterion for per-sample losses
 (``reduction="none"`` for the call) and reduces them as scikit-learn's
 ``MLPClassifier`` and ``MLPRegressor`` do: the weighted mean of each batch,
-``sum(w * loss) / sum(w)``; :class:`WeightedValidLoss` weighs the loss of a
-validation split of the same rows likewise. All are installed for one fit only
+``sum(w * loss) / sum(w)``, normalised as the criterion's own mean is for a
+criterion with class weights (``sum(w * loss) / sum(w * weight[y])``, see
+:func:`per_sample_losses`), so that equal weights change nothing;
+:class:`WeightedValidLoss` weighs the loss of a validation split of the same
+rows likewise. All are installed for one fit only
 (:func:`sktransfer._frozen.on_exit`).
 """
 
@@ -95,8 +98,14 @@ class WeightedLoss:
     averaged over them) and the loss is ``sum(w * l) / sum(w)`` over the
     batch, as in scikit-learn's ``MLPClassifier`` / ``MLPRegressor``
     (``np.average(loss, weights=w)`` per mini-batch); a criterion with
-    ``reduction="sum"`` gives ``sum(w * l)``. Other targets (validation
-    batches) go to the wrapped ``get_loss`` unchanged.
+    ``reduction="sum"`` gives ``sum(w * l)``. Under ``CrossEntropyLoss`` or
+    ``NLLLoss`` with class weights (or ``ignore_index``) on class indices, the
+    denominator is ``sum(w * weight[y])``, as torch divides its class-weighted
+    mean by ``sum(weight[y])`` (:func:`per_sample_losses`). A batch whose
+    weights are all equal and positive gets the criterion's own reduction
+    (times the weight for ``"sum"``), so equal weights give bit for bit the
+    fit without weights. Other targets (validation batches) go to the wrapped
+    ``get_loss`` unchanged.
 
     Parameters
     ----------
