@@ -399,8 +399,10 @@ class TransferRegressor(RegressorMixin, _BaseTransfer):
         if continued and hasattr(self, "_y_mean"):  # partial_fit keeps its scaling
             mean, scale = self._y_mean, self._y_scale
         else:
-            bound = None
-            if self.normalize_y is not False:
+            bound = None  # the network runs only where the loss allows scaling
+            if self.normalize_y is not False and isinstance(
+                net.criterion_, _targets.EQUIVARIANT_LOSSES
+            ):
                 bound = _targets.bounding_operation(net.module_, rows, net.device)
             scaled = _targets.check_scaling(
                 self.normalize_y, net.criterion_, bound, type(self).__name__

@@ -425,3 +425,15 @@ def test_healthy_short_noisy_fits_do_not_warn_of_divergence(classification, max_
     )
     caught = _warnings_of(clf.fit, X, y)
     assert not [msg for _, msg in caught if "diverged" in msg]
+
+
+def test_n_iter_no_change_with_a_templates_own_callbacks_is_said(classification):
+    # Variant: the estimator's patience does not reach a template's callbacks.
+    X, y = classification
+    clf = TransferClassifier(tiny_classifier_net(), n_iter_no_change=3)
+    caught = _warnings_of(clf.fit, X, y)
+    assert any("n_iter_no_change=3" in msg for _, msg in caught), caught
+    # With early_stopping=True it is the patience used: no warning.
+    clf.set_params(early_stopping=True)
+    caught = _warnings_of(clf.fit, X, y)
+    assert not [msg for _, msg in caught if "n_iter_no_change" in msg]
