@@ -348,11 +348,23 @@ def _warn_if_diverged(net, start, what):
     The rule: over the epochs of this fit (from ``start`` in the history; all
     the calls so far for ``partial_fit``), with at least two epochs, a first
     training loss ``L_1 > 0`` and a last one ``L_n > 100 * L_1``. A loss
-    that starts at or below 0 (a log-likelihood) is not judged. Healthy fits,
+    that starts at or below 0 (a log-likelihood) is not judged. When early
+    stopping restored the weights of a best epoch, that epoch is the last one
+    judged. Healthy fits,
     short or noisy, stay far from it: the first epoch's loss is that of a
     fresh head, and noise moves a loss by a few times, not a hundred.
     """
-    losses = [row.get("train_loss") for row in net.history[start:]]
+    rows = list(net.history[start:])
+    # Weights restored from a best epoch (EarlyStopping(load_best=True)) are
+    # that epoch's: judge its loss.
+    best = [
+        cb.best_epoch_
+        for _, cb in net.callbacks_
+        if isinstance(cb, EarlyStopping) and cb.load_best and cb.best_epoch_
+    ]
+    if best:
+        rows = [row for row in rows if row.get("epoch", 0) <= best[-1]]
+    losses = [row.get("train_loss") for row in rows]
     losses = [loss for loss in losses if loss is not None]
     if len(losses) < 2 or not losses[0] > 0:
         return False
