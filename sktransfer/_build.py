@@ -5,15 +5,18 @@ function (as scikit-learn's ``_ridge.py`` keeps its algorithms apart from the
 estimator that orchestrates them), and the order between them is fixed here,
 in one place:
 
-1. :func:`configure` — the template, made lean, with the estimator's settings;
+1. :func:`configure` — the template, made lean, with the estimator's settings
+   (which win over the template's other names for them,
+   :func:`one_value_per_setting`);
 2. :func:`initialize` — skorch's ``initialize``, lazy layers sized;
 3. :func:`load_weights` — (target) shared weights from the pretrained ones,
    or fresh ones for ``pretrained=False``; the head re-initialised and resized;
 4. :func:`check_network` — the network runs, its head runs, its outputs have
    the task's shape and the kind the criterion expects;
 5. :func:`prepare_target` — (target) frozen parameters, the unfreezing
-   schedule, and the optimizer, built last so that it holds the parameters
-   the net trains.
+   schedule (a warning for each fine-tuning setting that cannot act,
+   :func:`warn_idle_settings`), and the optimizer, built last so that it
+   holds the parameters the net trains.
 """
 
 from __future__ import annotations
