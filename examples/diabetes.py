@@ -6,8 +6,9 @@ scikit-learn's diabetes data set has 442 patients, 10 standardised features
 and a target between 25 and 346 (disease progression after one year). A
 network trained with ``MSELoss`` on such targets starts far from them, and
 within its epochs ends far worse than a linear model. ``TransferRegressor``
-standardises the targets by default (``normalize_y=True``) and maps its
-predictions back. This example cross-validates (5 shuffled folds, R²)
+standardises the targets by default (``normalize_y="auto"``: for its
+``MSELoss`` on the default network's linear output) and maps its predictions
+back. This example cross-validates (5 shuffled folds, R²)
 ``Ridge``, the default ``TransferRegressor()`` and the same with
 ``normalize_y=False``, printing each model's folds as they finish::
 

@@ -282,6 +282,9 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
                     )
                 dtype = _inputs.input_dtype(net.module_, X.dtype)
                 X = _writable(_inputs.as_input(X, dtype))
+                _, y_enc = self._scale_y(
+                    net, _dense_rows(X, 8), X, y_enc, fitted, weights
+                )
                 self._announce("Fine-tuning on the target task", X, n_outputs)
                 split, cache = self._frozen_stage(net, X)
                 _weights.install(net, weights)
@@ -384,6 +387,10 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
     def _sample_weights(self, sample_weight, X, y):
         """Return the training weight of each sample (None: equal weights)."""
         return _weights.sample_weights(sample_weight, X)
+
+    def _scale_y(self, net, rows, data, y_enc, fitted, weights):
+        """Return the phase's data and targets as the loss takes them (regressor)."""
+        return data, y_enc
 
     def _has_source_weights(self):
         """Whether ``fit`` starts from pretrained weights rather than from scratch."""

@@ -5,7 +5,9 @@ function (as scikit-learn's ``_ridge.py`` keeps its algorithms apart from the
 estimator that orchestrates them), and the order between them is fixed here,
 in one place:
 
-1. :func:`configure` — the template, made lean, with the estimator's settings;
+1. :func:`configure` — the template, made lean, with the estimator's settings
+   (which win over the template's other names for them,
+   :func:`one_value_per_setting`);
 2. :func:`initialize` — skorch's ``initialize``, the dtype the network takes
    its samples in (:func:`sktransfer._inputs.input_dtype`), lazy layers sized;
 3. :func:`load_weights` — (target) shared weights from the pretrained ones,
@@ -15,11 +17,14 @@ in one place:
    first training batch of the user's rows (:func:`probe_rows`) in training
    mode, without side effects;
 5. :func:`prepare_target` — (target) frozen parameters, the unfreezing
-   schedule, and the optimizer, built last so that it holds the parameters
-   the net trains.
+   schedule (a warning for each fine-tuning setting that cannot act,
+   :func:`warn_idle_settings`), and the optimizer, built last so that it
+   holds the parameters the net trains.
 """
 
 from __future__ import annotations
+
+import inspect
 
 import torch
 from skorch import NeuralNet
@@ -43,6 +48,16 @@ from ._data import ArrayLoader
 
 # The name of the unfreezing schedule's callback in the fine-tuning net.
 UNFREEZE_CALLBACK = "sktransfer_unfreeze"
+
+# skorch settings with other names that skorch reads first, and their defaults.
+SETTING_ALIASES = {
+    "lr": ("optimizer__lr",),
+    "batch_size": ("iterator_train__batch_size", "iterator_valid__batch_size"),
+}
+_SKORCH_DEFAULTS = {
+    name: inspect.signature(NeuralNet.__init__).parameters[name].default
+    for name in SETTING_ALIASES
+}
 
 
 def build_net(estimator, X, n_outputs, *, phase):
@@ -107,6 +122,7 @@ def configure(estimator, X, n_outputs, *, phase):
         params.update(_stopping.net_params(estimator, net, defaults))
     if phase == "source" and estimator.source_params:
         params.update(estimator.source_params)
+    params.update(one_value_per_setting(estimator, net, params, phase=phase))
     try:
         net.set_params(**params)
     except ValueError as exc:
@@ -127,6 +143,58 @@ def probe_rows(net, X):
     size = net.get_params_for("iterator_train").get("batch_size", net.batch_size)
     size = n_samples if size in (-1, None) else size
     return _dense_rows(X, min(n_samples, max(2, min(size, _PROBE_ROWS))))
+
+
+def one_value_per_setting(estimator, net, params, *, phase):
+    """Return the template's other names of a setting, set to the one that wins.
+
+    skorch reads a learning rate from ``optimizer__lr`` before ``lr``, and a
+    batch size from ``iterator_train__batch_size`` / ``iterator_valid__batch_size``
+    before ``batch_size`` (``SETTING_ALIASES``). The estimator's ``lr`` and
+    ``batch_size`` (both phases) and ``source_params`` (pretraining) are the
+    settings they document, so where ``params`` sets one of them and the
+    template sets another name of it to another value, that name gets the
+    same value, with a warning naming both; an alias that ``source_params``
+    sets itself is left as given. A template that sets both names itself (not
+    through the estimator) keeps skorch's rule, with a warning naming both.
+    """
+    given = net.get_params(deep=False)
+    source = estimator.source_params if phase == "source" else None
+    source = source or {}
+    what = "pretraining" if phase == "source" else "fine-tuning"
+    changed = {}
+    for name, aliases in SETTING_ALIASES.items():
+        for alias in aliases:
+            if alias not in given or alias in params:
+                continue
+            if name in params:
+                value = params[name]
+                if _guard._same(given[alias], value):
+                    continue
+                who = (
+                    f"source_params={{{name!r}: {value!r}}}"
+                    if name in source
+                    else f"{type(estimator).__name__}({name}={value!r})"
+                )
+                msg = (
+                    f"The net template sets {alias}={given[alias]!r}, which skorch "
+                    f"uses before {name}; {who} is the setting for {what}, so "
+                    f"{alias} is set to {value!r} too. Set {name} in one place."
+                )
+                changed[alias] = value
+            elif not _guard._same(given[name], _SKORCH_DEFAULTS[name]) and not (
+                _guard._same(given[name], given[alias])
+            ):
+                msg = (
+                    f"The net template sets both {name}={given[name]!r} and "
+                    f"{alias}={given[alias]!r}; skorch trains at {alias}="
+                    f"{given[alias]!r} for {what}. Set {name} in one place (the "
+                    f"estimator's {name} overrides both)."
+                )
+            else:
+                continue
+            _guard._warn(msg, UserWarning)
+    return changed
 
 
 def initialize(net, X):
@@ -248,10 +316,75 @@ def prepare_target(estimator, net, frozen, head):
         callback = _finetune.Unfreeze(schedule, module).initialize()
         net.callbacks_.append((UNFREEZE_CALLBACK, callback))
     shared, specific = split_parameters(module, head)
+    warn_idle_settings(estimator, net, shared, schedule)
     _finetune.initialize_scaled_optimizer(
         net, shared, estimator.shared_lr_scale, decay=estimator.layer_decay, head=head
     )
     return shared, specific
+
+
+def warn_idle_settings(estimator, net, shared, schedule):
+    """Warn about each fine-tuning setting that cannot act on this fit.
+
+    ``l2sp``, ``shared_lr_scale`` and ``layer_decay`` act on the trainable
+    shared parameters (now, or once ``unfreeze`` releases them): with every
+    shared parameter frozen they change nothing. An ``unfreeze`` step after
+    ``max_epochs`` never runs (not judged for ``partial_fit``, whose epochs
+    add up over the calls).
+    """
+    name = type(estimator).__name__
+    partial = getattr(estimator, "_partial", None) is not None
+    later = {
+        n
+        for epoch, names in schedule
+        if partial or epoch <= net.max_epochs
+        for n in names
+    }
+    named = dict(net.module_.named_parameters())
+    trainable = [
+        param
+        for param in shared
+        if param.requires_grad or any(named.get(n) is param for n in later)
+    ]
+    if not trainable:
+        why = (
+            "no shared parameter trains: every one is frozen"
+            + ("" if shared else " (the network has none outside the head)")
+            + f" (frozen={estimator.frozen!r}), so it changes nothing"
+        )
+        settings = {
+            "l2sp": (
+                estimator.l2sp,
+                0.0,
+                "pulls the shared weights toward the pretrained ones",
+            ),
+            "shared_lr_scale": (
+                estimator.shared_lr_scale,
+                1.0,
+                "scales the shared parameters' learning rate",
+            ),
+            "layer_decay": (
+                estimator.layer_decay,
+                1.0,
+                "decays the shared layers' learning rates",
+            ),
+        }
+        for setting, (value, neutral, does) in settings.items():
+            if value != neutral:
+                msg = (
+                    f"{name}({setting}={value!r}) {does}, but {why}. Unfreeze "
+                    f"some shared layers or leave {setting} at {neutral!r}."
+                )
+                _guard._warn(msg, UserWarning)
+    if not partial:
+        for epoch, _ in schedule:
+            if epoch > net.max_epochs:
+                msg = (
+                    f"{name}(unfreeze=...) unfreezes at epoch {epoch}, after the "
+                    f"last one (max_epochs={net.max_epochs}), so that step never "
+                    "runs. Give it an earlier epoch or raise max_epochs."
+                )
+                _guard._warn(msg, UserWarning)
 
 
 def split_parameters(module, head):

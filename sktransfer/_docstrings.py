@@ -129,14 +129,21 @@ hidden_layer_sizes : tuple of int, default=None
     ValueError.
 lr : float, default=None
     Learning rate of both phases; ``None`` is the default network's ``1e-3``,
-    or the template's ``lr``. A value overrides the template's.
+    or the template's (its ``optimizer__lr`` if it sets one, as skorch reads
+    it first, else its ``lr``). A value overrides both of the template's
+    names, with a warning when its ``optimizer__lr`` differs, so that a
+    search over ``lr`` changes the rate that trains (``shared_lr_scale`` and
+    ``layer_decay`` multiply it for the shared layers);
+    ``source_params={"lr": ...}`` overrides it while pretraining.
 max_epochs : int, default=None
     Most epochs of each phase; ``None`` is the default network's ``200``
     (with early stopping), or the template's. A value overrides the
     template's.
 batch_size : int, default=None
-    Samples per training batch; ``None`` is the default network's ``200``,
-    or the template's. A value overrides the template's. These four reach the
+    Samples per batch; ``None`` is the default network's ``200``, or the
+    template's. A value overrides the template's ``batch_size`` and its
+    ``iterator_train__batch_size`` / ``iterator_valid__batch_size`` (which
+    skorch reads first), with a warning when they differ. These four reach the
     network in both phases (``source_params`` still wins while pretraining),
     so ``GridSearchCV`` tunes them on the default network; any other setting
     of it is reachable from its template, ``sktransfer.default_net('$kind')``,

@@ -12,7 +12,8 @@
 - template settings the estimator overrides are warned about;
 - training that ran all ``max_epochs`` while early stopping never triggered
   gives a :class:`~sklearn.exceptions.ConvergenceWarning`, as ``MLPClassifier``
-  does.
+  does; so does a training loss that ended more than 100 times its first
+  epoch's (:func:`_warn_if_diverged`: divergence with a finite loss).
 
 The estimators decide when to use it; everything installed is undone when the
 block ends, normally or not.
@@ -366,6 +367,54 @@ def refuse_compile(net):
         raise ValueError(msg)
 
 
+# A fit whose last training loss is this many times its first one diverged.
+DIVERGENCE_FACTOR = 100.0
+
+
+def _warn_if_diverged(net, start, what):
+    """Warn with a ConvergenceWarning when the training loss grew by 100 times.
+
+    Returns whether it warned.
+
+    The rule: over the epochs of this fit (from ``start`` in the history; all
+    the calls so far for ``partial_fit``), with at least two epochs, a first
+    training loss ``L_1 > 0`` and a last one ``L_n > 100 * L_1``. A loss
+    that starts at or below 0 (a log-likelihood) is not judged. When early
+    stopping restored the weights of a best epoch, that epoch is the last one
+    judged. Healthy fits,
+    short or noisy, stay far from it: the first epoch's loss is that of a
+    fresh head, and noise moves a loss by a few times, not a hundred.
+    """
+    rows = list(net.history[start:])
+    # Weights restored from a best epoch (EarlyStopping(load_best=True)) are
+    # that epoch's: judge its loss.
+    best = [
+        cb.best_epoch_
+        for _, cb in net.callbacks_
+        if isinstance(cb, EarlyStopping) and cb.load_best and cb.best_epoch_
+    ]
+    if best:
+        rows = [row for row in rows if row.get("epoch", 0) <= best[-1]]
+    losses = [row.get("train_loss") for row in rows]
+    losses = [loss for loss in losses if loss is not None]
+    if len(losses) < 2 or not losses[0] > 0:
+        return False
+    first, last = losses[0], losses[-1]
+    if not last > DIVERGENCE_FACTOR * first:
+        return False
+    lr = net.optimizer_.param_groups[0]["lr"]
+    msg = (
+        f"{what.capitalize()} diverged: the training loss grew from {first:.4g} "
+        f"in its first epoch to {last:.4g} in its last ({len(losses)} epochs), "
+        f"more than {DIVERGENCE_FACTOR:g} times; its predictions cannot be "
+        "trusted (often no better than chance). Likely causes: a learning rate "
+        f"too high (the optimizer's lr={lr!r}), inputs that are not scaled, or "
+        "no gradient clipping."
+    )
+    _warn(msg, ConvergenceWarning)
+    return True
+
+
 def _early_stopping_never_triggered(net, epochs_before):
     """Whether training ran all ``max_epochs`` while an EarlyStopping never fired."""
     stoppers = [cb for _, cb in net.callbacks_ if isinstance(cb, EarlyStopping)]
@@ -418,7 +467,12 @@ def training(estimator, net, phase, sample_shape=None, fitted=None, probe=None):
             _check_finite_outputs(net, probe, what)
     finally:
         remove()
-    if not partial and _early_stopping_never_triggered(net, epochs_before):
+    diverged = _warn_if_diverged(net, 0 if partial else epochs_before, what)
+    if (
+        not partial
+        and not diverged
+        and _early_stopping_never_triggered(net, epochs_before)
+    ):
         msg = (
             f"{what.capitalize()} ran all max_epochs={net.max_epochs} epochs and "
             "early stopping did not trigger: the loss it monitors was still "

@@ -111,6 +111,7 @@ class _SourceTask:
         ):
             net, _ = self._build_net(probe, n_outputs, phase="source")
             data, probe = _network_dtype(net, data, probe)
+            data, y_enc = self._scale_y(net, probe, data, y_enc, fitted, weights)
             _weights.install(net, weights)
             self._announce("Pretraining on the source task", data, n_outputs)
             with (

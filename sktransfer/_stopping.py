@@ -23,11 +23,16 @@ from sklearn.utils import check_random_state
 from skorch.callbacks import EarlyStopping
 from skorch.dataset import ValidSplit
 
+from . import _guard
+
 # The name of the stopping callback in the fine-tuning net (as in the defaults).
 CALLBACK = "early_stopping"
 
 # The smallest improvement of the monitored loss that resets the patience.
 _TOL = 1e-4
+
+# The estimators' default n_iter_no_change.
+_DEFAULT_PATIENCE = 10
 
 
 class RestoreBest(EarlyStopping):
@@ -91,6 +96,16 @@ def net_params(estimator, net, defaults):
     patience = int(estimator.n_iter_no_change)
     if not active(estimator):
         if not defaults:
+            if patience != _DEFAULT_PATIENCE:
+                msg = (
+                    f"n_iter_no_change={patience} is the patience of "
+                    "early_stopping=True and of the default network's stopping, "
+                    "but this fit uses the net template's own callbacks "
+                    "(early_stopping=False), so it changes nothing. Set "
+                    "early_stopping=True, or the patience of the template's "
+                    "EarlyStopping."
+                )
+                _guard._warn(msg, UserWarning)
             return {}
         callbacks = [
             (CALLBACK, _with_patience(item[1], patience))

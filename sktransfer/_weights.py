@@ -9,8 +9,11 @@ of the targets; no per-sample Python work. :class:`WeightedLoss`, the net's
 ``get_loss`` for the fit, asks the criterion for per-sample losses
 (``reduction="none"`` for the call) and reduces them as scikit-learn's
 ``MLPClassifier`` and ``MLPRegressor`` do: the weighted mean of each batch,
-``sum(w * loss) / sum(w)``; :class:`WeightedValidLoss` weighs the loss of a
-validation split of the same rows likewise. All are installed for one fit only
+``sum(w * loss) / sum(w)``, normalised as the criterion's own mean is for a
+criterion with class weights (``sum(w * loss) / sum(w * weight[y])``, see
+:func:`per_sample_losses`), so that equal weights change nothing;
+:class:`WeightedValidLoss` weighs the loss of a validation split of the same
+rows likewise. All are installed for one fit only
 (:func:`sktransfer._frozen.on_exit`).
 """
 
@@ -95,8 +98,14 @@ class WeightedLoss:
     averaged over them) and the loss is ``sum(w * l) / sum(w)`` over the
     batch, as in scikit-learn's ``MLPClassifier`` / ``MLPRegressor``
     (``np.average(loss, weights=w)`` per mini-batch); a criterion with
-    ``reduction="sum"`` gives ``sum(w * l)``. Other targets (validation
-    batches) go to the wrapped ``get_loss`` unchanged.
+    ``reduction="sum"`` gives ``sum(w * l)``. Under ``CrossEntropyLoss`` or
+    ``NLLLoss`` with class weights (or ``ignore_index``) on class indices, the
+    denominator is ``sum(w * weight[y])``, as torch divides its class-weighted
+    mean by ``sum(weight[y])`` (:func:`per_sample_losses`). A batch whose
+    weights are all equal and positive gets the criterion's own reduction
+    (times the weight for ``"sum"``), so equal weights give bit for bit the
+    fit without weights. Other targets (validation batches) go to the wrapped
+    ``get_loss`` unchanged.
 
     Parameters
     ----------
@@ -113,12 +122,18 @@ class WeightedLoss:
             return self.get_loss(y_pred, y_true, X=X, training=training)
         criterion = self.net.criterion_
         reduction = criterion.reduction
+        weights = y_true.sample_weight
+        if len(weights) and bool((weights == weights[0]).all()) and weights[0] > 0:
+            # Equal weights are no weights: the criterion's own reduction, bit
+            # for bit (times the weight under reduction="sum").
+            loss = self.get_loss(y_pred, y_true.y, X=X, training=training)
+            return loss * weights[0].item() if reduction == "sum" else loss
         criterion.reduction = "none"
         try:
             loss = self.get_loss(y_pred, y_true.y, X=X, training=training)
         finally:
             criterion.reduction = reduction
-        weights = y_true.sample_weight.to(device=loss.device, dtype=loss.dtype)
+        weights = weights.to(device=loss.device, dtype=loss.dtype)
         if loss.ndim == 0 or loss.shape[0] != len(weights):
             msg = (
                 f"sample_weight needs one loss per sample, but criterion "
@@ -126,12 +141,47 @@ class WeightedLoss:
                 f"{tuple(loss.shape)} for a batch of {len(weights)} samples."
             )
             raise ValueError(msg)
-        per_sample = loss.reshape(len(weights), -1).mean(dim=1)
+        per_sample, norm = per_sample_losses(criterion, loss, y_true.y)
         total = (weights * per_sample).sum()
         if reduction == "sum":
             return total
         # A batch whose samples all weigh 0 adds nothing (and no NaN).
-        return total / weights.sum().clamp_min(torch.finfo(loss.dtype).tiny)
+        denominator = (weights * norm).sum()
+        return total / denominator.clamp_min(torch.finfo(loss.dtype).tiny)
+
+
+def per_sample_losses(criterion, loss, y):
+    """Return each sample's loss and its share of the criterion's mean reduction.
+
+    For ``loss``, the criterion's output with ``reduction="none"``, returns
+    ``(l, d)``, two tensors of shape (n_samples,) such that the criterion's
+    own ``reduction="mean"`` is ``sum(l) / sum(d)``; the weighted mean is then
+    ``sum(w * l) / sum(w * d)``, which equal weights leave unchanged. For
+    ``CrossEntropyLoss`` and ``NLLLoss`` on class indices, ``l`` sums the
+    sample's losses (already times ``weight[y]``) and ``d`` is the sum of
+    ``weight[y]`` over its targets that are not ``ignore_index``, as torch
+    divides by the summed class weights. For any other criterion (and for
+    class probabilities as targets, which torch averages over samples), ``l``
+    is the mean of the sample's losses and ``d`` is 1.
+    """
+    n = loss.shape[0]
+    flat = loss.reshape(n, -1)
+    indexed = (
+        isinstance(criterion, (torch.nn.CrossEntropyLoss, torch.nn.NLLLoss))
+        and torch.is_tensor(y)
+        and not y.is_floating_point()
+        and y.numel() == loss.numel()
+    )
+    if not indexed:
+        return flat.mean(dim=1), torch.ones(n, dtype=loss.dtype, device=loss.device)
+    targets = y.reshape(n, -1).to(loss.device)
+    kept = targets != criterion.ignore_index
+    weight = getattr(criterion, "weight", None)
+    if weight is None:
+        norm = kept.to(loss.dtype)
+    else:
+        norm = weight.to(loss.device, loss.dtype)[targets.clamp_min(0)] * kept
+    return flat.sum(dim=1), norm.sum(dim=1)
 
 
 def check_criterion(net):
@@ -262,10 +312,14 @@ class WeightedValidLoss(Callback):
                 loss = net.get_loss(y_pred, yi, X=Xi, training=False)
         finally:
             criterion.reduction = reduction
-        per_sample = loss.detach().reshape(n, -1).mean(dim=1).double().cpu()
+        per_sample, norm = per_sample_losses(criterion, loss.detach(), yi)
         weights = weights.double()
         self.batches_.append(
-            (float((weights * per_sample).sum()), float(weights.sum()), n)
+            (
+                float((weights * per_sample.double().cpu()).sum()),
+                float((weights * norm.double().cpu()).sum()),
+                n,
+            )
         )
 
     def on_epoch_end(self, net, **kwargs):

@@ -246,7 +246,8 @@ def test_batchnorm_statistics_stay_until_unfrozen(pretrained_cnn, digit_images):
     clf = clone(pretrained_cnn).set_params(
         unfreeze=((3, "features.1.*"),), net__max_epochs=2
     )
-    clf.fit(digit_images.X_target, digit_images.y_target)
+    with pytest.warns(UserWarning, match="epoch 3, after the last one"):
+        clf.fit(digit_images.X_target, digit_images.y_target)
     key = "features.1.running_mean"
     assert torch.equal(_state(clf)[key], pretrained_cnn.source_weights_[key])
 
@@ -268,7 +269,8 @@ def test_the_schedule_ends_with_fit(pretrained_cnn, digit_images):
     clf = clone(pretrained_cnn).set_params(
         unfreeze=((3, "features.1.*"),), net__max_epochs=2
     )
-    clf.fit(digit_images.X_target, digit_images.y_target)
+    with pytest.warns(UserWarning, match="epoch 3, after the last one"):
+        clf.fit(digit_images.X_target, digit_images.y_target)
     loaded = pickle.loads(pickle.dumps(clf))
     for fitted in (clf, loaded):
         assert "sktransfer_unfreeze" not in dict(fitted.net_.callbacks_)
