@@ -37,9 +37,9 @@ frozen : str, list or tuple of str, default=()
     ``"0"``), a submodule standing for all its parameters and its
     normalisation layers, even one without parameters such as a top-level
     ``BatchNorm1d(affine=False)``, whose statistics are then held (see
-    ``freeze_bn_stats``). Matching parameters are not updated by :meth:`fit`, nor are shared
-    parameters that arrive with ``requires_grad=False`` (a module frozen by
-    hand); the head, initialised afresh, trains unless matched. Pretraining
+    ``freeze_bn_stats``). Matching parameters are not updated by
+    :meth:`fit`, nor are shared parameters that arrive with
+    ``requires_grad=False`` (a module frozen by hand); the head, initialised afresh, trains unless matched. Pretraining
     trains every parameter. A pattern that matches nothing is a ValueError
     naming the nearest parameters. Freezing lasts for :meth:`fit` only:
     afterwards every parameter of ``net_.module_`` has the ``requires_grad``
@@ -62,9 +62,9 @@ freeze_bn_stats : bool, default=True
     frozen in evaluation mode while fine-tuning, so that their statistics stay
     the pretrained ones (as Keras does); a layer without parameters counts as
     frozen when its nearest enclosing block with parameters is, or when a
-    ``frozen`` pattern names it or a submodule holding it. ``False`` lets them adapt to the
-    target's batches, as skorch's ``Freezer`` callback does. See
-    :ref:`pitfalls`.
+    ``frozen`` pattern names it or a submodule holding it. ``False`` lets
+    them adapt to the target's batches, as skorch's ``Freezer`` callback
+    does. See :ref:`pitfalls`.
 cache_frozen : "auto" or bool, default="auto"
     Compute the frozen layers once per :meth:`fit` instead of once per epoch,
     when they form the network's leading stage and that stage computes the
