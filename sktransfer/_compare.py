@@ -21,7 +21,7 @@ from sklearn.model_selection import check_cv, cross_val_score
 from sklearn.pipeline import Pipeline
 from sklearn.utils import check_random_state
 
-from ._base import _SCRATCH_PARAMS
+from ._base import _SCRATCH_PARAMS, _BaseTransfer
 from ._pipeline import transfer_step
 from ._plot import _plot_comparison
 from ._select import linear_probe
@@ -358,28 +358,65 @@ def _linear_probe(estimator):
     (:class:`PretrainedFeatures`), then :class:`LogisticRegressionCV` for a
     classifier or :class:`RidgeCV` otherwise, each choosing its L2 strength
     by cross-validation on the training labels (:func:`linear_probe`); a
-    pipeline's earlier steps come first.
+    pipeline's earlier steps come first, under their own names (the probe's
+    steps take names no earlier step has).
     """
     steps = list(estimator.steps[:-1]) if isinstance(estimator, Pipeline) else []
     probe = linear_probe(transfer_step(estimator, "compare_transfer"))
-    steps += [
-        ("pretrainedfeatures", probe[0]),
-        ("standardscaler", probe[1]),
-        ("probe", probe[-1]),
-    ]
-    return Pipeline(steps)
+    taken = {name for name, _ in steps}
+    for name, step in zip(
+        ("pretrainedfeatures", "standardscaler", "probe"), probe, strict=True
+    ):
+        steps.append((_free_name(name, taken), step))
+        taken.add(steps[-1][0])
+    return type(probe)(steps)
+
+
+def _free_name(name, taken):
+    """Return ``name``, or ``name`` with the first free suffix ``-2``, ``-3``, ..."""
+    if name not in taken:
+        return name
+    suffix = 2
+    while f"{name}-{suffix}" in taken:
+        suffix += 1
+    return f"{name}-{suffix}"
 
 
 def _seed(estimator, seed):
-    """Set the ``random_state`` of the transfer estimator in ``estimator``."""
+    """Set the ``random_state`` of the transfer estimator in ``estimator``.
+
+    The linear probe (a pipeline whose last step is not a transfer
+    estimator) is left as it is: its folds are its own.
+    """
     if seed is None:
         return estimator
     if isinstance(estimator, Pipeline):
-        name = estimator.steps[-1][0]
-        if name == "probe":
+        name, step = estimator.steps[-1]
+        if not isinstance(step, _BaseTransfer):
             return estimator
         return estimator.set_params(**{f"{name}__random_state": seed})
     return estimator.set_params(random_state=seed)
+
+
+def _check_steps(name, candidate):
+    """Raise a ValueError before any fit if a pipeline's step names clash.
+
+    scikit-learn checks a pipeline's names only when it is fitted, which in
+    ``compare_transfer`` would be after every earlier setting had run.
+    """
+    if not isinstance(candidate, Pipeline):
+        return
+    names = [step for step, _ in candidate.steps]
+    repeated = sorted({step for step in names if names.count(step) > 1})
+    bad = [step for step in names if "__" in step]
+    if repeated or bad:
+        msg = (
+            f"The pipeline of the setting {name!r} has step names "
+            f"{names}, of which {repeated or bad} are "
+            + ("repeated" if repeated else "not valid (they contain '__')")
+            + "; a pipeline's step names must be unique and free of '__'."
+        )
+        raise ValueError(msg)
 
 
 def _check_settings(settings):
@@ -643,6 +680,8 @@ def compare_transfer(
         candidates[_PROBE] = _linear_probe(estimator)
     for name, params in settings.items():
         candidates[name] = _with_params(estimator, name, params, seed)
+    for name, candidate in candidates.items():
+        _check_steps(name, candidate)
 
     splitter = check_cv(cv, y, classifier=is_classifier(estimator))
     if seed is not None and isinstance(cv, numbers.Integral):

@@ -20,7 +20,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from skorch.utils import to_tensor
 
 from . import _inputs, _layers, _predstore
-from ._common import _CHECK_X, _seeded, _writable
+from ._common import _CHECK_X, _dense_rows, _seeded, _writable
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -88,6 +88,23 @@ def head_input(module, head, X, *, batch_size, device):
     if not seen:
         return np.zeros((0, 0), dtype=np.float32)
     return torch.cat(seen).numpy()
+
+
+def _source_width(estimator, record, X):
+    """Return the output width to build the pretrained network with.
+
+    The record's, when it knows it (``fit_source``, a weight file, a fitted
+    estimator). A state dict or a module does not say it: a module instance
+    held by ``net`` keeps its own width, and a module class or factory is
+    built with 2 outputs, since the features are the head's input whatever
+    the head's width.
+    """
+    if record.n_outputs is not None:
+        return record.n_outputs
+    module = estimator._template().module
+    if isinstance(module, torch.nn.Module):
+        return _layers.output_shape(module, to_tensor(_dense_rows(X, 2), "cpu"))[0]
+    return 2
 
 
 def _batch_size(net, n_samples):
@@ -297,15 +314,14 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         X = _writable(validate_data(self, X, **_CHECK_X))
         _inputs.check_feature_names(self, record)  # the source's columns, in order
         estimator = clone(estimator)
-        n_outputs = record.n_outputs
-        if n_outputs is None:  # a module instance: its own output width
-            module = estimator._template().module
-            n_outputs = _layers.output_shape(module, to_tensor(X[:1], "cpu"))[0]
+        n_outputs = _source_width(estimator, record, X)
         with _seeded(estimator.random_state, "target"):
             net, _ = estimator._build_net(X, n_outputs, phase="source")
         module = net.module_
         head = _layers.resolve_head(module, estimator.head)
-        _layers.transfer_weights(module, record.state_dict, skip=())
+        # The head is never run: its weights, and the width it is built with
+        # when the record does not say it, change no feature.
+        _layers.transfer_weights(module, record.state_dict, skip=head)
         self.module_ = module.eval()
         self.head_ = tuple(head)
         self._device = net.device
