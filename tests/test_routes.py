@@ -168,7 +168,8 @@ def test_failed_search_candidate_is_an_error(source, digits):
     with pytest.warns(FitFailedWarning, match="needs 2 samples"):
         search.fit(X, y)
     scores = search.cv_results_["mean_test_score"]
-    assert scores[-1] == -1.0 and np.isfinite(scores).all()
+    assert scores[-1] == -1.0
+    assert np.isfinite(scores).all()
 
 
 # ----------------------------------------- case 9: pipelines, whatever their names
@@ -185,7 +186,10 @@ def pipe(digits):
 
 def renamed(pipeline, names):
     return Pipeline(
-        [(name, clone(step)) for name, (_, step) in zip(names, pipeline.steps)]
+        [
+            (name, clone(step))
+            for name, (_, step) in zip(names, pipeline.steps, strict=True)
+        ]
     )
 
 
