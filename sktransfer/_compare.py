@@ -22,7 +22,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils import check_random_state
 
 from ._base import _SCRATCH_PARAMS, _BaseTransfer
-from ._pipeline import transfer_step
+from ._compat import _check_sample_weight
+from ._pipeline import WeightedPipeline, transfer_step
 from ._plot import _plot_comparison
 from ._select import linear_probe
 
@@ -372,6 +373,13 @@ def _linear_probe(estimator):
     return type(probe)(steps)
 
 
+def _weighted(candidate):
+    """Return a pipeline ``candidate`` as a :class:`WeightedPipeline`, else as is."""
+    if isinstance(candidate, Pipeline) and not isinstance(candidate, WeightedPipeline):
+        return WeightedPipeline(**candidate.get_params(deep=False))
+    return candidate
+
+
 def _free_name(name, taken):
     """Return ``name``, or ``name`` with the first free suffix ``-2``, ``-3``, ..."""
     if name not in taken:
@@ -520,6 +528,7 @@ def compare_transfer(
     linear_probe: bool = True,
     random_state: int | np.random.RandomState | None = None,
     verbose: int = 0,
+    sample_weight: ArrayLike | None = None,
 ) -> TransferComparison:
     """Cross-validate fine-tuning against training from scratch, on the same splits.
 
@@ -592,6 +601,14 @@ def compare_transfer(
         :func:`~sklearn.model_selection.cross_val_score` prints each fold's
         score as it finishes (its ``verbose=3``). The estimators' own
         ``verbose`` is left as it is.
+    sample_weight : array-like of shape (n_samples,), default=None
+        Weight of each sample in every setting's training (each training fold
+        gets its rows' weights): the fine-tuning loss, the linear probe's
+        standardisation and model, and every step of a pipeline whose ``fit``
+        takes ``sample_weight``. The folds' test scores are unweighted, as in
+        :func:`~sklearn.model_selection.cross_val_score`, unless
+        scikit-learn's metadata routing is enabled and the scorer requests
+        the weights.
 
     Returns
     -------
@@ -688,6 +705,10 @@ def compare_transfer(
         # check_cv gives an unshuffled (Stratified)KFold for an int.
         splitter = type(splitter)(n_splits=cv, shuffle=True, random_state=seed)
     splits = list(splitter.split(X, y))
+    if sample_weight is not None:
+        weights = _check_sample_weight(
+            sample_weight, np.empty((len(y), 0)), ensure_non_negative=True
+        )
 
     scores = {}
     for i, (name, candidate) in enumerate(candidates.items(), 1):
@@ -700,7 +721,7 @@ def compare_transfer(
             )
         try:
             scores[name] = cross_val_score(
-                candidate,
+                _weighted(candidate) if sample_weight is not None else candidate,
                 X,
                 y,
                 cv=splits,
@@ -708,6 +729,7 @@ def compare_transfer(
                 n_jobs=n_jobs,
                 error_score="raise",
                 verbose=3 if verbose else 0,  # scikit-learn prints each fold
+                params=None if sample_weight is None else {"sample_weight": weights},
             )
         except Exception as exc:
             if hasattr(exc, "add_note"):  # Python >= 3.11

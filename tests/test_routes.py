@@ -333,3 +333,18 @@ def test_weighted_pipeline_leaves_weightless_steps_alone(digits):
     pipe = WeightedPipeline([("f", FunctionTransformer()), ("s", StandardScaler())])
     pipe.fit(X, sample_weight=w)  # FunctionTransformer takes no weights
     np.testing.assert_allclose(pipe[-1].mean_, X[:10].mean(axis=0), atol=1e-6)
+
+
+def test_compare_transfer_weighs_every_setting(pipe, digits):
+    # Variant: compare_transfer(sample_weight=w) trains each setting on its
+    # fold's weights, a pipeline's scaler included; scored unweighted.
+    X, y, _, _, w, _ = zero_weighted(digits)
+    result = quiet(compare_transfer, pipe, X, y, cv=2, random_state=0, sample_weight=w)
+    folds = StratifiedKFold(2, shuffle=True, random_state=0).split(X, y)
+    expected = []
+    for train, test in folds:
+        model = clone(pipe).set_params(transferclassifier__random_state=0)
+        quiet(model.fit, X[train], y[train], transferclassifier__sample_weight=w[train])
+        expected.append(model.score(X[test], y[test]))
+    np.testing.assert_array_equal(result.scores["transfer"], expected)
+    assert result.scores["linear probe"].shape == (2,)
