@@ -348,3 +348,48 @@ def test_compare_transfer_weighs_every_setting(pipe, digits):
         expected.append(model.score(X[test], y[test]))
     np.testing.assert_array_equal(result.scores["transfer"], expected)
     assert result.scores["linear probe"].shape == (2,)
+
+
+def test_features_of_a_state_dict_for_a_fixed_width_module_class(digits):
+    # Variant: a module class that does not take n_outputs (a fixed 10-wide
+    # output) and weights from a state dict: the features are its body's.
+    from nets import FixedOutputNet
+
+    torch.manual_seed(3)
+    trained = FixedOutputNet()
+    net = tiny_classifier_net(FixedOutputNet)
+    clf = TransferClassifier(net, head="out").load_source(trained.state_dict())
+    X = digits.X_target
+    Z = PretrainedFeatures(clf).fit(X).transform(X)
+    with torch.no_grad():
+        expected = trained.body(torch.as_tensor(X)).numpy()
+    np.testing.assert_allclose(Z, expected, atol=1e-6)
+    probe = linear_probe(clf).fit(X, digits.y_target)
+    assert probe.score(X, digits.y_target) > 0.5
+
+
+def test_regressor_probe_by_state_dict_and_zero_weighted_rows(digits):
+    # Variant: the regressor's probe (RidgeCV) on weights from a state dict,
+    # its standardisation and ridge weighted: a zero-weighted row's features
+    # and target change nothing.
+    from nets import tiny_regressor_net
+
+    from sktransfer import TransferRegressor
+
+    rng = np.random.RandomState(0)
+    Xs, Xt = digits.X_source[:200], digits.X_target
+    ys, yt = Xs[:, 20] - Xs[:, 43], Xt[:, 20] + Xt[:, 30]
+    reg = TransferRegressor(tiny_regressor_net(), random_state=0)
+    reg = quiet(reg.fit_source, Xs, ys)
+    loaded = TransferRegressor(tiny_regressor_net()).load_source(reg.source_weights_)
+    w = rng.uniform(0.5, 2, len(yt))
+    w[3] = 0.0
+    ours = linear_probe(loaded).fit(Xt, yt, sample_weight=w)
+    theirs = linear_probe(reg).fit(Xt, yt, sample_weight=w)
+    np.testing.assert_array_equal(ours[-1].coef_, theirs[-1].coef_)
+    X2, y2 = Xt.copy(), yt.copy()
+    X2[3], y2[3] = 1.0, 100.0
+    moved = linear_probe(loaded).fit(X2, y2, sample_weight=w)
+    np.testing.assert_allclose(moved[1].mean_, ours[1].mean_, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(moved[-1].coef_, ours[-1].coef_, rtol=0, atol=1e-12)
+    assert moved[-1].alpha_ == ours[-1].alpha_
