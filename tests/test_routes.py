@@ -126,28 +126,40 @@ def test_head_initialisation_depends_on_random_state(source, digits):
     assert not torch.equal(*head)
 
 
-@pytest.mark.parametrize("route", ["fit_source", "state_dict", "module"])
-def test_compare_transfer_by_every_route(route, source, digits, tmp_path):
+@pytest.fixture(scope="module")
+def comparison(source, digits):
+    """compare_transfer on the fit_source route, the reference of the others."""
     X, y = digits.X_target, digits.y_target
-    kwargs = {"cv": 2, "random_state": 0}
-    ours = quiet(compare_transfer, by_route(route, source, tmp_path), X, y, **kwargs)
-    theirs = quiet(compare_transfer, clone(source), X, y, **kwargs)
+    return quiet(compare_transfer, clone(source), X, y, cv=2, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def search(source, digits):
+    """make_transfer_search fitted on the fit_source route."""
+    search = make_transfer_search(clone(source), scratch=False, cv=2, random_state=0)
+    return quiet(search.fit, digits.X_target, digits.y_target)
+
+
+@pytest.mark.parametrize("route", ["state_dict", "module"])
+def test_compare_transfer_by_every_route(route, source, comparison, digits, tmp_path):
+    X, y = digits.X_target, digits.y_target
+    estimator = by_route(route, source, tmp_path)
+    ours = quiet(compare_transfer, estimator, X, y, cv=2, random_state=0)
     assert list(ours.scores) == ["scratch", "transfer", "linear probe"]
-    for name, scores in theirs.scores.items():
+    for name, scores in comparison.scores.items():
         np.testing.assert_array_equal(ours.scores[name], scores)
 
 
-@pytest.mark.parametrize("route", ["fit_source", "state_dict", "module"])
-def test_transfer_search_by_every_route(route, source, digits, tmp_path):
+@pytest.mark.parametrize("route", ["state_dict", "module"])
+def test_transfer_search_by_every_route(route, source, search, digits, tmp_path):
     X, y = digits.X_target, digits.y_target
-    kwargs = {"scratch": False, "cv": 2, "random_state": 0}
-    ours = make_transfer_search(by_route(route, source, tmp_path), **kwargs)
-    theirs = make_transfer_search(clone(source), **kwargs)
+    estimator = by_route(route, source, tmp_path)
+    ours = make_transfer_search(estimator, scratch=False, cv=2, random_state=0)
     quiet(ours.fit, X, y)
-    quiet(theirs.fit, X, y)
     scores = ours.cv_results_["mean_test_score"]
     assert np.isfinite(scores).all()  # the probe candidate scored, not NaN
-    np.testing.assert_array_equal(scores, theirs.cv_results_["mean_test_score"])
+    np.testing.assert_array_equal(scores, search.cv_results_["mean_test_score"])
+    assert ours.best_index_ == search.best_index_
 
 
 def test_failed_search_candidate_is_an_error(source, digits):
@@ -193,13 +205,18 @@ def renamed(pipeline, names):
     )
 
 
-def test_compare_transfer_on_a_pipeline(pipe, digits):
+@pytest.fixture(scope="module")
+def pipe_comparison(pipe, digits):
     X, y = digits.X_target, digits.y_target
-    result = quiet(compare_transfer, pipe, X, y, cv=2, random_state=0)
+    return quiet(compare_transfer, pipe, X, y, cv=2, random_state=0)
+
+
+def test_compare_transfer_on_a_pipeline(pipe, pipe_comparison, digits):
+    X, y = digits.X_target, digits.y_target
+    assert list(pipe_comparison.scores) == ["scratch", "transfer", "linear probe"]
     # The probe is the pipeline's scaler, then the pretrained features.
     transfer = pipe[-1]
     Z = hidden(pipe[0].transform(X), transfer.source_weights_)
-    assert result.scores["linear probe"].shape == (2,)
     probe = linear_probe(transfer).fit(pipe[0].transform(X), y)
     np.testing.assert_allclose(probe[1].mean_, Z.mean(axis=0), atol=1e-5)
 
@@ -211,12 +228,13 @@ def test_compare_transfer_on_a_pipeline(pipe, digits):
         ("standardscaler", "pretrainedfeatures"),
     ],
 )
-def test_compare_transfer_on_steps_named_like_its_own(names, pipe, digits):
+def test_compare_transfer_on_steps_named_like_its_own(
+    names, pipe, pipe_comparison, digits
+):
     X, y = digits.X_target, digits.y_target
     ours = quiet(compare_transfer, renamed(pipe, names), X, y, cv=2, random_state=0)
-    theirs = quiet(compare_transfer, pipe, X, y, cv=2, random_state=0)
     # The names change nothing: also the last step named "probe" is seeded.
-    for name, scores in theirs.scores.items():
+    for name, scores in pipe_comparison.scores.items():
         np.testing.assert_array_equal(ours.scores[name], scores)
 
 
