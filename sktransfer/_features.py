@@ -217,7 +217,9 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
     Attributes
     ----------
     module_ : torch.nn.Module
-        The network with the pretrained weights (its head is not used).
+        The network with the pretrained weights (its head is not used, and
+        keeps fresh weights when the pretrained head has another width than
+        the network is built with, as for a bare state dict).
     head_ : tuple of str
         The head's submodule names.
     n_features_in_ : int
@@ -320,8 +322,15 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         module = net.module_
         head = _layers.resolve_head(module, estimator.head)
         # The head is never run: its weights, and the width it is built with
-        # when the record does not say it, change no feature.
-        _layers.transfer_weights(module, record.state_dict, skip=head)
+        # when the record does not say it, change no feature. It gets the
+        # pretrained ones where they fit.
+        state = record.state_dict
+        fits = all(
+            key in state and state[key].shape == value.shape
+            for key, value in module.state_dict().items()
+            if _layers.is_under(key, head)
+        )
+        _layers.transfer_weights(module, state, skip=() if fits else head)
         self.module_ = module.eval()
         self.head_ = tuple(head)
         self._device = net.device
