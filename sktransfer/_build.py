@@ -11,7 +11,8 @@ in one place:
 2. :func:`initialize` — skorch's ``initialize``, the dtype the network takes
    its samples in (:func:`sktransfer._inputs.input_dtype`), lazy layers sized;
 3. :func:`load_weights` — (target) shared weights from the pretrained ones,
-   or fresh ones for ``pretrained=False``; the head re-initialised and resized;
+   or fresh ones for ``pretrained=False``; the head resized, then
+   re-initialised by :func:`init_head` under a seed of its own;
 4. :func:`check_network` — the network runs, its head runs, its outputs have
    the task's shape and the kind the criterion expects, all checked on the
    first training batch of the user's rows (:func:`probe_rows`) in training
@@ -43,7 +44,7 @@ from . import (
     _step,
     _stopping,
 )
-from ._common import _PROBE_ROWS, _dense_rows
+from ._common import _PROBE_ROWS, _dense_rows, _reseed
 from ._data import ArrayLoader
 
 # The name of the unfreezing schedule's callback in the fine-tuning net.
@@ -102,11 +103,16 @@ def build_net(estimator, X, n_outputs, *, phase):
     if phase == "target":
         load_weights(estimator, net, head, n_outputs)
     resized = _layers.resize_head(module, head, n_outputs)
+    if phase == "target":
+        init_head(estimator, module, head)
     check_network(estimator, net, rows, head, n_outputs, phase=phase, resized=resized)
     if phase == "source":
         net.initialize_optimizer()
         return net, None
-    return net, prepare_target(estimator, net, frozen, head)
+    groups = prepare_target(estimator, net, frozen, head)
+    # Training draws the same numbers whatever building drew (see init_head).
+    _reseed(estimator.random_state, "train")
+    return net, groups
 
 
 def configure(estimator, X, n_outputs, *, phase):
@@ -239,7 +245,22 @@ def load_weights(estimator, net, head, n_outputs):
     elif not estimator.pretrained and not isinstance(net.module, type):
         kept = _layers.reset_all(module)  # the instance's weights: unused
         _layers.warn_not_reset(kept, type(estimator).__name__)
-    _layers.reset_head(module, head)
+
+
+def init_head(estimator, module, head):
+    """Give the head fresh weights that depend on ``random_state`` and its shape only.
+
+    The same pretrained weights reach the network by several routes
+    (``fit_source``, a weight file, a state dict, a module instance as
+    ``net``), and building the network draws a different amount of random
+    numbers on each (a module class initialises every layer, an instance
+    none; a head of the source's width is resized). Each head layer's
+    ``reset_parameters`` therefore runs under its own seed drawn from
+    ``random_state``, so that a seeded fit is bit-identical by every route.
+    """
+    with torch.random.fork_rng(devices=[]):
+        _reseed(estimator.random_state, "head")
+        _layers.reset_head(module, head)
 
 
 def check_network(estimator, net, rows, head, n_outputs, *, phase, resized):

@@ -101,8 +101,11 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         scikit-learn's classifiers take them: a dict ``{label: weight}``
         (labels not in it weigh 1), ``"balanced"`` for
         ``n_samples / (n_classes * np.bincount(y))``, or None for equal
-        weights. Multiplied into ``fit``'s ``sample_weight``
-        (:ref:`targets`).
+        weights. Multiplied into ``fit``'s ``sample_weight`` (:ref:`targets`).
+        With ``sample_weight``, ``"balanced"`` counts weighted samples
+        (``np.bincount(y, sample_weight)``, as
+        :func:`~sklearn.utils.class_weight.compute_class_weight` and
+        ``LogisticRegression`` do), so a row of weight 0 counts for nothing.
         Pretraining does not use it: pass
         ``sample_weight=compute_sample_weight("balanced", y_source)`` to
         :meth:`fit_source` for that.

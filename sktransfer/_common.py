@@ -43,8 +43,10 @@ _CHECK_X = {
 _PROBE_ROWS = 64
 
 # Offsets added to the seed so that pretraining and fine-tuning draw different
-# random numbers from one ``random_state``.
-_PHASE_SEED = {"source": 0, "target": 1}
+# random numbers from one ``random_state``; "head" seeds the new head's
+# initial weights and "train" the fine-tuning that follows the build (2 and 3
+# are the augmentation's, in _augment).
+_PHASE_SEED = {"source": 0, "target": 1, "head": 4, "train": 5}
 
 
 @contextmanager
@@ -59,16 +61,37 @@ def _unchanged_on_error(estimator):
         raise
 
 
+def _seed(random_state, phase):
+    """Return torch's seed for ``phase`` drawn from ``random_state`` (None: none)."""
+    if random_state is None:
+        return None
+    seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+    return seed + _PHASE_SEED[phase]
+
+
 @contextmanager
 def _seeded(random_state, phase):
     """Seed torch inside the block without touching the caller's global RNG."""
-    if random_state is None:
+    seed = _seed(random_state, phase)
+    if seed is None:
         yield
         return
-    seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
     with torch.random.fork_rng():
-        torch.manual_seed(seed + _PHASE_SEED[phase])
+        torch.manual_seed(seed)
         yield
+
+
+def _reseed(random_state, phase):
+    """Seed torch's global RNG for ``phase``; nothing for ``random_state=None``.
+
+    For use inside a :func:`_seeded` block, which restores the caller's RNG:
+    what follows then draws the same numbers whatever was drawn before it in
+    the block (such as the initialisation of layers that the pretrained
+    weights then replace, which depends on the route the weights took).
+    """
+    seed = _seed(random_state, phase)
+    if seed is not None:
+        torch.manual_seed(seed)
 
 
 def _writable(X):

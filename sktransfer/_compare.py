@@ -21,8 +21,9 @@ from sklearn.model_selection import check_cv, cross_val_score
 from sklearn.pipeline import Pipeline
 from sklearn.utils import check_random_state
 
-from ._base import _SCRATCH_PARAMS
-from ._pipeline import transfer_step
+from ._base import _SCRATCH_PARAMS, _BaseTransfer
+from ._compat import _check_sample_weight
+from ._pipeline import WeightedPipeline, transfer_step
 from ._plot import _plot_comparison
 from ._select import linear_probe
 
@@ -362,28 +363,72 @@ def _linear_probe(estimator):
     (:class:`PretrainedFeatures`), then :class:`LogisticRegressionCV` for a
     classifier or :class:`RidgeCV` otherwise, each choosing its L2 strength
     by cross-validation on the training labels (:func:`linear_probe`); a
-    pipeline's earlier steps come first.
+    pipeline's earlier steps come first, under their own names (the probe's
+    steps take names no earlier step has).
     """
     steps = list(estimator.steps[:-1]) if isinstance(estimator, Pipeline) else []
     probe = linear_probe(transfer_step(estimator, "compare_transfer"))
-    steps += [
-        ("pretrainedfeatures", probe[0]),
-        ("standardscaler", probe[1]),
-        ("probe", probe[-1]),
-    ]
-    return Pipeline(steps)
+    taken = {name for name, _ in steps}
+    for name, step in zip(
+        ("pretrainedfeatures", "standardscaler", "probe"), probe, strict=True
+    ):
+        steps.append((_free_name(name, taken), step))
+        taken.add(steps[-1][0])
+    return type(probe)(steps)
+
+
+def _weighted(candidate):
+    """Return a pipeline ``candidate`` as a :class:`WeightedPipeline`, else as is."""
+    if isinstance(candidate, Pipeline) and not isinstance(candidate, WeightedPipeline):
+        return WeightedPipeline(**candidate.get_params(deep=False))
+    return candidate
+
+
+def _free_name(name, taken):
+    """Return ``name``, or ``name`` with the first free suffix ``-2``, ``-3``, ..."""
+    if name not in taken:
+        return name
+    suffix = 2
+    while f"{name}-{suffix}" in taken:
+        suffix += 1
+    return f"{name}-{suffix}"
 
 
 def _seed(estimator, seed):
-    """Set the ``random_state`` of the transfer estimator in ``estimator``."""
+    """Set the ``random_state`` of the transfer estimator in ``estimator``.
+
+    The linear probe (a pipeline whose last step is not a transfer
+    estimator) is left as it is: its folds are its own.
+    """
     if seed is None:
         return estimator
     if isinstance(estimator, Pipeline):
-        name = estimator.steps[-1][0]
-        if name == "probe":
+        name, step = estimator.steps[-1]
+        if not isinstance(step, _BaseTransfer):
             return estimator
         return estimator.set_params(**{f"{name}__random_state": seed})
     return estimator.set_params(random_state=seed)
+
+
+def _check_steps(name, candidate):
+    """Raise a ValueError before any fit if a pipeline's step names clash.
+
+    scikit-learn checks a pipeline's names only when it is fitted, which in
+    ``compare_transfer`` would be after every earlier setting had run.
+    """
+    if not isinstance(candidate, Pipeline):
+        return
+    names = [step for step, _ in candidate.steps]
+    repeated = sorted({step for step in names if names.count(step) > 1})
+    bad = [step for step in names if "__" in step]
+    if repeated or bad:
+        msg = (
+            f"The pipeline of the setting {name!r} has step names "
+            f"{names}, of which {repeated or bad} are "
+            + ("repeated" if repeated else "not valid (they contain '__')")
+            + "; a pipeline's step names must be unique and free of '__'."
+        )
+        raise ValueError(msg)
 
 
 def _check_settings(settings):
@@ -487,6 +532,7 @@ def compare_transfer(
     linear_probe: bool = True,
     random_state: int | np.random.RandomState | None = None,
     verbose: int = 0,
+    sample_weight: ArrayLike | None = None,
 ) -> TransferComparison:
     """Cross-validate fine-tuning against training from scratch, on the same splits.
 
@@ -561,6 +607,14 @@ def compare_transfer(
         :func:`~sklearn.model_selection.cross_val_score` prints each fold's
         score as it finishes (its ``verbose=3``). The estimators' own
         ``verbose`` is left as it is.
+    sample_weight : array-like of shape (n_samples,), default=None
+        Weight of each sample in every setting's training (each training fold
+        gets its rows' weights): the fine-tuning loss, the linear probe's
+        standardisation and model, and every step of a pipeline whose ``fit``
+        takes ``sample_weight``. The folds' test scores are unweighted, as in
+        :func:`~sklearn.model_selection.cross_val_score`, unless
+        scikit-learn's metadata routing is enabled and the scorer requests
+        the weights.
 
     Returns
     -------
@@ -658,12 +712,18 @@ def compare_transfer(
         candidates[_PROBE] = _linear_probe(estimator)
     for name, params in settings.items():
         candidates[name] = _with_params(estimator, name, params, seed)
+    for name, candidate in candidates.items():
+        _check_steps(name, candidate)
 
     splitter = check_cv(cv, y, classifier=is_classifier(estimator))
     if seed is not None and isinstance(cv, numbers.Integral):
         # check_cv gives an unshuffled (Stratified)KFold for an int.
         splitter = type(splitter)(n_splits=cv, shuffle=True, random_state=seed)
     splits = list(splitter.split(X, y))
+    if sample_weight is not None:
+        weights = _check_sample_weight(
+            sample_weight, np.empty((len(y), 0)), ensure_non_negative=True
+        )
 
     scores = {}
     for i, (name, candidate) in enumerate(candidates.items(), 1):
@@ -676,7 +736,7 @@ def compare_transfer(
             )
         try:
             scores[name] = cross_val_score(
-                candidate,
+                _weighted(candidate) if sample_weight is not None else candidate,
                 X,
                 y,
                 cv=splits,
@@ -684,6 +744,7 @@ def compare_transfer(
                 n_jobs=n_jobs,
                 error_score="raise",
                 verbose=3 if verbose else 0,  # scikit-learn prints each fold
+                params=None if sample_weight is None else {"sample_weight": weights},
             )
         except Exception as exc:
             if hasattr(exc, "add_note"):  # Python >= 3.11

@@ -96,6 +96,25 @@ def _blank_rows(estimator):
     return np.zeros((2, *estimator._sample_shape), dtype=dtype)
 
 
+def _source_width(estimator, record, X):
+    """Return the output width to build the pretrained network with.
+
+    The record's, when it knows it (``fit_source``, a weight file, a fitted
+    estimator). A state dict or a module does not say it: a module instance
+    held by ``net`` keeps its own width, and a module class or factory is
+    built with 2 outputs, since the features are the head's input whatever
+    the head's width.
+    """
+    if record.n_outputs is not None:
+        return record.n_outputs
+    module = estimator._template().module
+    if isinstance(module, torch.nn.Module):
+        rows = _dense_rows(X, _PROBE_ROWS)
+        rows = _inputs.rows_as_input(rows, _inputs.input_dtype(module, X.dtype))
+        return _layers.output_shape(module, to_tensor(rows, "cpu"))[0]
+    return 2
+
+
 def _batch_size(net, n_samples):
     size = net.get_params_for("iterator_valid").get("batch_size", net.batch_size)
     return n_samples if size in (-1, None) else size
@@ -207,7 +226,9 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
     Attributes
     ----------
     module_ : torch.nn.Module
-        The network with the pretrained weights (its head is not used).
+        The network with the pretrained weights (its head is not used, and
+        keeps fresh weights when the pretrained head has another width than
+        the network is built with, as for a bare state dict).
     head_ : tuple of str
         The head's submodule names.
     n_features_in_ : int
@@ -304,18 +325,22 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         X = _writable(validate_data(self, X, **_CHECK_X))
         _inputs.check_feature_names(self, record)  # the source's columns, in order
         estimator = clone(estimator)
-        n_outputs = record.n_outputs
-        if n_outputs is None:  # a module instance: its own output width
-            module = estimator._template().module
-            rows = _dense_rows(X, _PROBE_ROWS)
-            rows = _inputs.rows_as_input(rows, _inputs.input_dtype(module, X.dtype))
-            n_outputs = _layers.output_shape(module, to_tensor(rows, "cpu"))[0]
+        n_outputs = _source_width(estimator, record, X)
         with _seeded(estimator.random_state, "target"):
             net, _ = estimator._build_net(X, n_outputs, phase="source")
         module = net.module_
         self._input_dtype = _inputs.input_dtype(module, X.dtype)
         head = _layers.resolve_head(module, estimator.head)
-        _layers.transfer_weights(module, record.state_dict, skip=())
+        # The head is never run: its weights, and the width it is built with
+        # when the record does not say it, change no feature. It gets the
+        # pretrained ones where they fit.
+        state = record.state_dict
+        fits = all(
+            key in state and state[key].shape == value.shape
+            for key, value in module.state_dict().items()
+            if _layers.is_under(key, head)
+        )
+        _layers.transfer_weights(module, state, skip=() if fits else head)
         self.module_ = module.eval()
         self.head_ = tuple(head)
         self._device = net.device

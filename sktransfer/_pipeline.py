@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from sklearn import get_config
 from sklearn.base import clone
 from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import Pipeline
+from sklearn.utils.validation import has_fit_parameter
 
 from ._base import _BaseTransfer
 
@@ -151,3 +153,61 @@ def transfer_step(estimator: Any, caller: str) -> _BaseTransfer:
         )
         raise TypeError(msg)
     return step
+
+
+class WeightedPipeline(Pipeline):
+    """A :class:`~sklearn.pipeline.Pipeline` whose ``fit`` takes ``sample_weight``.
+
+    The weights go to every step whose ``fit`` accepts ``sample_weight``
+    (a :class:`~sklearn.preprocessing.StandardScaler`'s weighted mean and
+    variance, the linear model, the transfer estimator), so that a row of
+    weight 0 changes nothing the pipeline learns. A step that takes no
+    weights (:class:`PretrainedFeatures`, which learns nothing) gets none.
+    With scikit-learn's metadata routing enabled, the pipeline routes
+    ``sample_weight`` as any ``Pipeline`` does, by each step's
+    ``set_fit_request``.
+    """
+
+    def fit(self, X, y=None, sample_weight=None, **params):
+        """Fit every step, each with ``sample_weight`` if its ``fit`` takes it.
+
+        Parameters
+        ----------
+        X : iterable
+            Training data, as the first step takes it.
+        y : iterable, default=None
+            Training targets.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weight of each sample; None weighs samples equally.
+        **params : dict
+            Further parameters, as ``Pipeline.fit`` takes them.
+
+        Returns
+        -------
+        self : object
+            The fitted pipeline.
+        """
+        return super().fit(X, y, **self._with_weights(sample_weight, params))
+
+    def fit_transform(self, X, y=None, sample_weight=None, **params):
+        """Fit every step (see :meth:`fit`), then transform ``X`` by the last."""
+        params = self._with_weights(sample_weight, params)
+        return super().fit_transform(X, y, **params)
+
+    def fit_predict(self, X, y=None, sample_weight=None, **params):
+        """Fit every step (see :meth:`fit`), then predict ``X`` by the last."""
+        params = self._with_weights(sample_weight, params)
+        return super().fit_predict(X, y, **params)
+
+    def _with_weights(self, sample_weight, params):
+        if sample_weight is None:
+            return params
+        if get_config()["enable_metadata_routing"]:
+            return {**params, "sample_weight": sample_weight}
+        named = {
+            f"{name}__sample_weight": sample_weight
+            for name, step in self.steps
+            if step not in (None, "passthrough")
+            and has_fit_parameter(step, "sample_weight")
+        }
+        return {**named, **params}

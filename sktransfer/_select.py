@@ -29,6 +29,7 @@ from . import _layers
 from ._base import _SCRATCH_PARAMS, _BaseTransfer
 from ._compat import L2_LOGISTIC_CV
 from ._features import PretrainedFeatures
+from ._pipeline import WeightedPipeline
 
 __all__ = ["linear_probe", "make_transfer_search"]
 
@@ -158,7 +159,12 @@ def linear_probe(estimator: Any) -> Pipeline:
     probe : Pipeline
         An unfitted pipeline ``pretrainedfeatures`` → ``standardscaler`` →
         ``logisticregressioncv`` (or ``ridgecv``), with ``fit``, ``predict``,
-        ``score`` (and ``predict_proba`` for a classifier).
+        ``score`` (and ``predict_proba`` for a classifier). Its
+        ``fit(X, y, sample_weight=w)`` weighs both the standardisation (the
+        weighted mean and variance) and the linear model, including the
+        class frequencies of ``class_weight="balanced"`` and the inner
+        cross-validation's log-loss, so that a row of weight 0 changes
+        nothing.
 
     Raises
     ------
@@ -207,7 +213,7 @@ def linear_probe(estimator: Any) -> Pipeline:
         )
     else:
         name, model = "ridgecv", RidgeCV(alphas=_ALPHAS)
-    return Pipeline(
+    return WeightedPipeline(
         [
             ("pretrainedfeatures", PretrainedFeatures(transfer)),
             ("standardscaler", StandardScaler()),
@@ -263,6 +269,7 @@ def make_transfer_search(
     n_jobs: int | None = None,
     random_state: int | None = None,
     verbose: int = 0,
+    error_score: str | float = "raise",
 ) -> GridSearchCV:
     """Return a grid search that picks scratch, transfer or the linear probe.
 
@@ -284,6 +291,11 @@ def make_transfer_search(
 
     Every candidate and fold fine-tunes from the same pretrained weights, and
     frozen stages are shared across them through the frozen-output store.
+    ``search.fit(X, y, sample_weight=w)`` weighs every candidate's training,
+    the probe's standardisation included (each fold gets its rows'
+    weights); as for any ``GridSearchCV``, the test scores of the folds are
+    weighted only with scikit-learn's metadata routing enabled and the
+    scorer's ``set_score_request(sample_weight=True)``.
 
     Read more in the :ref:`User Guide <few_labels>`.
 
@@ -323,6 +335,12 @@ def make_transfer_search(
         Seeds the folds of an int ``cv``.
     verbose : int, default=0
         As in ``GridSearchCV``.
+    error_score : "raise" or float, default="raise"
+        What a candidate that fails to fit on a fold scores, as in
+        ``GridSearchCV``. ``"raise"`` (unlike ``GridSearchCV``'s default
+        ``np.nan``) stops the search with the candidate's error: a failed
+        candidate scored NaN would silently leave the choice to the others.
+        A number scores it so, with scikit-learn's ``FitFailedWarning``.
 
     Returns
     -------
@@ -387,9 +405,15 @@ def make_transfer_search(
     if isinstance(cv, numbers.Integral):
         splitter = _AtMostKFold if classifier else KFold
         cv = splitter(n_splits=int(cv), shuffle=True, random_state=random_state)
-    pipeline = Pipeline(
+    pipeline = WeightedPipeline(
         [("features", "passthrough"), ("scaler", "passthrough"), ("model", transfer)]
     )
     return GridSearchCV(
-        pipeline, grid, scoring=scoring, cv=cv, n_jobs=n_jobs, verbose=verbose
+        pipeline,
+        grid,
+        scoring=scoring,
+        cv=cv,
+        n_jobs=n_jobs,
+        verbose=verbose,
+        error_score=error_score,
     )

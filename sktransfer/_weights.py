@@ -78,7 +78,9 @@ def sample_weights(sample_weight, X, *, class_weight=None, y=None):
             ensure_non_negative=True,
         )
     weights = np.ones(n_samples) if sample_weight is None else sample_weight
-    if class_weight is not None:
+    if class_weight == "balanced":
+        weights = weights * balanced_weights(y, weights)
+    elif class_weight is not None:
         weights = weights * compute_sample_weight(class_weight, y)
     if not weights.sum() > 0:
         msg = (
@@ -87,6 +89,41 @@ def sample_weights(sample_weight, X, *, class_weight=None, y=None):
         )
         raise ValueError(msg)
     return weights.astype(np.float32)
+
+
+def balanced_weights(y, sample_weight):
+    """Return each sample's ``class_weight="balanced"`` weight, from weighted counts.
+
+    ``n / (n_classes * count[c])`` with ``n`` and ``count`` the *weighted*
+    number of samples (the sums of ``sample_weight``), as
+    :func:`sklearn.utils.class_weight.compute_class_weight` computes it with
+    ``sample_weight`` and as ``LogisticRegression`` uses it: a row of weight 0
+    counts for nothing. A class all of whose rows weigh 0 gets weight 0 (its
+    rows are not trained on either way). Multi-output ``y`` multiplies the
+    weights of its columns, as
+    :func:`~sklearn.utils.class_weight.compute_sample_weight` does.
+
+    Parameters
+    ----------
+    y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
+        The labels.
+    sample_weight : ndarray of shape (n_samples,)
+        The weight of each sample.
+
+    Returns
+    -------
+    weights : ndarray of shape (n_samples,), float64
+    """
+    y = np.asarray(y)
+    columns = y.reshape(len(y), -1)
+    weights = np.ones(len(y))
+    for column in columns.T:
+        classes, inverse = np.unique(column, return_inverse=True)
+        counts = np.bincount(inverse, weights=sample_weight, minlength=len(classes))
+        per_class = np.zeros_like(counts)
+        np.divide(counts.sum(), len(classes) * counts, out=per_class, where=counts > 0)
+        weights = weights * per_class[inverse]
+    return weights
 
 
 class WeightedLoss:

@@ -81,7 +81,9 @@ def test_a_diverged_fit_with_a_finite_loss_is_a_value_error(digit_images):
         max_epochs=5,
         callbacks=[_RecordLoss()],
     )
-    clf = TransferClassifier(net, head="head", random_state=0)
+    # A seed whose fit overflows (lr=1e3 diverges at every seed, to infinity at
+    # about half of them).
+    clf = TransferClassifier(net, head="head", random_state=2)
     with pytest.raises(ValueError, match=r"outputs NaN or infinity on \d+ of 8"):
         clf.fit(d.X_target, d.y_target)
     assert not hasattr(clf, "net_")

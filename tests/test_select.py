@@ -167,7 +167,14 @@ def test_transfer_search_uses_fewer_folds_when_classes_are_smaller(pretrained, d
         [np.flatnonzero(digits.y_target == c)[:2] for c in range(5, 10)]
     )
     X, y = digits.X_target[take], digits.y_target[take]
+    # Each training fold holds one label per class, which the probe refuses:
+    # that is now an error, where the search used to score the probe NaN.
     search = make_transfer_search(pretrained, scratch=False, cv=5, random_state=0)
+    with pytest.raises(ValueError, match="needs 2 samples of some class"):
+        search.fit(X, y)
+    search = make_transfer_search(
+        pretrained, scratch=False, probe=False, cv=5, random_state=0
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         search.fit(X, y)
