@@ -39,8 +39,8 @@ frozen : str, list or tuple of str, default=()
     ``BatchNorm1d(affine=False)``, whose statistics are then held (see
     ``freeze_bn_stats``). Matching parameters are not updated by
     :meth:`fit`, nor are shared parameters that arrive with
-    ``requires_grad=False`` (a module frozen by hand); the head, initialised afresh, trains unless matched. Pretraining
-    trains every parameter. A pattern that matches nothing is a ValueError
+    ``requires_grad=False`` (a module frozen by hand); the head, initialised
+    afresh, trains unless matched. Pretraining trains every parameter. A pattern that matches nothing is a ValueError
     naming the nearest parameters. Freezing lasts for :meth:`fit` only:
     afterwards every parameter of ``net_.module_`` has the ``requires_grad``
     it arrived with.

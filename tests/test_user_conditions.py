@@ -42,9 +42,14 @@ def _quiet():
 
 
 def _seed(random_state, phase):
-    """The torch seed sktransfer's ``fit`` (1) or ``fit_source`` (0) trains under."""
+    """The torch seed sktransfer's ``fit`` (1) or ``fit_source`` (0) trains under.
+
+    ``fit`` builds the net under offset 1, then reseeds training with offset 5
+    (so that training draws the same numbers whatever building drew).
+    """
     high = np.iinfo(np.int32).max
-    return int(np.random.RandomState(random_state).randint(high)) + phase
+    offset = {0: 0, 1: 5}[phase]
+    return int(np.random.RandomState(random_state).randint(high)) + offset
 
 
 def plain_skorch(module, X, y, *, phase=1, **settings):
