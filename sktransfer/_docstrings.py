@@ -32,18 +32,18 @@ head : "auto", str, list or tuple of str, or None, default="auto"
     $outputs). See :ref:`vocabulary`.
 frozen : str, list or tuple of str, default=()
     Glob patterns (``fnmatch``; ``*`` also matches dots) over parameter names
-    as ``module.named_parameters()`` gives them, e.g. ``"features.*"``, or
-    over submodule names (``module.named_modules()``, e.g. ``"features"``,
-    ``"0"``), a submodule standing for all its parameters and its
-    normalisation layers, even one without parameters such as a top-level
+    as ``module.named_parameters()`` gives them, e.g. ``"features.*"``, or over
+    submodule names (``module.named_modules()``, e.g. ``"features"``, ``"0"``),
+    a submodule standing for all its parameters and its normalisation layers,
+    even one without parameters such as a top-level
     ``BatchNorm1d(affine=False)``, whose statistics are then held (see
-    ``freeze_bn_stats``). Matching parameters are not updated by
-    :meth:`fit`, nor are shared parameters that arrive with
-    ``requires_grad=False`` (a module frozen by hand); the head, initialised
-    afresh, trains unless matched. Pretraining trains every parameter. A pattern that matches nothing is a ValueError
-    naming the nearest parameters. Freezing lasts for :meth:`fit` only:
-    afterwards every parameter of ``net_.module_`` has the ``requires_grad``
-    it arrived with.
+    ``freeze_bn_stats``). Matching parameters are not updated by :meth:`fit`,
+    nor are shared parameters that arrive with ``requires_grad=False`` (a
+    module frozen by hand); the head, initialised afresh, trains unless
+    matched. Pretraining trains every parameter. A pattern that matches nothing
+    is a ValueError naming the nearest parameters. Freezing lasts for
+    :meth:`fit` only: afterwards every parameter of ``net_.module_`` has the
+    ``requires_grad`` it arrived with.
 pretrained : bool, default=True
     Start :meth:`fit` from the pretrained weights (``True``) or from fresh
     ones (``False``: every layer initialised as the module's constructor
