@@ -33,7 +33,6 @@ from . import (
     _guard,
     _inputs,
     _layers,
-    _predstore,
     _repr,
     _step,
     _stopping,
@@ -288,9 +287,6 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
                 setattr(self, name, value)
             self._sample_shape = tuple(X.shape[1:])
             self.frozen_cache_ = cache
-            self._predict_stage = _predstore.record(
-                split, cache, net, _dense_rows(X, 8)
-            )
             self.head_ = _layers.resolve_head(net.module_, self.head)
             self.net_ = net
         return self
@@ -444,6 +440,12 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
         schedule = () if unfreeze is None else unfreeze.schedule
         later = {name: epoch for epoch, names in schedule for name in names}
 
+        record = getattr(self, "_pretrained", None)
+        reuse = None
+        if record is not None and self.pretrained:  # its weights were loaded
+            head = _layers.resolve_head(net.module_, self.head)
+            reuse = (record, head, (self.frozen, self.head, self.freeze_bn_stats))
+
         def plan_stage(cache_frozen, limit):
             return _cache.plan(
                 net.module_,
@@ -455,6 +457,7 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
                 limit=limit,
                 device=net.device,
                 verbose=self.verbose,
+                reuse=reuse,
             )
 
         limit = max(_CACHE_LIMIT, _nbytes(X))

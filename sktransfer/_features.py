@@ -10,6 +10,7 @@ layers before it compute.
 from __future__ import annotations
 
 import copy
+import threading
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -19,7 +20,7 @@ from sklearn.utils import TransformerTags
 from sklearn.utils.validation import check_is_fitted, validate_data
 from skorch.utils import to_tensor
 
-from . import _inputs, _layers, _predstore
+from . import _inputs, _layers
 from ._common import _CHECK_X, _seeded, _writable
 
 if TYPE_CHECKING:
@@ -38,7 +39,8 @@ def head_input(module, head, X, *, batch_size, device):
     ----------
     module : torch.nn.Module
         The network; run in evaluation mode without gradients (its modes are
-        restored after).
+        restored after). The pre-hooks act on this call's thread only and are
+        removed after, so other threads may predict with ``module`` meanwhile.
     head : sequence of str
         The head's submodule names; the input of the first of them to run is
         recorded, flattened to one row per sample.
@@ -61,8 +63,11 @@ def head_input(module, head, X, *, batch_size, device):
         )
         raise ValueError(msg)
     seen = []
+    caller = threading.get_ident()
 
     def record(_module, args):
+        if threading.get_ident() != caller:
+            return  # another thread predicting with the same module
         if not args or not torch.is_tensor(args[0]):
             msg = "The head's first layer does not receive one tensor."
             raise TypeError(msg)
@@ -131,14 +136,13 @@ class TransformMixin:
         X = self._validate_X(X)
         net = self.net_
         head = _layers.resolve_head(net.module_, self.head)
-        with _predstore.rows(self, X, head=tuple(head)) as rows:
-            return head_input(
-                net.module_,  # the rest, when rows are its frozen stage's outputs
-                head,
-                rows,
-                batch_size=_batch_size(net, len(X)),
-                device=net.device,
-            )
+        return head_input(
+            net.module_,
+            head,
+            X,
+            batch_size=_batch_size(net, len(X)),
+            device=net.device,
+        )
 
     def fit_transform(self, X: ArrayLike, y: ArrayLike) -> np.ndarray:
         """Fine-tune on ``X, y`` (:meth:`fit`), then return :meth:`transform` of ``X``.

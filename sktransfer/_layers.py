@@ -19,6 +19,7 @@ from torch.nn.modules.batchnorm import _NormBase
 
 __all__ = [
     "check_patterns",
+    "hold_frozen_layers",
     "hold_frozen_norm_layers",
     "is_under",
     "match_parameters",
@@ -420,10 +421,52 @@ def hold_frozen_norm_layers(module: nn.Module, frozen: Iterable[str]) -> list[st
     return held
 
 
+def hold_frozen_layers(module: nn.Module, frozen: Iterable[str]) -> list[str]:
+    """Run every fully frozen layer in evaluation mode: frozen means feature extraction.
+
+    As the Keras transfer-learning guide calls ``base_model(x, training=False)``,
+    and as timm's ``forward_features`` and Hugging Face feature extraction run
+    a backbone: a frozen block computes the same while fine-tuning as while
+    predicting, with dropout and stochastic depth off and its normalisation
+    layers on their running statistics. Every submodule whose parameters are
+    all in ``frozen`` gets the forward pre-hook of
+    :func:`hold_frozen_norm_layers`, and so does every submodule without
+    parameters whose nearest enclosing module with parameters is frozen (never
+    when that is the whole network, which holds the trainable head): a dropout
+    between the frozen body and the head stays in training mode, with the
+    trained part. :func:`release_norm_layers` with ``every=True`` removes the
+    hooks.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The network; hooks are registered in place.
+    frozen : iterable of str
+        Names of the frozen parameters.
+
+    Returns
+    -------
+    names : list of str
+        The outermost held submodules (their own submodules are held too).
+    """
+    frozen = set(frozen)
+    all_params = [name for name, _ in module.named_parameters()]
+    held = []
+    for name, sub in module.named_modules():
+        if not name or not _all_frozen(module, name, sub, frozen, all_params):
+            continue
+        if not is_held(sub):
+            sub.register_forward_pre_hook(_hold_eval)
+        if not any(is_under(name, [outer]) for outer in held):
+            held.append(name)
+    return held
+
+
 def release_norm_layers(module: nn.Module, *, every: bool = False) -> list[str]:
     """Let held normalisation layers train again.
 
-    The inverse of :func:`hold_frozen_norm_layers`. By default, after
+    The inverse of :func:`hold_frozen_norm_layers` and
+    :func:`hold_frozen_layers`. By default, after
     parameters were unfrozen: a held layer whose parameters (or, without any,
     whose enclosing block's parameters) are no longer all frozen
     (``requires_grad=False``) loses its hook. With ``every=True``, every held
@@ -445,7 +488,7 @@ def release_norm_layers(module: nn.Module, *, every: bool = False) -> list[str]:
     frozen = {name for name, p in module.named_parameters() if not p.requires_grad}
     all_params = [name for name, _ in module.named_parameters()]
     released = []
-    for name, sub in _norm_layers(module):
+    for name, sub in module.named_modules():
         if not is_held(sub):
             continue
         if every or not _all_frozen(module, name, sub, frozen, all_params):
