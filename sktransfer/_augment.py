@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import threading
 import time
 from contextlib import contextmanager
 
@@ -37,12 +36,11 @@ import torch
 from sklearn.utils import check_random_state
 
 from . import _cache, _frozen, _store
-from ._data import WeightedTarget
+from ._data import STREAM_LOCK, WeightedTarget
 
 # Keeps the augmentation's random stream apart from the phase seeds of _common.
 _AUGMENT_SEED = 2
 _TTA_SEED = 3
-_TTA_LOCK = threading.Lock()
 
 
 # ----------------------------------------------------------------- checks
@@ -498,8 +496,9 @@ def tta_average(estimator, X, predict):
     X = torch.as_tensor(X)
     for _ in range(views):
         # torch's CPU stream is the process's: one thread at a time swaps in
-        # the views' own stream (and runs augment, which may keep state).
-        with _TTA_LOCK, _own_stream(state), torch.no_grad():
+        # the views' own stream (and runs augment, which may keep state);
+        # ArrayLoader's draws from it wait meanwhile.
+        with STREAM_LOCK, _own_stream(state), torch.no_grad():
             augmented = estimator.augment(X)
         total = total + predict(augmented.detach().cpu().numpy())
     return total / (views + 1)

@@ -288,6 +288,7 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
             self._sample_shape = tuple(X.shape[1:])
             self.frozen_cache_ = cache
             self.head_ = _layers.resolve_head(net.module_, self.head)
+            net.module_.eval()  # as prediction runs it, which then changes nothing
             self.net_ = net
         return self
 
