@@ -33,15 +33,10 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
-from sklearn.utils import check_random_state
 
 from . import _cache, _frozen, _store
+from ._common import derive_seed
 from ._data import STREAM_LOCK, WeightedTarget
-
-# Keeps the augmentation's random stream apart from the phase seeds of _common.
-_AUGMENT_SEED = 2
-_TTA_SEED = 3
-
 
 # ----------------------------------------------------------------- checks
 
@@ -130,10 +125,9 @@ def check_settings(estimator, X, net):
         raise ValueError(msg)
 
 
-def augmentation_seed(random_state, offset=_AUGMENT_SEED):
-    """Return the seed of the augmentation's own random stream."""
-    seed = check_random_state(random_state).randint(np.iinfo(np.int32).max)
-    return int(seed) + offset
+def augmentation_seed(random_state, stream="augment"):
+    """Return the seed of the augmentation's own random stream (``"tta"``: TTA's)."""
+    return derive_seed(random_state, stream, advance=stream != "tta")
 
 
 @contextmanager
@@ -491,7 +485,7 @@ def tta_average(estimator, X, predict):
     if not views:
         return plain
     check_tta(estimator)
-    state = _seeded_state(augmentation_seed(estimator.random_state, _TTA_SEED))
+    state = _seeded_state(augmentation_seed(estimator.random_state, "tta"))
     total = plain.astype(np.float64) if isinstance(plain, np.ndarray) else plain
     X = torch.as_tensor(X)
     for _ in range(views):

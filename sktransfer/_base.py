@@ -47,6 +47,7 @@ from ._common import (
     _seeded,
     _unchanged_on_error,
     _writable,
+    predict_batch_size,
 )
 from ._compat import Interval, StrOptions, _fit_context
 from ._features import TransformMixin
@@ -74,12 +75,6 @@ _SCRATCH_PARAMS = {
     "unfreeze": None,
     "layer_decay": 1.0,
 }
-
-
-def _predict_batch_size(net, n_samples):
-    """Return the batch size the skorch ``net`` predicts with."""
-    size = net.get_params_for("iterator_valid").get("batch_size", net.batch_size)
-    return n_samples if size == -1 else size
 
 
 class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
@@ -273,7 +268,7 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
                     if split is None:
                         net.partial_fit(X, y_enc)
                     else:
-                        size = _predict_batch_size(net, X.shape[0])
+                        size = predict_batch_size(net, X.shape[0])
                         Z = split.outputs(
                             X,
                             batch_size=size,
