@@ -96,20 +96,26 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         skorch settings used only while pretraining, e.g.
         ``{"max_epochs": 5, "lr": 1e-2}``; they update the ``net`` template.
     freeze_bn_stats : bool, default=True
-        Keep normalisation layers with running statistics (BatchNorm,
-        InstanceNorm with ``track_running_stats=True``) whose parameters are
+        Frozen means feature extraction: run every layer whose parameters are
         all frozen, in the sense of ``frozen``, in evaluation mode while
-        fine-tuning, so that their statistics stay the pretrained ones (as
-        Keras does). A layer without parameters counts as frozen when its
-        nearest enclosing block with parameters is. Held by forward pre-hooks
-        that :meth:`fit` removes when it ends. ``False`` lets them adapt to
-        the target's batches, as skorch's ``Freezer`` callback does.
+        fine-tuning, as Keras's ``base_model(x, training=False)`` and timm's
+        ``forward_features`` do. Its normalisation layers keep the pretrained
+        running statistics, and its dropout and stochastic depth are off, so
+        the frozen body computes the same while training as while predicting
+        and can be cached (``cache_frozen``). A layer without parameters counts
+        as frozen when its nearest enclosing block with parameters is: a
+        dropout between the pooled features and the head belongs to the
+        trained part and stays active. Held by forward pre-hooks that
+        :meth:`fit` removes when it ends. ``False`` keeps training-mode
+        randomness and batch statistics inside frozen layers, as skorch's
+        ``Freezer`` callback does; a frozen stage with active dropout or batch
+        statistics is then not cached.
     cache_frozen : "auto" or bool, default="auto"
         Compute the frozen layers once per :meth:`fit` instead of once per
         epoch, when they form the network's leading stage (what the input
         goes through before the first trainable layer) and that stage computes
-        the same while training as while predicting (no active dropout;
-        BatchNorm held by ``freeze_bn_stats``). The rest of the network then
+        the same while training as while predicting (``freeze_bn_stats=True``
+        runs frozen layers in evaluation mode). The rest of the network then
         trains on the stage's outputs, to the same weights. Nothing between
         the array and the module may see the samples: the net's ``dataset``
         must be skorch's ``Dataset``, its iterators skorch's or
@@ -296,21 +302,14 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         views), ``"device"`` (where they were kept), ``"reason"`` (why they
         were not cached, or None), ``"views"`` (``cache_views`` when views
         were precomputed, else None) and ``"outputs"``: ``"computed"``, or
-        ``"reused"`` from an earlier fit of this process with the same
-        weights, stage and rows (see :func:`sktransfer.frozen_store_info`), or
-        None when not cached. A cached fit adds ``"digest_seconds"`` (the time
-        spent recognising the outputs), ``"compute_seconds"`` (the stage's
-        pass, 0 when reused) and ``"store"`` (the store's report). The last
-        prediction (``predict``, ``score``, ``transform``, ...) sets
-        ``"predict_outputs"``: ``"reused"`` when the frozen stage's outputs
-        for its rows came from the store, ``"computed"`` when the stage ran
-        on them and stored them, None when the whole network ran (the plain
-        path), and ``"predict_reason"``, why the plain path. Only a cached
-        stage is served, and only while ``net_.module_`` is the module fit
-        split (same layers and ``forward``, no forward hook on any submodule,
-        the same plain Python attributes), the split and the whole module
-        agree bit for bit on the call's first 8 rows, and the rows' outputs
-        fit the store's bound; changed weights change the key.
+        ``"reused"`` from an earlier fit of this process that fine-tuned from
+        the same pretrained record (a clone's: a search's candidates and
+        folds) with the same frozen stage and rows (see
+        :func:`sktransfer.frozen_store_info`), or None when not cached. A
+        cached fit adds ``"digest_seconds"`` (the time spent on the rows'
+        digest), ``"compute_seconds"`` (the stage's pass, 0 when reused) and
+        ``"store"`` (the store's report). Prediction runs the whole fitted
+        network and changes nothing of the estimator.
     source_weights_ : dict of str to torch.Tensor
         The pretrained ``state_dict``; set by :meth:`fit_source`.
     source_history_ : list of dict
