@@ -28,19 +28,15 @@ from __future__ import annotations
 
 import os
 import pickle
+import time
 from contextlib import contextmanager
 
 import numpy as np
 import torch
-from sklearn.utils import check_random_state
 
-from . import _cache, _frozen
-from ._data import WeightedTarget
-
-# Keeps the augmentation's random stream apart from the phase seeds of _common.
-_AUGMENT_SEED = 2
-_TTA_SEED = 3
-
+from . import _cache, _frozen, _store
+from ._common import derive_seed
+from ._data import STREAM_LOCK, WeightedTarget
 
 # ----------------------------------------------------------------- checks
 
@@ -129,10 +125,9 @@ def check_settings(estimator, X, net):
         raise ValueError(msg)
 
 
-def augmentation_seed(random_state, offset=_AUGMENT_SEED):
-    """Return the seed of the augmentation's own random stream."""
-    seed = check_random_state(random_state).randint(np.iinfo(np.int32).max)
-    return int(seed) + offset
+def augmentation_seed(random_state, stream="augment"):
+    """Return the seed of the augmentation's own random stream (``"tta"``: TTA's)."""
+    return derive_seed(random_state, stream, advance=stream != "tta")
 
 
 @contextmanager
@@ -361,9 +356,15 @@ class ViewedStage:
 
     def outputs(self, X, *, batch_size, device, keep_on="cpu", report=None):
         """As :meth:`transform`; the views are never shared across fits."""
+        start = time.perf_counter()
         out = self.transform(X, batch_size=batch_size, device=device, keep_on=keep_on)
         if report is not None:
-            report.update(outputs="computed")
+            report.update(
+                outputs="computed",
+                digest_seconds=0.0,
+                compute_seconds=time.perf_counter() - start,
+                store=_store.STORE.info(),
+            )
         return out
 
     @contextmanager
@@ -398,7 +399,8 @@ def plan(estimator, net, X, *, plan_stage, limit):
     split : FrozenStage, ViewedStage or None
         What ``fit`` trains through (None: the whole network on ``X``).
     report : dict
-        ``frozen_cache_``, with ``views`` (the number of precomputed views).
+        ``frozen_cache_`` (:func:`sktransfer._cache.new_report`), with
+        ``views`` (the number of precomputed views).
     """
     check_settings(estimator, X, net)
     augmenting = estimator.augment is not None
@@ -406,9 +408,7 @@ def plan(estimator, net, X, *, plan_stage, limit):
     views = estimator.cache_views
     cache_frozen = estimator.cache_frozen
     if not augmenting and not mixing:
-        split, report = plan_stage(cache_frozen, limit)
-        report["views"] = None
-        return split, report
+        return plan_stage(cache_frozen, limit)
     seed = augmentation_seed(estimator.random_state)
     if views is None:
         what = "augment" if augmenting else "MixUp/CutMix"
@@ -424,19 +424,10 @@ def plan(estimator, net, X, *, plan_stage, limit):
             )
             raise ValueError(msg)
         install(estimator, net, seed)
-        report = {
-            "cached": False,
-            "stage": None,
-            "nbytes": 0,
-            "device": None,
-            "reason": why,
-            "views": None,
-        }
-        return None, report
+        return None, _cache.new_report(why)
     # Precomputed views: through the frozen stage when it may be cached.
     if cache_frozen is False:
-        stage, report = None, {"cached": False, "stage": None, "device": None}
-        report["reason"] = "cache_frozen=False"
+        stage, report = None, _cache.new_report("cache_frozen=False")
     else:
         stage, report = plan_stage(cache_frozen, float("inf"))
     per_view = stage.nbytes(len(X)) if stage is not None else X.nbytes
@@ -486,18 +477,22 @@ def tta_average(estimator, X, predict):
         ``predict(X)`` itself when ``tta_views == 0``. Otherwise the mean of
         ``predict(X)`` and ``predict(augment(X))`` for each of the views, each
         view drawn from a stream seeded by ``random_state``, so that repeated
-        calls give the same answer.
+        calls, from any thread, give the same answer. Nothing of the
+        estimator is changed.
     """
     plain = predict(X)
     views = estimator.tta_views
     if not views:
         return plain
     check_tta(estimator)
-    state = _seeded_state(augmentation_seed(estimator.random_state, _TTA_SEED))
+    state = _seeded_state(augmentation_seed(estimator.random_state, "tta"))
     total = plain.astype(np.float64) if isinstance(plain, np.ndarray) else plain
     X = torch.as_tensor(X)
     for _ in range(views):
-        with _own_stream(state), torch.no_grad():
+        # torch's CPU stream is the process's: one thread at a time swaps in
+        # the views' own stream (and runs augment, which may keep state);
+        # ArrayLoader's draws from it wait meanwhile.
+        with STREAM_LOCK, _own_stream(state), torch.no_grad():
             augmented = estimator.augment(X)
         total = total + predict(augmented.detach().cpu().numpy())
     return total / (views + 1)

@@ -34,7 +34,6 @@ from . import (
     _guard,
     _inputs,
     _layers,
-    _predstore,
     _repr,
     _step,
     _stopping,
@@ -49,6 +48,7 @@ from ._common import (
     _seeded,
     _unchanged_on_error,
     _writable,
+    predict_batch_size,
 )
 from ._compat import Interval, StrOptions, _fit_context
 from ._features import TransformMixin
@@ -76,12 +76,6 @@ _SCRATCH_PARAMS = {
     "unfreeze": None,
     "layer_decay": 1.0,
 }
-
-
-def _predict_batch_size(net, n_samples):
-    """Return the batch size the skorch ``net`` predicts with."""
-    size = net.get_params_for("iterator_valid").get("batch_size", net.batch_size)
-    return n_samples if size == -1 else size
 
 
 class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
@@ -309,7 +303,7 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
                     if split is None:
                         net.partial_fit(X, y_enc)
                     else:
-                        size = _predict_batch_size(net, X.shape[0])
+                        size = predict_batch_size(net, X.shape[0])
                         Z = split.outputs(
                             X,
                             batch_size=size,
@@ -324,10 +318,8 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
             self._sample_shape = tuple(X.shape[1:])
             self._input_dtype = dtype
             self.frozen_cache_ = cache
-            self._predict_stage = _predstore.record(
-                split, cache, net, _dense_rows(X, 8)
-            )
             self.head_ = _layers.resolve_head(net.module_, self.head)
+            net.module_.eval()  # as prediction runs it, which then changes nothing
             self.net_ = net
         return self
 
@@ -484,6 +476,12 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
         schedule = () if unfreeze is None else unfreeze.schedule
         later = {name: epoch for epoch, names in schedule for name in names}
 
+        record = getattr(self, "_pretrained", None)
+        reuse = None
+        if record is not None and self.pretrained:  # its weights were loaded
+            head = _layers.resolve_head(net.module_, self.head)
+            reuse = (record, head, (self.frozen, self.head, self.freeze_bn_stats))
+
         def plan_stage(cache_frozen, limit):
             return _cache.plan(
                 net.module_,
@@ -495,6 +493,7 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
                 limit=limit,
                 device=net.device,
                 verbose=self.verbose,
+                reuse=reuse,
             )
 
         limit = max(_CACHE_LIMIT, _nbytes(X))

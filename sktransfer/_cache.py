@@ -15,9 +15,19 @@ one does not:
   flow) and it takes one input;
 - a node of the traced graph (the *cut*) is computed from the input by frozen
   layers and parameter-free operations only, and nothing after the cut reads
-  the input or any value before the cut;
-- no layer of the stage behaves differently while training: no active dropout,
-  no BatchNorm normalising with batch statistics (``freeze_bn_stats=False``);
+  the input (but for its number of rows, ``x.size(0)``) or any value before
+  the cut;
+- no layer of the stage behaves differently while training. Frozen means
+  feature extraction: with ``freeze_bn_stats=True`` (the default) every fully
+  frozen layer runs in evaluation mode while fine-tuning
+  (:func:`~sktransfer._layers.hold_frozen_layers`: dropout and stochastic
+  depth off, normalisation on its running statistics), so a frozen body is
+  deterministic; it is traced as one call each. A stochastic layer without
+  parameters outside the frozen blocks (the dropout between the pooled
+  features and the head) belongs to the trained part and ends the stage.
+  With ``freeze_bn_stats=False`` frozen layers follow the network's training
+  mode, as skorch's ``Freezer`` leaves them, and a stage with active dropout
+  or batch statistics is not cached;
 - nothing between the array and the module looks at the samples: skorch's
   own dataset, iterators and methods, no ``collate_fn`` or sampler, no
   validation set of its own (:mod:`sktransfer._trust`);
@@ -28,6 +38,7 @@ one does not:
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -41,7 +52,7 @@ from torch.nn.modules.dropout import _DropoutNd
 
 from . import _store, _trust
 from ._common import _dense_rows
-from ._layers import is_held, modes_restored
+from ._layers import is_held, is_under, modes_restored
 
 
 @dataclass(frozen=True)
@@ -61,9 +72,10 @@ class FrozenStage:
         The shape of the stage's output for one sample.
     dtype : torch.dtype
         The dtype of the stage's output.
-    traced_state : tuple
-        :func:`python_state` of the network when it was traced: the Python
-        values ``torch.fx`` may have baked into the graph.
+    reuse : tuple or None
+        ``(owner, settings)`` of :func:`sktransfer._store.key` when the
+        stage's weights are a pretrained record's: its outputs are shared
+        with the other fits from that record (:meth:`outputs`).
     """
 
     stage: fx.GraphModule
@@ -71,7 +83,7 @@ class FrozenStage:
     cut: str
     sample_shape: tuple[int, ...]
     dtype: torch.dtype
-    traced_state: tuple = field(default=(), compare=False, repr=False)
+    reuse: tuple | None = field(default=None, compare=False, repr=False)
 
     def nbytes(self, n_samples):
         """Return the size of the cached outputs of ``n_samples`` samples."""
@@ -108,20 +120,27 @@ class FrozenStage:
     def outputs(self, X, *, batch_size, device, keep_on="cpu", report=None):
         """Return the stage's output for ``X``, reused from the store if it is there.
 
-        As :meth:`transform`, through the store of :mod:`sktransfer._store`:
-        outputs computed by an earlier fit of this process from the same
-        weights, stage and rows, run the same way, are returned as they are
-        (never written to); others are computed and stored when they fit in
-        its bound. ``report`` (a dict), when given, receives ``outputs``
-        (``"computed"`` or ``"reused"``), ``digest_seconds`` (the time spent
-        on the key), ``compute_seconds`` (on the stage's pass; 0 when reused)
-        and ``store`` (:func:`sktransfer.frozen_store_info`).
+        As :meth:`transform`. With ``reuse`` set (the stage's weights are
+        those of a pretrained record), outputs computed by an earlier fit of
+        this process from the same record, settings, stage and rows, run the
+        same way, are returned as they are (never written to); others are computed and
+        stored when they fit in its bound. ``report`` (a dict), when given,
+        receives ``outputs`` (``"computed"`` or ``"reused"``), ``digest_seconds``
+        (the time spent on the key), ``compute_seconds`` (on the stage's pass;
+        0 when reused) and ``store`` (:func:`sktransfer.frozen_store_info`).
         """
-        out, how, seconds = None, "computed", 0.0
-        if _store.STORE.max_bytes > 0:
+        out, how, seconds, key = None, "computed", 0.0, None
+        if self.reuse is not None and _store.STORE.max_bytes > 0:
             start = time.perf_counter()
+            owner, settings = self.reuse
             key = _store.key(
-                self.stage, X, batch_size=batch_size, device=device, keep_on=keep_on
+                self.stage,
+                X,
+                owner=owner,
+                settings=settings,
+                batch_size=batch_size,
+                device=device,
+                keep_on=keep_on,
             )
             seconds = time.perf_counter() - start
             out = None if key is None else _store.STORE.get(key)
@@ -136,7 +155,7 @@ class FrozenStage:
                 X, batch_size=batch_size, device=device, keep_on=keep_on
             )
             compute = time.perf_counter() - start
-            if _store.STORE.max_bytes > 0 and key is not None:
+            if key is not None:
                 _store.STORE.put(key, out)
         else:
             how = "reused"
@@ -192,6 +211,8 @@ def _leaf_problem(name, layer):
     """Why a frozen layer may not be cached, or None when it may."""
     if any(param.requires_grad for param in layer.parameters()):
         return None  # trainable: ends the stage, not a problem
+    if is_held(layer):
+        return None  # runs in evaluation mode: deterministic
     kind = type(layer).__name__
     if isinstance(layer, _DropoutNd) and layer.p > 0:
         return f"{name} ({kind}, p={layer.p}) is random while training"
@@ -234,8 +255,44 @@ def _stage_region(graph_module):
             value = _get_attr(graph_module, node.target)
             if isinstance(value, torch.Tensor) and value.requires_grad:
                 continue
+        elif _is_random(node):
+            problem = problem or f"{node.name} draws random numbers while training"
+            continue
         region.add(node)
     return region, problem
+
+
+# Functions and tensor methods that draw random numbers: a graph traced in
+# training mode calls them where the module's forward would in training.
+_RANDOM_FUNCTIONS = {
+    getattr(module, name)
+    for module, names in (
+        (torch.nn.functional, ("dropout", "dropout1d", "dropout2d", "dropout3d")),
+        (torch.nn.functional, ("alpha_dropout", "feature_alpha_dropout", "rrelu")),
+        (torch, ("dropout", "bernoulli", "rand", "rand_like", "randn", "randn_like")),
+        (torch, ("randint", "randint_like", "randperm", "multinomial", "normal")),
+    )
+    for name in names
+    if hasattr(module, name)
+}
+_RANDOM_METHODS = {
+    "bernoulli",
+    "bernoulli_",
+    "uniform_",
+    "normal_",
+    "random_",
+    "exponential_",
+    "geometric_",
+    "cauchy_",
+    "log_normal_",
+}
+
+
+def _is_random(node):
+    """Whether a traced ``node`` draws random numbers (dropout, stochastic depth)."""
+    if node.op == "call_function":
+        return node.target in _RANDOM_FUNCTIONS
+    return node.op == "call_method" and node.target in _RANDOM_METHODS
 
 
 def _get_attr(graph_module, target):
@@ -271,7 +328,9 @@ def _find_cut(graph_module, region):
         if placeholder not in before:
             continue
         leaks = any(
-            user is not node and user not in before
+            user is not node
+            and user not in before
+            and not (inner is placeholder and _reads_batch_size(user))
             for inner in before
             if inner.op != "get_attr"
             for user in inner.users
@@ -280,6 +339,19 @@ def _find_cut(graph_module, region):
         if not leaks and any(_holds_parameters(graph_module, n) for n in part):
             best = (node, part)
     return best
+
+
+def _reads_batch_size(node):
+    """Whether ``node`` is ``x.size(0)``: the rest may read it from the stage's output.
+
+    ``batch_size = x.size(0)`` then ``x.view(batch_size, -1)`` before the head
+    (EfficientNet, many classic networks) reads the input after the cut; the
+    stage's output has the same number of rows.
+    """
+    if node.op != "call_method" or node.target != "size":
+        return False
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+    return dim == 0
 
 
 def _holds_parameters(graph_module, node):
@@ -304,6 +376,11 @@ def _split(graph_module, cut, part):
     env = {cut: rest_graph.placeholder("stage_output")}
     for node in graph_module.graph.nodes:
         if node in part and node.op != "get_attr":
+            continue
+        if node.op == "placeholder":
+            continue  # the input: only its batch size is read after the cut
+        if _reads_batch_size(node) and node.args[0].op == "placeholder":
+            env[node] = rest_graph.call_method("size", (env[cut], 0))
             continue
         env[node] = rest_graph.node_copy(node, lambda arg: env[arg])
     rest = fx.GraphModule(graph_module, rest_graph)
@@ -334,11 +411,10 @@ def find_frozen_stage(module: nn.Module, probe: torch.Tensor):
     """
     if module._forward_hooks or module._forward_pre_hooks:
         return None, f"{type(module).__name__} has forward hooks of its own"
-    traced_state = python_state(module)  # what the traced graph may bake in
     with modes_restored(module):
         module.train()  # trace the forward that fine-tuning runs
         try:
-            traced = fx.symbolic_trace(module)
+            traced = fx.GraphModule(module, _HeldLeaves().trace(module))
         except Exception as exc:  # noqa: BLE001 (any tracing failure: no cache)
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             return None, f"torch.fx cannot trace {type(module).__name__}: {first}"
@@ -357,108 +433,75 @@ def find_frozen_stage(module: nn.Module, probe: torch.Tensor):
     why, out = _probe(module, stage, rest, probe)
     if why is not None:
         return None, why
-    split = FrozenStage(
-        stage, rest, cut.name, tuple(out.shape[1:]), out.dtype, traced_state
-    )
+    split = FrozenStage(stage, rest, cut.name, tuple(out.shape[1:]), out.dtype)
     return split, None
 
 
-# torch's own entries of a module's __dict__: not settings of the network.
-_TORCH_OWN = _store._TORCH_OWN
-_PLAIN = _store._PLAIN
+class _HeldLeaves(fx.Tracer):
+    """A tracer that keeps each layer held in evaluation mode as one call.
 
-
-class _Same:
-    """An attribute value compared by identity (not a plain value)."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value):
-        self.value = value
-
-    def __eq__(self, other):
-        return isinstance(other, _Same) and other.value is self.value
-
-    def __hash__(self):
-        return id(self.value)
-
-    def __repr__(self):
-        return f"<{type(self.value).__name__} object>"
-
-
-def _canonical(value, depth=0):
-    """``value`` as a comparable snapshot: plain values by value, others by identity.
-
-    Containers nested deeper than 8 or longer than 10,000 items are kept by
-    identity too (the rows probe of :mod:`sktransfer._predstore` backs this).
+    A held layer (:func:`~sktransfer._layers.hold_frozen_layers`) runs in
+    evaluation mode whatever the network's mode; traced through, the Python
+    value of its ``self.training`` (stochastic depth's ``if not training``)
+    would be baked into the graph in training mode.
     """
-    if isinstance(value, _PLAIN):
-        return (type(value).__qualname__, repr(value))
-    plain = (tuple, list, set, frozenset, torch.Size, dict)
-    if type(value) not in plain or depth > 8 or len(value) > 10_000:
-        return _Same(value)
-    if type(value) is dict:
-        return (
-            "dict",
-            tuple(
-                (_canonical(k, depth + 1), _canonical(v, depth + 1))
-                for k, v in value.items()
-            ),
-        )
-    items = [_canonical(v, depth + 1) for v in value]
-    if isinstance(value, (set, frozenset)):
-        items.sort(key=repr)
-    return (type(value).__qualname__, tuple(items))
+
+    def is_leaf_module(self, m, module_qualified_name):
+        return is_held(m) or super().is_leaf_module(m, module_qualified_name)
 
 
-def python_state(module):
-    """Return what ``module`` computes from apart from its tensors, to compare later.
+def new_report(reason=None, **values):
+    """Return a ``frozen_cache_`` report with every documented key.
 
-    For each submodule: its name, the object itself, its class and the class's
-    ``forward``, and every entry of its ``__dict__`` outside torch's own
-    (parameters, buffers, submodules, hooks, ``training``), an instance's
-    ``forward`` included. Numbers, strings, bools and containers of them are
-    kept by value, anything else by identity. ``torch.fx`` bakes such values
-    into a traced graph: a traced split is the module only while they are
-    unchanged.
+    ``cached`` (bool), ``stage`` (the traced node the network is cut after),
+    ``nbytes``, ``device`` (where the cached outputs or views are kept),
+    ``reason`` (why not cached), ``views`` (``cache_views``) and ``outputs``
+    (``"computed"``, ``"reused"`` or None); a cached fit's
+    :meth:`FrozenStage.outputs` adds ``digest_seconds``, ``compute_seconds``
+    and ``store``. The one place the report is made, on every path of ``fit``.
     """
-    state = []
-    for name, sub in module.named_modules():
-        attrs = tuple(
-            (key, _canonical(value))
-            for key, value in vars(sub).items()
-            if key not in _TORCH_OWN
-        )
-        state.append((name, _Same(sub), _Same(type(sub).forward), attrs))
-    return tuple(state)
+    report = {
+        "cached": False,
+        "stage": None,
+        "nbytes": 0,
+        "device": None,
+        "reason": reason,
+        "views": None,
+        "outputs": None,
+    }
+    report.update(values)
+    return report
 
 
-def state_change(before, after):
-    """Why ``after`` (:func:`python_state`) differs from ``before``, or None."""
-    if before == after:
+def reuse_key(stage, reuse):
+    """Return ``(owner, settings)`` for :func:`sktransfer._store.key`, or None.
+
+    ``reuse`` is ``(record, head, settings)`` when ``fit`` loaded the
+    network's weights from the pretrained ``record``; the stage's outputs are
+    then shared with other fits from that record only if every tensor of the
+    stage is the record's (none under ``head``, which ``fit`` initialises).
+    """
+    if reuse is None:
         return None
-    if len(before) != len(after):
-        return "the module's submodules changed"
-    for old_entry, new_entry in zip(before, after, strict=True):
-        name, sub, fwd, attrs = old_entry
-        name2, sub2, fwd2, attrs2 = new_entry
-        where = f"submodule {name!r}" if name else "the module"
-        if name != name2 or sub != sub2:
-            return f"{where} was replaced"
-        if fwd != fwd2:
-            return f"the forward of {where}'s class was changed"
-        if attrs != attrs2:
-            old, new = dict(attrs), dict(attrs2)
-            for key in sorted(old.keys() | new.keys()):
-                if old.get(key) != new.get(key):
-                    if key == "forward":
-                        return f"the forward of {where} was replaced"
-                    return f"the attribute {key!r} of {where} changed"
-    return "the module changed"  # not reached
+    record, head, settings = reuse
+    names = list(stage.stage.state_dict(keep_vars=True))
+    if any(n not in record.state_dict or is_under(n, head) for n in names):
+        return None
+    return _store.owner(record), settings
 
 
 def plan(
-    module, X, *, unfrozen_later, net, net_class, cache_frozen, limit, device, verbose
+    module,
+    X,
+    *,
+    unfrozen_later,
+    net,
+    net_class,
+    cache_frozen,
+    limit,
+    device,
+    verbose,
+    reuse=None,
 ):
     """Decide whether ``fit`` computes the frozen stage of ``module`` once.
 
@@ -492,28 +535,20 @@ def plan(
         Where the module is.
     verbose : int
         Print what was decided, and why, when positive.
+    reuse : tuple or None, default=None
+        ``(record, head, settings)`` when the network's weights were loaded
+        from a pretrained record (:func:`reuse_key`): the stage's outputs are
+        then shared with the other fits from that record.
 
     Returns
     -------
     split : FrozenStage or None
         The split network, or None to fine-tune the whole network.
     report : dict
-        ``cached``, ``stage``, ``nbytes``, ``device`` (where the cache is
-        kept), ``reason`` and ``outputs`` (None until
-        :meth:`FrozenStage.outputs` says ``"computed"`` or ``"reused"``), for
-        ``frozen_cache_``.
+        :func:`new_report`, for ``frozen_cache_``.
     """
-    report = {
-        "cached": False,
-        "stage": None,
-        "nbytes": 0,
-        "device": None,
-        "reason": None,
-        "outputs": None,
-    }
     if cache_frozen is False:
-        report["reason"] = "cache_frozen=False"
-        return None, report
+        return None, new_report("cache_frozen=False")
     if all(param.requires_grad for param in module.parameters()):
         split, why = None, "no parameter is frozen"
     elif (problem := _trust.data_path_problem(net, net_class)) is not None:
@@ -543,8 +578,9 @@ def plan(
                     "cache_frozen=True caches anyway"
                 ),
             )
+    nbytes = 0
     if split is not None:
-        report["nbytes"] = nbytes = split.nbytes(X.shape[0])
+        nbytes = split.nbytes(X.shape[0])
         if cache_frozen == "auto" and nbytes > limit:
             split = None
             why = (
@@ -560,12 +596,14 @@ def plan(
                 "when it cannot be used."
             )
             raise ValueError(msg)
-        report["reason"] = why
         if verbose and why != "no parameter is frozen":
             print(f"[sktransfer] Not caching the frozen layers: {why}.")
-        return None, report
+        return None, new_report(why, nbytes=nbytes)
     keep_on = cache_device(device, nbytes)
-    report.update(cached=True, stage=split.cut, device=str(keep_on))
+    split = dataclasses.replace(split, reuse=reuse_key(split, reuse))
+    report = new_report(
+        cached=True, stage=split.cut, nbytes=nbytes, device=str(keep_on)
+    )
     if verbose:
         print(
             f"[sktransfer] Frozen layers computed once, up to {split.cut!r}: "

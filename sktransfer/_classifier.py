@@ -13,7 +13,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 from skorch import NeuralNetClassifier
 from torch import nn
 
-from . import _adapt, _augment, _outputs, _predstore, _weights
+from . import _adapt, _augment, _outputs, _weights
 from ._base import _BaseTransfer
 from ._compat import StrOptions
 from ._docstrings import fill
@@ -398,8 +398,7 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
 
     def _raw_outputs(self, X):
         """Return the network's raw outputs for validated ``X`` as a CPU tensor."""
-        with _predstore.rows(self, X) as rows:
-            out = self.net_.forward(rows, training=False)
+        out = self.net_.forward(X, training=False)
         return out[0] if isinstance(out, tuple) else out
 
     def decision_function(self, X: ArrayLike) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from contextlib import contextmanager
 
 import numpy as np
@@ -43,10 +44,16 @@ _CHECK_X = {
 _PROBE_ROWS = 64
 
 # Offsets added to the seed so that pretraining and fine-tuning draw different
-# random numbers from one ``random_state``; "head" seeds the new head's
-# initial weights and "train" the fine-tuning that follows the build (2 and 3
-# are the augmentation's, in _augment).
-_PHASE_SEED = {"source": 0, "target": 1, "head": 4, "train": 5}
+# random numbers from one ``random_state``: "head" seeds the new head's
+# initial weights and "train" the fine-tuning that follows the build.
+_STREAM_OFFSET = {
+    "source": 0,
+    "target": 1,
+    "augment": 2,
+    "tta": 3,
+    "head": 4,
+    "train": 5,
+}
 
 
 @contextmanager
@@ -61,23 +68,14 @@ def _unchanged_on_error(estimator):
         raise
 
 
-def _seed(random_state, phase):
-    """Return torch's seed for ``phase`` drawn from ``random_state`` (None: none)."""
-    if random_state is None:
-        return None
-    seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
-    return seed + _PHASE_SEED[phase]
-
-
 @contextmanager
 def _seeded(random_state, phase):
     """Seed torch inside the block without touching the caller's global RNG."""
-    seed = _seed(random_state, phase)
-    if seed is None:
+    if random_state is None:
         yield
         return
     with torch.random.fork_rng():
-        torch.manual_seed(seed)
+        torch.manual_seed(derive_seed(random_state, phase))
         yield
 
 
@@ -89,9 +87,24 @@ def _reseed(random_state, phase):
     the block (such as the initialisation of layers that the pretrained
     weights then replace, which depends on the route the weights took).
     """
-    seed = _seed(random_state, phase)
-    if seed is not None:
-        torch.manual_seed(seed)
+    if random_state is not None:
+        torch.manual_seed(derive_seed(random_state, phase))
+
+
+def derive_seed(random_state, stream, *, advance=True):
+    """Return the torch seed of one random stream of an estimator.
+
+    The one derivation of every seed from ``random_state``: an int drawn from
+    ``check_random_state(random_state)``, plus the stream's offset
+    (``"source"`` 0, ``"target"`` 1, ``"augment"`` 2, ``"tta"`` 3, ``"head"``
+    4, ``"train"`` 5), so that
+    the streams stay apart. With ``advance=False`` a ``RandomState`` instance
+    is read from a copy and left as it was (prediction changes nothing).
+    """
+    if not advance and isinstance(random_state, np.random.RandomState):
+        random_state = copy.deepcopy(random_state)
+    seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+    return seed + _STREAM_OFFSET[stream]
 
 
 def _writable(X):
@@ -117,3 +130,13 @@ def _nbytes(X):
 def _is_2d(y):
     """Whether ``y`` (any array-like, unchecked) is two-dimensional."""
     return np.asarray(y).ndim == 2
+
+
+def predict_batch_size(net, n_samples):
+    """Return the batch size the skorch ``net`` predicts ``n_samples`` with.
+
+    ``iterator_valid__batch_size``, else the net's ``batch_size``; ``-1`` or
+    None mean all samples in one batch, as in skorch.
+    """
+    size = net.get_params_for("iterator_valid").get("batch_size", net.batch_size)
+    return n_samples if size in (-1, None) else size

@@ -15,6 +15,7 @@ custom dataset, a ``collate_fn``, a sampler) goes to ``DataLoader`` unchanged.
 from __future__ import annotations
 
 import math
+import threading
 import warnings
 from typing import NamedTuple
 
@@ -37,6 +38,11 @@ _IGNORED = frozenset(
         "pin_memory_device",
     }
 )
+
+# Held around each draw from torch's global stream here, so that it never
+# lands inside test-time augmentation's own stream, which another thread may
+# have swapped in (sktransfer._augment.tta_average).
+STREAM_LOCK = threading.RLock()
 
 
 class WeightedTarget(NamedTuple):
@@ -290,7 +296,8 @@ class ArrayLoader:
         # DataLoader draws a base seed for its workers each time it is
         # iterated, and RandomSampler a seed for its own generator; both draws
         # are repeated so that the random numbers used after them match.
-        torch.empty((), dtype=torch.int64).random_(generator=self.generator)
+        with STREAM_LOCK:
+            torch.empty((), dtype=torch.int64).random_(generator=self.generator)
         return self._batches()
 
     def _batches(self):
@@ -299,7 +306,8 @@ class ArrayLoader:
         if self.shuffle:
             generator = self.generator
             if generator is None:
-                seed = int(torch.empty((), dtype=torch.int64).random_().item())
+                with STREAM_LOCK:
+                    seed = int(torch.empty((), dtype=torch.int64).random_().item())
                 generator = torch.Generator()
                 generator.manual_seed(seed)
             perm = torch.randperm(n, generator=generator)

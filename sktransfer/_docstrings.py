@@ -57,14 +57,20 @@ source_params : dict, default=None
     ``{"max_epochs": 5, "lr": 1e-2}``, without the ``net__`` prefix; they
     update the ``net`` template for :meth:`fit_source`.
 freeze_bn_stats : bool, default=True
-    Keep normalisation layers with running statistics (BatchNorm,
-    InstanceNorm with ``track_running_stats=True``) whose parameters are all
-    frozen in evaluation mode while fine-tuning, so that their statistics stay
-    the pretrained ones (as Keras does); a layer without parameters counts as
-    frozen when its nearest enclosing block with parameters is, or when a
-    ``frozen`` pattern names it or a submodule holding it. ``False`` lets
-    them adapt to the target's batches, as skorch's ``Freezer`` callback
-    does. See :ref:`pitfalls`.
+    Frozen means feature extraction: run every layer whose parameters are all
+    frozen, in the sense of ``frozen``, in evaluation mode while fine-tuning,
+    as Keras's ``base_model(x, training=False)`` and timm's
+    ``forward_features`` do. Its normalisation layers keep the pretrained
+    running statistics, and its dropout and stochastic depth are off, so the
+    frozen body computes the same while training as while predicting and can be
+    cached (``cache_frozen``). A layer without parameters counts as frozen when
+    its nearest enclosing block with parameters is, or when a ``frozen``
+    pattern names it or a submodule holding it: a dropout between the pooled
+    features and the head belongs to the trained part and stays active.
+    ``False`` keeps training-mode randomness and batch statistics inside frozen
+    layers, as skorch's ``Freezer`` callback does; a frozen stage with active
+    dropout or batch statistics is then not cached. See
+    :doc:`/user_guide/frozen_stage`.
 cache_frozen : "auto" or bool, default="auto"
     Compute the frozen layers once per :meth:`fit` instead of once per epoch,
     when they form the network's leading stage and that stage computes the
@@ -213,10 +219,17 @@ head_ : tuple of str
     resolved to), e.g. ``("fc",)`` for a ResNet.
 frozen_cache_ : dict
     What :meth:`fit` did with the frozen layers: ``"cached"`` (bool),
-    ``"stage"``, ``"nbytes"``, ``"device"``, ``"reason"`` (why they were not
-    cached, or None), ``"views"`` and ``"outputs"`` (``"computed"`` or
-    ``"reused"`` from an earlier fit of this process), and what the last
-    prediction did: ``"predict_outputs"`` and ``"predict_reason"``. See
+    ``"stage"`` (the traced node the network was cut after, or None),
+    ``"nbytes"`` (the size of the cached outputs, or of the precomputed views),
+    ``"device"`` (where they were kept), ``"reason"`` (why they were not
+    cached, or None), ``"views"`` (``cache_views`` when views were precomputed,
+    else None) and ``"outputs"``: ``"computed"``, or ``"reused"`` from an
+    earlier fit of this process that fine-tuned from the same pretrained record
+    (a clone's: a search's candidates and folds) with the same frozen stage and
+    rows (see :func:`sktransfer.frozen_store_info`), or None when not cached. A
+    cached fit adds ``"digest_seconds"``, ``"compute_seconds"`` (0 when reused)
+    and ``"store"`` (the store's report). Prediction runs the whole fitted
+    network and changes nothing of the estimator. See
     :doc:`/user_guide/frozen_stage`.
 source_weights_ : dict of str to torch.Tensor
     The pretrained ``state_dict`` (CPU tensors); set by :meth:`fit_source` or

@@ -10,6 +10,7 @@ layers before it compute.
 from __future__ import annotations
 
 import copy
+import threading
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -19,8 +20,15 @@ from sklearn.utils import TransformerTags
 from sklearn.utils.validation import check_is_fitted, validate_data
 from skorch.utils import to_tensor
 
-from . import _inputs, _layers, _predstore
-from ._common import _CHECK_X, _PROBE_ROWS, _dense_rows, _seeded, _writable
+from . import _inputs, _layers
+from ._common import (
+    _CHECK_X,
+    _PROBE_ROWS,
+    _dense_rows,
+    _seeded,
+    _writable,
+    predict_batch_size,
+)
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -38,7 +46,8 @@ def head_input(module, head, X, *, batch_size, device):
     ----------
     module : torch.nn.Module
         The network; run in evaluation mode without gradients (its modes are
-        restored after).
+        restored after). The pre-hooks act on this call's thread only and are
+        removed after, so other threads may predict with ``module`` meanwhile.
     head : sequence of str
         The head's submodule names; the input of the first of them to run is
         recorded, flattened to one row per sample.
@@ -61,8 +70,11 @@ def head_input(module, head, X, *, batch_size, device):
         )
         raise ValueError(msg)
     seen = []
+    caller = threading.get_ident()
 
     def record(_module, args):
+        if threading.get_ident() != caller:
+            return  # another thread predicting with the same module
         if not args or not torch.is_tensor(args[0]):
             msg = "The head's first layer does not receive one tensor."
             raise TypeError(msg)
@@ -115,11 +127,6 @@ def _source_width(estimator, record, X):
     return 2
 
 
-def _batch_size(net, n_samples):
-    size = net.get_params_for("iterator_valid").get("batch_size", net.batch_size)
-    return n_samples if size in (-1, None) else size
-
-
 class TransformMixin:
     """``transform`` and ``get_feature_names_out`` of the fitted estimators."""
 
@@ -156,14 +163,13 @@ class TransformMixin:
         X = self._validate_X(X)
         net = self.net_
         head = _layers.resolve_head(net.module_, self.head)
-        with _predstore.rows(self, X, head=tuple(head)) as rows:
-            return head_input(
-                net.module_,  # the rest, when rows are its frozen stage's outputs
-                head,
-                rows,
-                batch_size=_batch_size(net, len(X)),
-                device=net.device,
-            )
+        return head_input(
+            net.module_,
+            head,
+            X,
+            batch_size=predict_batch_size(net, len(X)),
+            device=net.device,
+        )
 
     def fit_transform(self, X: ArrayLike, y: ArrayLike) -> np.ndarray:
         """Fine-tune on ``X, y`` (:meth:`fit`), then return :meth:`transform` of ``X``.
@@ -344,7 +350,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         self.module_ = module.eval()
         self.head_ = tuple(head)
         self._device = net.device
-        self._batch_size = _batch_size(net, len(X))
+        self._batch_size = predict_batch_size(net, len(X))
         self._sample_shape = tuple(X.shape[1:])
         return self
 

@@ -3,9 +3,10 @@
 A parameter is frozen for fine-tuning when it matches the estimator's
 ``frozen`` patterns or arrives with ``requires_grad=False`` (a module frozen
 by hand, as in PyTorch's fine-tuning tutorial), except in the head, which
-``fit`` initialises afresh and trains. Normalisation layers with running
-statistics are held in evaluation mode by that same definition
-(:func:`~sktransfer._layers.hold_frozen_norm_layers`).
+``fit`` initialises afresh and trains. Frozen layers run in evaluation mode
+by that same definition (normalisation on running statistics, dropout and
+stochastic depth off: :func:`~sktransfer._layers.hold_frozen_layers`), as a
+feature extractor does, unless ``freeze_bn_stats=False``.
 
 What ``fit`` installs on the net for training (``requires_grad=False`` on the
 ``frozen`` matches, the hooks that hold normalisation layers, the unfreezing
@@ -126,10 +127,12 @@ def freeze_for_fit(
     spec : str or sequence of str
         The estimator's ``frozen``, for messages.
     hold_norm : bool
-        Hold the frozen normalisation layers in evaluation mode.
+        Hold the frozen layers in evaluation mode (the estimator's
+        ``freeze_bn_stats``: normalisation on running statistics, dropout and
+        stochastic depth off; :func:`~sktransfer._layers.hold_frozen_layers`).
     layers : sequence of str, default=()
-        The submodules that ``frozen`` patterns name; their normalisation
-        layers are held too, including those without parameters.
+        The submodules that ``frozen`` patterns name; everything inside them is
+        held too, including layers without parameters.
     callbacks : sequence of str, default=()
         Names of callbacks that ``fit`` adds to ``net.callbacks_`` for
         training; they are removed at the end.
@@ -178,7 +181,7 @@ def freeze_for_fit(
         params[name].requires_grad_(True)  # a head frozen by hand: reset, trained
     _layers.freeze(module, frozen)
     if hold_norm:
-        _layers.hold_frozen_norm_layers(module, frozen, layers)
+        _layers.hold_frozen_layers(module, frozen, layers)
     return frozen
 
 

@@ -19,6 +19,7 @@ from torch.nn.modules.batchnorm import _NormBase
 
 __all__ = [
     "check_patterns",
+    "hold_frozen_layers",
     "hold_frozen_norm_layers",
     "is_under",
     "match_parameters",
@@ -467,10 +468,60 @@ def hold_frozen_norm_layers(
     return held
 
 
+def hold_frozen_layers(
+    module: nn.Module, frozen: Iterable[str], layers: Sequence[str] = ()
+) -> list[str]:
+    """Run every fully frozen layer in evaluation mode: frozen means feature extraction.
+
+    As the Keras transfer-learning guide calls ``base_model(x, training=False)``,
+    and as timm's ``forward_features`` and Hugging Face feature extraction run
+    a backbone: a frozen block computes the same while fine-tuning as while
+    predicting, with dropout and stochastic depth off and its normalisation
+    layers on their running statistics. Every submodule whose parameters are
+    all in ``frozen`` gets the forward pre-hook of
+    :func:`hold_frozen_norm_layers`, and so does every submodule without
+    parameters whose nearest enclosing module with parameters is frozen (never
+    when that is the whole network, which holds the trainable head): a dropout
+    between the frozen body and the head stays in training mode, with the
+    trained part. :func:`release_norm_layers` with ``every=True`` removes the
+    hooks.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The network; hooks are registered in place.
+    frozen : iterable of str
+        Names of the frozen parameters.
+    layers : sequence of str, default=()
+        Submodules named by ``frozen`` patterns (:func:`match_layers`): held
+        with everything inside them, even without parameters (a
+        parameter-free normalisation layer at the top of the network).
+
+    Returns
+    -------
+    names : list of str
+        The outermost held submodules (their own submodules are held too).
+    """
+    frozen = set(frozen)
+    all_params = [name for name, _ in module.named_parameters()]
+    held = []
+    for name, sub in module.named_modules():
+        if not name or not (
+            is_under(name, layers) or _all_frozen(module, name, sub, frozen, all_params)
+        ):
+            continue
+        if not is_held(sub):
+            sub.register_forward_pre_hook(_hold_eval)
+        if not any(is_under(name, [outer]) for outer in held):
+            held.append(name)
+    return held
+
+
 def release_norm_layers(module: nn.Module, *, every: bool = False) -> list[str]:
     """Let held normalisation layers train again.
 
-    The inverse of :func:`hold_frozen_norm_layers`. By default, after
+    The inverse of :func:`hold_frozen_norm_layers` and
+    :func:`hold_frozen_layers`. By default, after
     parameters were unfrozen: a held layer whose parameters (or, without any,
     whose enclosing block's parameters) are no longer all frozen
     (``requires_grad=False``) loses its hook. With ``every=True``, every held
@@ -492,7 +543,7 @@ def release_norm_layers(module: nn.Module, *, every: bool = False) -> list[str]:
     frozen = {name for name, p in module.named_parameters() if not p.requires_grad}
     all_params = [name for name, _ in module.named_parameters()]
     released = []
-    for name, sub in _norm_layers(module):
+    for name, sub in module.named_modules():
         if not is_held(sub):
             continue
         params = _governing_params(module, name, sub, all_params)
@@ -529,6 +580,12 @@ def _governing_params(module, name, layer, all_params):
         if parent and any(True for _ in module.get_submodule(parent).parameters()):
             params = [p for p in all_params if is_under(p, [parent])]
     return params
+
+
+def _all_frozen(module, name, layer, frozen, all_params):
+    """Whether a layer counts as frozen: its governing parameters all are."""
+    params = _governing_params(module, name, layer, all_params)
+    return bool(params) and all(p in frozen for p in params)
 
 
 @contextmanager

@@ -11,7 +11,7 @@ from skorch import NeuralNetRegressor
 from torch import nn
 from torch.utils.data import Dataset
 
-from . import _adapt, _augment, _predstore, _targets
+from . import _adapt, _augment, _targets
 from ._base import _BaseTransfer
 from ._compat import StrOptions
 from ._data import StreamedArray
@@ -308,8 +308,7 @@ class TransferRegressor(RegressorMixin, _BaseTransfer):
 
         On the targets' own scale (``normalize_y`` undone).
         """
-        with _predstore.rows(self, X) as rows:
-            y = np.asarray(self.net_.predict(rows), dtype=np.float64)
+        y = np.asarray(self.net_.predict(X), dtype=np.float64)
         return _targets.restore(
             y, getattr(self, "_y_mean", 0.0), getattr(self, "_y_scale", 1.0)
         )

@@ -1,20 +1,23 @@
-"""Frozen-stage outputs shared by the fits of one process.
+"""Frozen-stage outputs shared by the fits that fine-tune from one pretrained record.
 
-The candidates of a grid search, the folds of a cross-validation run again and
-again, and the settings of :func:`~sktransfer.compare_transfer` fine-tune from
-the same pretrained weights: when they freeze the same leading stage, each of
-them would compute the same stage outputs for the same rows. The store keeps
-those outputs, keyed by content digests of everything that determines them:
+The candidates of a grid search, the folds of a cross-validation and the
+settings of :func:`~sktransfer.compare_transfer` are clones of one estimator:
+they share its pretrained record (:class:`sktransfer._pretrained._Pretrained`)
+by identity, and ``fit`` loads every weight of the network except the head's
+from it. When they freeze the same leading stage, each would compute the same
+stage outputs for the same rows. The store keeps those outputs, keyed by
+ownership rather than by the weights' content:
 
-- the stage's weights (every parameter and buffer of the stage, by value);
-- the stage's structure (its traced code, each layer's class, settings and
-  hooks) and how it is run (batch size, device, autocast, dtype);
-- the rows (their values, shape and dtype, in order).
+- the record the stage's weights were loaded from (by identity: a record is
+  never changed, and its entries are dropped when it is garbage-collected);
+- the frozen and head settings, and the traced stage (its generated code,
+  each layer's class, settings and hooks: no weights);
+- a digest of the rows (their values, shape and dtype, in order) and how the
+  stage is run (batch size, device, autocast).
 
-A later fit with the same key gets the stored tensor instead of running the
-stage; anything else computes afresh. Digests are BLAKE2b (:mod:`hashlib`)
-over the raw bytes, a pass over memory that costs a small fraction of the
-stage's forward pass over the same rows (``benchmarks`` measures both).
+A fit whose stage holds weights of no record (a module instance passed as
+``net``, ``pretrained=False``) computes its stage's outputs and keeps them for
+that fit only. No weight is hashed, and prediction never consults the store.
 
 The store lives in the process (each joblib or Dask worker has its own) and
 holds at most :func:`frozen_store_info`'s ``max_bytes`` (1 GiB by default,
@@ -78,6 +81,12 @@ class _Store:
         while self.nbytes > self.max_bytes and self._entries:
             _, dropped = self._entries.popitem(last=False)
             self.nbytes -= _nbytes(dropped)
+
+    def drop_owner(self, owner):
+        """Drop the entries of ``owner`` (the token of a collected record)."""
+        with self._lock:
+            for key in [k for k in self._entries if k[0] == owner]:
+                self.nbytes -= _nbytes(self._entries.pop(key))
 
     def resize(self, max_bytes):
         with self._lock:
@@ -173,15 +182,6 @@ def _tensor_bytes(tensor):
     """Return the raw bytes of ``tensor`` as uint8 NumPy values (on the CPU)."""
     flat = tensor.detach().reshape(-1).contiguous().cpu()
     return flat.view(torch.uint8).numpy()
-
-
-def weights_digest(module):
-    """Return the digest of the parameters and buffers of ``module`` (by value)."""
-    h = hashlib.blake2b(digest_size=16)
-    for name, tensor in module.state_dict(keep_vars=False).items():
-        h.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        h.update(_tensor_bytes(tensor))
-    return h.hexdigest()
 
 
 # What torch keeps in every module's __dict__ (parameters, buffers, submodules,
@@ -309,11 +309,47 @@ def rows_digest(X):
     return h.hexdigest()
 
 
-def key(stage, X, *, batch_size, device, keep_on):
+def owner(record):
+    """Return the token naming ``record`` in keys; its entries go when it does."""
+    token = _token(record)
+    with _TOKENS_LOCK:
+        if token not in _WATCHED:
+            _WATCHED.add(token)
+            weakref.finalize(record, _forget, token)
+    return token
+
+
+_WATCHED = set()
+
+
+def _forget(token):
+    _WATCHED.discard(token)
+    STORE.drop_owner(token)
+
+
+def key(stage, X, *, owner, settings, batch_size, device, keep_on):
     """Return the store key of ``stage``'s outputs for ``X`` run this way.
 
-    None while a torch function or dispatch mode is active: such a mode may
-    change what any operation computes, and no digest can name it.
+    Parameters
+    ----------
+    stage : torch.fx.GraphModule
+        The frozen stage, every weight of which the record ``owner`` names
+        holds.
+    X : ndarray, sparse matrix or torch.Tensor
+        The rows.
+    owner : str
+        :func:`owner` of the pretrained record.
+    settings : tuple
+        Plain values that chose the stage (the estimator's ``frozen``,
+        ``head`` and ``freeze_bn_stats``).
+    batch_size, device, keep_on
+        How the stage runs and where its outputs are kept.
+
+    Returns
+    -------
+    key : tuple or None
+        None while a torch function or dispatch mode is active: such a mode
+        may change what any operation computes, and no key can name it.
     """
     if modes_active():
         return None
@@ -323,8 +359,11 @@ def key(stage, X, *, batch_size, device, keep_on):
         torch.get_autocast_dtype(device.type),
     )
     how = (int(batch_size), str(device), str(torch.device(keep_on)), str(autocast))
+    names = tuple(stage.state_dict(keep_vars=True))
     return (
-        weights_digest(stage),
+        owner,
+        _settings(settings),
+        names,
         structure_digest(stage),
         rows_digest(X),
         how,

@@ -107,7 +107,7 @@ def test_cached_and_uncached_fine_tuning_agree(pretrained_cnn, digit_images, spl
         estimator, digit_images.X_target, digit_images.y_target
     )
     assert cached.frozen_cache_["cached"]
-    assert cached.frozen_cache_["stage"] == "features_4"
+    assert cached.frozen_cache_["stage"] == "features"  # the held block, one call
     assert cached.frozen_cache_["nbytes"] == len(digit_images.X_target) * 64 * 4
     assert cached.frozen_cache_["device"] == "cpu"
     assert not uncached.frozen_cache_["cached"]
@@ -159,7 +159,6 @@ def test_the_stage_ends_before_batchnorm_that_adapts(pretrained_cnn, digit_image
 @pytest.mark.parametrize(
     ("module", "frozen", "reason"),
     [
-        (InputDropout, "features.*", r"features\.1 \(Dropout, p=0\.5\) is random"),
         (Residual, "features.*", "no frozen stage feeds the trainable layers"),
         (Branching, "features.*", "torch.fx cannot trace Branching"),
         (nn.Module, None, "no parameter is frozen"),
@@ -191,18 +190,107 @@ def test_without_dropout_the_same_stage_is_cached(digits):
     net = tiny_classifier_net(InputDropout, module__p=0.0)
     clf = TransferClassifier(net, frozen="features.*", random_state=0)
     cached, uncached = _fit_both(clf, digits.X_target, digits.y_target)
-    assert cached.frozen_cache_["stage"] == "features_4"
+    assert cached.frozen_cache_["stage"] == "features"  # the held block, one call
     _assert_same_weights(cached, uncached)
 
 
-def test_the_stage_ends_at_the_first_dropout(digits):
-    # Dropout after the first frozen layers goes to the trainable rest, which
-    # draws the same random numbers cached or not.
+def test_dropout_inside_frozen_layers_is_off_and_they_are_cached(digits):
+    # Frozen means feature extraction: the dropout of the frozen block is off
+    # while fine-tuning, cached or not, so the block is one deterministic stage.
     net = tiny_classifier_net(module__hidden_layer_sizes=(16, 16), module__dropout=0.3)
     clf = TransferClassifier(net, frozen="features.*", random_state=0)
     cached, uncached = _fit_both(clf, digits.X_target, digits.y_target)
-    assert cached.frozen_cache_["stage"] == "features_2"  # Flatten, Linear, ReLU
+    assert cached.frozen_cache_["stage"] == "features"
     _assert_same_weights(cached, uncached)
+    # With frozen layers in training mode (skorch's Freezer), the stage ends
+    # at the first dropout, and fine-tuning draws through it: other weights.
+    keep = clone(clf).set_params(freeze_bn_stats=False)
+    keep_cached, keep_uncached = _fit_both(keep, digits.X_target, digits.y_target)
+    assert keep_cached.frozen_cache_["stage"] == "features_2"  # Flatten, Linear, ReLU
+    _assert_same_weights(keep_cached, keep_uncached)
+    head = uncached.net_.module_.head.weight
+    assert not torch.allclose(head, keep_uncached.net_.module_.head.weight)
+
+
+def test_frozen_input_dropout_is_refused_in_training_mode(digits):
+    net = tiny_classifier_net(InputDropout)
+    clf = TransferClassifier(
+        net, frozen="features.*", freeze_bn_stats=False, random_state=0
+    )
+    clf.fit(digits.X_target, digits.y_target)
+    assert not clf.frozen_cache_["cached"]
+    reason = r"features\.1 \(Dropout, p=0\.5\) is random"
+    assert re.search(reason, clf.frozen_cache_["reason"])
+    with pytest.raises(ValueError, match=reason):
+        clone(clf).set_params(cache_frozen=True).fit(digits.X_target, digits.y_target)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth as timm writes it (``timm.layers.DropPath``)."""
+
+    def __init__(self, drop_prob=0.0):
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, x):
+        if self.drop_prob == 0.0 or not self.training:
+            return x
+        keep = 1 - self.drop_prob
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+
+class Block(nn.Module):
+    """A timm-style residual MLP block: norm, dropout inside, stochastic depth."""
+
+    def __init__(self, dim, drop=0.2, drop_path=0.3):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, 2 * dim)
+        self.act = nn.GELU()
+        self.drop = nn.Dropout(drop)
+        self.fc2 = nn.Linear(2 * dim, dim)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x):
+        inner = self.fc2(self.drop(self.act(self.fc1(self.norm(x)))))
+        return x + self.drop_path(inner)
+
+
+class TimmLike(nn.Module):
+    """A body of stochastic blocks, a dropout before the head, ``x.size(0)``."""
+
+    def __init__(self, n_outputs=10):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.BatchNorm1d(32))
+        self.blocks = nn.Sequential(Block(32), Block(32))
+        self.head_drop = nn.Dropout(0.5)
+        self.head = nn.Linear(32, n_outputs)
+
+    def forward(self, x):
+        batch_size = x.size(0)
+        x = self.blocks(self.stem(x))
+        return self.head(self.head_drop(x.view(batch_size, -1)))
+
+
+def test_a_frozen_body_with_dropout_and_stochastic_depth_is_cached(digits):
+    X, y = digits.X_target, digits.y_target
+    net = tiny_classifier_net(TimmLike, max_epochs=3)
+    clf = TransferClassifier(net, frozen=("stem.*", "blocks.*"), random_state=0)
+    cached, uncached = _fit_both(clf, X, y)
+    assert cached.frozen_cache_["cached"], cached.frozen_cache_["reason"]
+    # The dropout before the head belongs to the trained part: it stays out of
+    # the stage and draws the same numbers cached or not.
+    assert "head_drop" not in cached.frozen_cache_["stage"]
+    _assert_same_weights(cached, uncached)
+    # The frozen BatchNorm kept its statistics (initial: zeros and ones).
+    stem = uncached.net_.module_.stem[2]
+    torch.testing.assert_close(stem.running_mean, torch.zeros(32))
+    # Frozen layers in training mode: random, so not cached, and other weights.
+    keep = clone(clf).set_params(freeze_bn_stats=False).fit(X, y)
+    assert not keep.frozen_cache_["cached"]
+    head = uncached.net_.module_.head.weight
+    assert not torch.allclose(head, keep.net_.module_.head.weight)
 
 
 def test_a_skip_connection_inside_the_stage_is_cached(digits):

@@ -1,0 +1,29 @@
+"""Fitted estimators pickled by sktransfer 0.1.0 still load and predict the same.
+
+The fixtures were written by ``tests/fixtures/make_pickles.py`` with the code of
+0.1.0: a classifier whose frozen stage was cached, a regressor, a classifier
+with augmentation and test-time views, and an early-stopped one. Each holds
+the samples and the outputs the estimator gave before it was pickled.
+"""
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+FIXTURES = sorted((Path(__file__).parent / "fixtures" / "pickles_0_1_0").glob("*.pkl"))
+
+
+def test_the_fixtures_are_there():
+    assert len(FIXTURES) == 4
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
+def test_a_pickle_of_0_1_0_predicts_as_it_did(path):
+    with open(path, "rb") as f:
+        payload = pickle.load(f)  # noqa: S301 (our own fixtures)
+    estimator, X = payload["estimator"], payload["X"]
+    for method, expected in payload["expected"].items():
+        got = getattr(estimator, method)(X)
+        np.testing.assert_array_equal(got, expected, err_msg=method)
