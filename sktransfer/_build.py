@@ -10,7 +10,9 @@ in one place:
 3. :func:`load_weights` — (target) shared weights from the pretrained ones,
    or fresh ones for ``pretrained=False``; the head re-initialised and resized;
 4. :func:`check_network` — the network runs, its head runs, its outputs have
-   the task's shape and the kind the criterion expects;
+   the task's shape and the kind the criterion expects; then (target) the
+   adapter, if any, injected into the shared layers
+   (:func:`sktransfer._lora.apply`), every pretrained weight frozen;
 5. :func:`prepare_target` — (target) frozen parameters, the unfreezing
    schedule, and the optimizer, built last so that it holds the parameters
    the net trains.
@@ -23,7 +25,17 @@ from skorch.utils import to_tensor
 from torch import nn
 from torch.utils.data import DataLoader
 
-from . import _defaults, _finetune, _frozen, _guard, _layers, _outputs, _step, _stopping
+from . import (
+    _defaults,
+    _finetune,
+    _frozen,
+    _guard,
+    _layers,
+    _lora,
+    _outputs,
+    _step,
+    _stopping,
+)
 from ._common import _dense_rows
 from ._data import ArrayLoader
 
@@ -75,7 +87,8 @@ def build_net(estimator, X, n_outputs, *, phase):
     if phase == "source":
         net.initialize_optimizer()
         return net, None
-    return net, prepare_target(estimator, net, frozen, head)
+    adapted = _lora.apply(estimator, module, head, frozen)  # None: no adapter
+    return net, prepare_target(estimator, net, adapted or frozen, head)
 
 
 def configure(estimator, X, n_outputs, *, phase):

@@ -42,6 +42,7 @@ from torch.nn.modules.dropout import _DropoutNd
 from . import _store, _trust
 from ._common import _dense_rows
 from ._layers import is_held, modes_restored
+from ._lora import is_adapter_layer
 
 
 @dataclass(frozen=True)
@@ -312,6 +313,13 @@ def _split(graph_module, cut, part):
     return fx.GraphModule(graph_module, stage_graph), rest
 
 
+class _Tracer(fx.Tracer):
+    """torch.fx's tracer, with peft's adapted layers as leaves (one trainable call)."""
+
+    def is_leaf_module(self, m, module_qualified_name):
+        return is_adapter_layer(m) or super().is_leaf_module(m, module_qualified_name)
+
+
 def find_frozen_stage(module: nn.Module, probe: torch.Tensor):
     """Split ``module`` after its frozen leading stage, if that is safe to cache.
 
@@ -338,7 +346,12 @@ def find_frozen_stage(module: nn.Module, probe: torch.Tensor):
     with modes_restored(module):
         module.train()  # trace the forward that fine-tuning runs
         try:
-            traced = fx.symbolic_trace(module)
+            tracer = _Tracer()
+            traced = fx.GraphModule(
+                module,
+                tracer.trace(module),
+                type(module).__name__,
+            )
         except Exception as exc:  # noqa: BLE001 (any tracing failure: no cache)
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             return None, f"torch.fx cannot trace {type(module).__name__}: {first}"

@@ -119,6 +119,31 @@ class TransferRegressor(RegressorMixin, _BaseTransfer):
         the submodules holding parameters, in ``named_parameters()`` order; a
         normalisation layer counts with the layer before it. Composes with
         ``unfreeze`` and ``l2sp``; ``1.0`` changes nothing.
+    adapter : {"lora"}, peft config or None, default=None
+        Parameter-efficient fine-tuning through Hugging Face ``peft``
+        (``pip install "sktransfer[peft]"``): ``"lora"`` puts low-rank adapters
+        (LoRA, Hu et al., ICLR 2022) on the shared layers, a peft config object
+        (e.g. ``peft.LoraConfig(r=4, use_dora=True)`` or ``peft.IA3Config``)
+        another method of peft's that injects into layers. Every pretrained
+        weight stays fixed; the adapters and the head train. With ``"lora"``,
+        the adapted network starts out computing what the pretrained one does
+        (its ``B`` factors start at zero). See ``adapter_``, ``save_adapter``,
+        ``load_adapter`` and ``merge``. Cannot be combined with ``unfreeze``.
+        None fine-tunes the weights themselves.
+    lora_rank : int, default=8
+        The rank ``r`` of the LoRA updates (``adapter="lora"``).
+    lora_alpha : float, default=8.0
+        LoRA's scale: the updates are multiplied by ``lora_alpha / lora_rank``.
+    lora_dropout : float, default=0.0
+        Dropout on the inputs of the LoRA updates while training.
+    lora_targets : str, sequence of str or None, default=None
+        Glob patterns over the shared layers' submodule names
+        (``fnmatch``, ``*`` also matches dots) naming the layers to adapt,
+        e.g. ``"*attention*"``. None adapts every ``nn.Linear`` and
+        ``nn.Conv2d`` of the shared layers that ``frozen`` does not hold.
+        Normalisation layers matched are not adapted; a layer peft cannot
+        adapt (e.g. ``nn.LSTM``), the head or a frozen layer raises a
+        ValueError.
     autocast : {"bfloat16"} or None, default=None
         Mixed precision for fine-tuning; see :class:`TransferClassifier`.
     early_stopping : bool, default=False
@@ -232,6 +257,11 @@ class TransferRegressor(RegressorMixin, _BaseTransfer):
     head_ : tuple of str
         The submodules that :meth:`fit` rebuilt for the target (what ``head``
         resolved to), e.g. ``("fc",)`` for a ResNet.
+    adapter_ : dict or None
+        With ``adapter``: ``"layers"`` (the adapted layers' names),
+        ``"n_adapter_parameters"``, ``"n_head_parameters"``,
+        ``"n_trainable_parameters"`` (their sum), ``"n_parameters"`` (the
+        network's, adapters excluded) and ``"trainable_share"``. None without.
     frozen_cache_ : dict
         What :meth:`fit` did with the frozen layers: ``"cached"`` (bool),
         ``"stage"`` (the traced node the network was cut after, or None),
@@ -305,6 +335,11 @@ class TransferRegressor(RegressorMixin, _BaseTransfer):
         shared_lr_scale: float = 1.0,
         layer_decay: float = 1.0,
         unfreeze: Sequence[tuple[int, str | Sequence[str]]] | None = None,
+        adapter: Any = None,
+        lora_rank: int = 8,
+        lora_alpha: float = 8.0,
+        lora_dropout: float = 0.0,
+        lora_targets: str | Sequence[str] | None = None,
         autocast: str | None = None,
         early_stopping: bool = False,
         validation_fraction: float = 0.1,
@@ -336,6 +371,11 @@ class TransferRegressor(RegressorMixin, _BaseTransfer):
             shared_lr_scale=shared_lr_scale,
             layer_decay=layer_decay,
             unfreeze=unfreeze,
+            adapter=adapter,
+            lora_rank=lora_rank,
+            lora_alpha=lora_alpha,
+            lora_dropout=lora_dropout,
+            lora_targets=lora_targets,
             autocast=autocast,
             early_stopping=early_stopping,
             validation_fraction=validation_fraction,
