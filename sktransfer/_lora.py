@@ -534,14 +534,14 @@ def save(estimator, path):
 
 
 def _read(path):
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
     try:
         with safe_open(os.fspath(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
         tensors = load_file(os.fspath(path))
-    except (OSError, ValueError, RuntimeError) as exc:  # safetensors' errors
+    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
         msg = f"Cannot read an adapter file from {path!r}: {exc}"
         raise ValueError(msg) from exc
     if metadata.get("format") != _FORMAT:
