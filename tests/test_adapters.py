@@ -96,7 +96,9 @@ def base_state(module):
 
 
 def test_base_parameters_bit_identical_after_fit(data, pretrained):
-    clf = fit_quiet(lora(pretrained, frozen="features.0.*"), data.X_target, data.y_target)
+    clf = fit_quiet(
+        lora(pretrained, frozen="features.0.*"), data.X_target, data.y_target
+    )
     module = clf.net_.module_
     original = dict(pretrained.named_parameters())
     adapted = {
@@ -115,7 +117,9 @@ def test_base_parameters_bit_identical_after_fit(data, pretrained):
     n_adapter = sum(p.numel() for n, p in module.named_parameters() if "lora_" in n)
     assert clf.adapter_["n_adapter_parameters"] == n_adapter
     assert clf.adapter_["n_trainable_parameters"] == n_adapter + 16 * 5 + 5
-    assert clf.adapter_["n_parameters"] == sum(p.numel() for p in pretrained.parameters())
+    assert clf.adapter_["n_parameters"] == sum(
+        p.numel() for p in pretrained.parameters()
+    )
 
 
 class _OutputsAtStart(Callback):
@@ -294,7 +298,9 @@ def test_settings_that_cannot_compose_are_refused(data, pretrained):
 
 
 def test_frozen_stage_up_to_first_adapted_layer_is_cached(data, pretrained):
-    cached = fit_quiet(lora(pretrained, frozen="features.0.*"), data.X_target, data.y_target)
+    cached = fit_quiet(
+        lora(pretrained, frozen="features.0.*"), data.X_target, data.y_target
+    )
     # The stage ends before the first adapted layer (features.3).
     assert cached.frozen_cache_["cached"]
     assert cached.frozen_cache_["stage"] == "features_2"
@@ -319,7 +325,9 @@ def test_layer_decay_treats_an_adapted_layer_as_one_layer(data, pretrained):
     )
     module = clf.net_.module_
     lr_of = {
-        id(p): group["lr"] for group in clf.net_.optimizer_.param_groups for p in group["params"]
+        id(p): group["lr"]
+        for group in clf.net_.optimizer_.param_groups
+        for p in group["params"]
     }
     # Depth below the head: body.0 is 1, features.3 is 2 (features.1, a norm
     # layer, goes with features.0, which is 3).
