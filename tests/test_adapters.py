@@ -360,3 +360,31 @@ def test_sample_weight_early_stopping_and_regressor(data, pretrained):
     fit_quiet(reg, data.X_target, y)
     assert reg.adapter_["layers"] == ["features.0", "features.3", "body.0"]
     assert reg.predict(data.X_target).shape == y.shape
+
+
+def test_transfer_search_and_comparison_with_a_lora_row(data, pretrained):
+    from sktransfer import compare_transfer, make_transfer_search
+
+    search = make_transfer_search(
+        lora(pretrained, max_epochs=2), frozen=[()], probe=False, cv=2, random_state=0
+    )
+    search.param_grid[0]["model__lora_rank"] = [2, 4]
+    fit_quiet(search, data.X_target, data.y_target)
+    params = search.cv_results_["params"]
+    assert [p.get("model__lora_rank") for p in params[:2]] == [2, 4]
+    # Training from scratch is never a LoRA candidate: its base is random.
+    assert params[2]["model"].adapter is None
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        comparison = compare_transfer(
+            TransferClassifier(copy.deepcopy(pretrained), max_epochs=2, lr=0.05),
+            data.X_target,
+            data.y_target,
+            cv=2,
+            settings={"LoRA": {"adapter": "lora", "lora_rank": 4}},
+            linear_probe=False,
+            random_state=0,
+        )
+    assert list(comparison.scores) == ["scratch", "transfer", "LoRA"]
+    assert np.all(np.isfinite(comparison.scores["LoRA"]))
