@@ -20,6 +20,8 @@ from . import _layers
 from ._lora import _adapter_param, _base_name, adapted_layers, is_adapter_layer, summary
 
 _FORMAT = "sktransfer-adapter-1"
+# What fit learns from y, besides the weights (classifier and regressor).
+_FITTED = ("classes_", "n_outputs_", "_y_ndim", "_y_mean", "_y_scale")
 
 
 def _saved_keys(module, head):
@@ -77,14 +79,14 @@ def _json_default(value):
 
 def _fitted_metadata(estimator):
     fitted = {}
-    for name in ("classes_", "n_outputs_"):
+    for name in _FITTED:
         if hasattr(estimator, name):
             value = getattr(estimator, name)
-            fitted[name] = (
-                {"values": value.tolist(), "dtype": value.dtype.str}
-                if isinstance(value, np.ndarray)
-                else value
-            )
+            if isinstance(value, np.ndarray):
+                value = {"values": value.tolist(), "dtype": value.dtype.str}
+            elif isinstance(value, np.generic):
+                value = value.item()
+            fitted[name] = value
     return {
         "fitted": fitted,
         "sample_shape": list(estimator._sample_shape),

@@ -339,7 +339,7 @@ def test_layer_decay_treats_an_adapted_layer_as_one_layer(data, pretrained):
     assert lr_of[id(module.head.weight)] == 0.05
 
 
-def test_sample_weight_early_stopping_and_regressor(data, pretrained):
+def test_sample_weight_early_stopping_and_regressor(data, pretrained, tmp_path):
     w = np.ones(len(data.y_target))
     w[::2] = 2.0
     clf = fit_quiet(
@@ -360,6 +360,12 @@ def test_sample_weight_early_stopping_and_regressor(data, pretrained):
     fit_quiet(reg, data.X_target, y)
     assert reg.adapter_["layers"] == ["features.0", "features.3", "body.0"]
     assert reg.predict(data.X_target).shape == y.shape
+    path = tmp_path / "regressor.safetensors"
+    reg.save_adapter(path)
+    loaded = TransferRegressor(copy.deepcopy(pretrained), adapter="lora")
+    np.testing.assert_array_equal(
+        loaded.load_adapter(path).predict(data.X_target), reg.predict(data.X_target)
+    )
 
 
 def test_transfer_search_and_comparison_with_a_lora_row(data, pretrained):
