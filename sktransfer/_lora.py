@@ -414,13 +414,24 @@ def _announce(report):
 # ------------------------------------------------------------------ merging
 
 
-def _merged_layer(layer):
+def _merged_layer(name, layer):
     """Return the plain layer computing what the adapted ``layer`` does (eval)."""
     base = layer.get_base_layer()
-    if isinstance(base, nn.Conv2d) and base.groups > 1 and hasattr(layer, "lora_A"):
+    plain_lora = hasattr(layer, "lora_A") and not any(
+        getattr(layer, "lora_variant", {}) or getattr(layer, "use_dora", {}).values()
+    )
+    if isinstance(base, nn.Conv2d) and base.groups > 1 and plain_lora:
         return _merged_grouped_conv(layer, base)
     merged = copy.deepcopy(layer)
-    merged.merge(safe_merge=True)
+    try:
+        merged.merge(safe_merge=True)
+    except (NotImplementedError, ValueError) as exc:
+        msg = (
+            f"Cannot merge the adapter of {name!r} ({type(base).__name__}): "
+            f"{exc} merge() merges LoRA on nn.Linear, nn.Conv2d and grouped "
+            "nn.Conv2d; use the adapted network net_.module_ as it is."
+        )
+        raise ValueError(msg) from exc
     return merged.get_base_layer()
 
 
@@ -489,7 +500,7 @@ def merged(module):
     for name in adapted_layers(plain):
         layer = plain.get_submodule(name)
         parent, _, child = name.rpartition(".")
-        setattr(plain.get_submodule(parent), child, _merged_layer(layer))
+        setattr(plain.get_submodule(parent), child, _merged_layer(name, layer))
     return plain
 
 
