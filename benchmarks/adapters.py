@@ -274,6 +274,12 @@ def worker(job, sender):
 
 
 def _in_fresh_process(job):
+    result = _run_child(job)
+    print(f"  {job[1]}: {result}", file=sys.stderr, flush=True)  # progress
+    return result
+
+
+def _run_child(job):
     root = str(ROOT)
     if root not in sys.path:
         sys.path.insert(0, root)
