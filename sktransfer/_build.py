@@ -88,7 +88,9 @@ def build_net(estimator, X, n_outputs, *, phase):
         net.initialize_optimizer()
         return net, None
     adapted = _lora.apply(estimator, module, head, frozen)  # None: no adapter
-    return net, prepare_target(estimator, net, adapted or frozen, head)
+    return net, prepare_target(
+        estimator, net, frozen if adapted is None else adapted, head
+    )
 
 
 def configure(estimator, X, n_outputs, *, phase):
