@@ -394,3 +394,21 @@ def test_transfer_search_and_comparison_with_a_lora_row(data, pretrained):
         )
     assert list(comparison.scores) == ["scratch", "transfer", "LoRA"]
     assert np.all(np.isfinite(comparison.scores["LoRA"]))
+
+
+def test_verbose_prints_the_adapter_report(data, pretrained, capsys):
+    clf = fit_quiet(
+        lora(pretrained, max_epochs=1, verbose=1), data.X_target, data.y_target
+    )
+    out = capsys.readouterr().out
+    report = clf.adapter_
+    assert (
+        f"Adapter on 3 layers (features.0, features.3, body.0): "
+        f"{report['n_trainable_parameters']:,} trainable parameters"
+    ) in out
+    plain = fit_quiet(
+        TransferClassifier(copy.deepcopy(pretrained), max_epochs=1),
+        data.X_target,
+        data.y_target,
+    )
+    assert plain.adapter_ is None
