@@ -34,6 +34,7 @@ from . import (
     _guard,
     _inputs,
     _layers,
+    _lora,
     _repr,
     _step,
     _stopping,
@@ -52,6 +53,7 @@ from ._common import (
 )
 from ._compat import Interval, StrOptions, _fit_context
 from ._features import TransformMixin
+from ._lora import _Adapters
 from ._modules import MLP, n_flat_features
 from ._partial import _PartialFit
 from ._source import _SourceTask
@@ -75,10 +77,11 @@ _SCRATCH_PARAMS = {
     "shared_lr_scale": 1.0,
     "unfreeze": None,
     "layer_decay": 1.0,
+    "adapter": None,
 }
 
 
-class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
+class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, _Adapters, BaseEstimator):
     """Base class of the transfer estimators; not for direct use."""
 
     # Set by the subclasses.
@@ -101,6 +104,11 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
         "shared_lr_scale": [Interval(Real, 0, None, closed="neither")],
         "layer_decay": [Interval(Real, 0, None, closed="neither")],
         "unfreeze": [list, tuple, None],
+        "adapter": "no_validation",  # None, "lora" or a peft config: _lora
+        "lora_rank": [Interval(Integral, 1, None, closed="left")],
+        "lora_alpha": [Interval(Real, 0, None, closed="neither")],
+        "lora_dropout": [Interval(Real, 0, 1, closed="left")],
+        "lora_targets": [str, list, tuple, None],
         "autocast": [StrOptions({"bfloat16"}), None],
         "early_stopping": ["boolean"],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
@@ -137,6 +145,11 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
         shared_lr_scale: float = 1.0,
         layer_decay: float = 1.0,
         unfreeze: Sequence[tuple[int, str | Sequence[str]]] | None = None,
+        adapter: Any = None,
+        lora_rank: int = 8,
+        lora_alpha: float = 8.0,
+        lora_dropout: float = 0.0,
+        lora_targets: str | Sequence[str] | None = None,
         autocast: str | None = None,
         early_stopping: bool = False,
         validation_fraction: float = 0.1,
@@ -169,6 +182,11 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
         self.shared_lr_scale = shared_lr_scale
         self.layer_decay = layer_decay
         self.unfreeze = unfreeze
+        self.adapter = adapter
+        self.lora_rank = lora_rank
+        self.lora_alpha = lora_alpha
+        self.lora_dropout = lora_dropout
+        self.lora_targets = lora_targets
         self.autocast = autocast
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
@@ -280,6 +298,7 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
                     net, _dense_rows(X, 8), X, y_enc, fitted, weights
                 )
                 self._announce("Fine-tuning on the target task", X, n_outputs)
+                adapter = _lora.report(net.module_, self)
                 split, cache = self._frozen_stage(net, X)
                 _weights.install(net, weights)
                 if unlabelled is not None:
@@ -320,6 +339,7 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
             self.frozen_cache_ = cache
             self.head_ = _layers.resolve_head(net.module_, self.head)
             net.module_.eval()  # as prediction runs it, which then changes nothing
+            self.adapter_ = adapter
             self.net_ = net
         return self
 

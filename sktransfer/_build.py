@@ -16,7 +16,8 @@ in one place:
 4. :func:`check_network` — the network runs, its head runs, its outputs have
    the task's shape and the kind the criterion expects, all checked on the
    first training batch of the user's rows (:func:`probe_rows`) in training
-   mode, without side effects;
+   mode, without side effects; then (target) the adapter, if any, injected into the shared layers
+   (:func:`sktransfer._lora.apply`), every pretrained weight frozen;
 5. :func:`prepare_target` — (target) frozen parameters, the unfreezing
    schedule (a warning for each fine-tuning setting that cannot act,
    :func:`warn_idle_settings`), and the optimizer, built last so that it
@@ -40,6 +41,7 @@ from . import (
     _guard,
     _inputs,
     _layers,
+    _lora,
     _outputs,
     _step,
     _stopping,
@@ -109,7 +111,10 @@ def build_net(estimator, X, n_outputs, *, phase):
     if phase == "source":
         net.initialize_optimizer()
         return net, None
-    groups = prepare_target(estimator, net, frozen, head)
+    adapted = _lora.apply(estimator, module, head, frozen)  # None: no adapter
+    groups = prepare_target(
+        estimator, net, frozen if adapted is None else adapted, head
+    )
     # Training draws the same numbers whatever building drew (see init_head).
     _reseed(estimator.random_state, "train")
     return net, groups

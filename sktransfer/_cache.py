@@ -53,6 +53,7 @@ from torch.nn.modules.dropout import _DropoutNd
 from . import _store, _trust
 from ._common import _dense_rows
 from ._layers import is_held, is_under, modes_restored
+from ._lora import is_adapter_layer
 
 
 @dataclass(frozen=True)
@@ -438,16 +439,21 @@ def find_frozen_stage(module: nn.Module, probe: torch.Tensor):
 
 
 class _HeldLeaves(fx.Tracer):
-    """A tracer that keeps each layer held in evaluation mode as one call.
+    """A tracer that keeps each held layer and each adapted layer as one call.
 
     A held layer (:func:`~sktransfer._layers.hold_frozen_layers`) runs in
     evaluation mode whatever the network's mode; traced through, the Python
     value of its ``self.training`` (stochastic depth's ``if not training``)
-    would be baked into the graph in training mode.
+    would be baked into the graph in training mode. A layer adapted by peft
+    (:func:`~sktransfer._lora.is_adapter_layer`) is one trainable call.
     """
 
     def is_leaf_module(self, m, module_qualified_name):
-        return is_held(m) or super().is_leaf_module(m, module_qualified_name)
+        return (
+            is_held(m)
+            or is_adapter_layer(m)
+            or super().is_leaf_module(m, module_qualified_name)
+        )
 
 
 def new_report(reason=None, **values):

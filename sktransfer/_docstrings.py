@@ -106,6 +106,31 @@ unfreeze : sequence of (int, str or sequence of str) pairs, default=None
     the parameters matching the glob patterns become trainable, e.g.
     ``((3, "features.2.*"), (6, "features.*"))``. BatchNorm layers held by
     ``freeze_bn_stats`` train again once their parameters unfreeze.
+adapter : {"lora"}, peft config or None, default=None
+    Parameter-efficient fine-tuning through Hugging Face ``peft``
+    (``pip install "sktransfer[peft]"``): ``"lora"`` puts low-rank adapters
+    (LoRA, Hu et al., ICLR 2022) on the shared layers, a peft config object
+    (e.g. ``peft.LoraConfig(r=4, use_dora=True)`` or ``peft.IA3Config``)
+    another method of peft's that injects into layers. Every pretrained
+    weight stays fixed; the adapters and the head train. With ``"lora"``,
+    the adapted network starts out computing what the pretrained one does
+    (its ``B`` factors start at zero). See ``adapter_``, ``save_adapter``,
+    ``load_adapter`` and ``merge``. Cannot be combined with ``unfreeze``.
+    None fine-tunes the weights themselves.
+lora_rank : int, default=8
+    The rank ``r`` of the LoRA updates (``adapter="lora"``).
+lora_alpha : float, default=8.0
+    LoRA's scale: the updates are multiplied by ``lora_alpha / lora_rank``.
+lora_dropout : float, default=0.0
+    Dropout on the inputs of the LoRA updates while training.
+lora_targets : str, sequence of str or None, default=None
+    Glob patterns over the shared layers' submodule names
+    (``fnmatch``, ``*`` also matches dots) naming the layers to adapt,
+    e.g. ``"*attention*"``. None adapts every ``nn.Linear`` and
+    ``nn.Conv2d`` of the shared layers that ``frozen`` does not hold.
+    Normalisation layers matched are not adapted; a layer peft cannot
+    adapt (e.g. ``nn.LSTM``), the head or a frozen layer raises a
+    ValueError.
 autocast : {"bfloat16"} or None, default=None
     Mixed precision for fine-tuning: ``"bfloat16"`` runs the forward and
     backward passes under :func:`torch.autocast` (matrix products and
@@ -217,6 +242,12 @@ source_feature_names_in_ : ndarray or None
 head_ : tuple of str
     The submodules that :meth:`fit` rebuilt for the target (what ``head``
     resolved to), e.g. ``("fc",)`` for a ResNet.
+adapter_ : dict or None
+    With ``adapter``: ``"layers"`` (the adapted layers' names),
+    ``"n_adapter_parameters"``, ``"n_head_parameters"``,
+    ``"n_trainable_parameters"`` (their sum), ``"n_parameters"`` (the
+    network's, adapters excluded) and ``"trainable_share"``. None without.
+    See :ref:`adapters`.
 frozen_cache_ : dict
     What :meth:`fit` did with the frozen layers: ``"cached"`` (bool),
     ``"stage"`` (the traced node the network was cut after, or None),

@@ -15,7 +15,7 @@ from contextlib import contextmanager, nullcontext
 import torch
 from skorch.callbacks import Callback
 
-from . import _frozen, _layers
+from . import _frozen, _layers, _lora
 
 
 class L2SPLoss:
@@ -109,7 +109,7 @@ def layer_depths(module, head):
     for name, param in module.named_parameters():
         if _layers.is_under(name, head):
             continue
-        owner_name = name.rpartition(".")[0]
+        owner_name = _lora.layer_of(name.rpartition(".")[0])  # adapters: their layer's
         owner = module.get_submodule(owner_name)
         if owner_name not in owners:
             merge = isinstance(owner, _NORM_LAYERS) and layers
