@@ -16,8 +16,9 @@ in one place:
 4. :func:`check_network` — the network runs, its head runs, its outputs have
    the task's shape and the kind the criterion expects, all checked on the
    first training batch of the user's rows (:func:`probe_rows`) in training
-   mode, without side effects; then (target) the adapter, if any, injected into the shared layers
-   (:func:`sktransfer._lora.apply`), every pretrained weight frozen;
+   mode, without side effects; then (target) the adapter, if any, injected
+   into the shared layers (:func:`sktransfer._lora.apply`), every pretrained
+   weight frozen;
 5. :func:`prepare_target` — (target) frozen parameters, the unfreezing
    schedule (a warning for each fine-tuning setting that cannot act,
    :func:`warn_idle_settings`), and the optimizer, built last so that it
