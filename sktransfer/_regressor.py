@@ -258,7 +258,13 @@ class TransferRegressor(RegressorMixin, _BaseTransfer):
             scaled = _targets.check_scaling(
                 self.normalize_y, net.criterion_, bound, type(self).__name__
             )
-            mean, scale = _targets.statistics(y2d, scaled, weights)
+            # Unlabelled rows (NaN targets, ``adapt``) set no statistic.
+            labelled = ~np.isnan(np.asarray(y2d, dtype=float)).any(axis=1)
+            mean, scale = _targets.statistics(
+                y2d[labelled],
+                scaled,
+                None if weights is None else np.asarray(weights)[labelled],
+            )
         fitted.update(_y_mean=mean, _y_scale=scale)
         y_enc = _targets.standardize(y2d, mean, scale)
         identity = np.all(mean == 0) and np.all(scale == 1)
