@@ -60,10 +60,23 @@ def test_head_is_rebuilt_for_another_number_and_kind_of_classes(pretrained, digi
     clf = clone(pretrained).fit(digits.X_target[mask], labels)
     np.testing.assert_array_equal(clf.classes_, ["five", "seven", "six"])
     assert clf.net_.module_.head.out_features == 3
-    assert set(clf.predict(digits.X_test)) <= {"five", "six", "seven"}
-    proba = clf.predict_proba(digits.X_test)
-    assert proba.shape == (len(digits.X_test), 3)
-    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    # The probabilities by hand: softmax of the new head over the hidden layer.
+    state = {k: v.double() for k, v in clf.net_.module_.state_dict().items()}
+    X = torch.as_tensor(digits.X_test, dtype=torch.float64)
+    hidden = torch.relu(X @ state["features.1.weight"].T + state["features.1.bias"])
+    logits = hidden @ state["head.weight"].T + state["head.bias"]
+    expected = torch.softmax(logits, dim=1).numpy()
+    np.testing.assert_allclose(clf.predict_proba(digits.X_test), expected, atol=1e-5)
+    predicted = clf.predict(digits.X_test)
+    np.testing.assert_array_equal(predicted, clf.classes_[expected.argmax(axis=1)])
+    assert set(predicted) == {"five", "six", "seven"}
+    # Labels map to the head's outputs in sorted order: the same fit as on codes.
+    codes = np.searchsorted(clf.classes_, labels)
+    by_code = clone(pretrained).fit(digits.X_target[mask], codes)
+    torch.testing.assert_close(
+        by_code.net_.module_.state_dict(), clf.net_.module_.state_dict()
+    )
+    assert clf.score(digits.X_target[mask], labels) > 0.5  # chance: 1/3
 
 
 def test_string_and_non_contiguous_labels_round_trip(digits):
