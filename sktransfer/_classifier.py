@@ -123,6 +123,10 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         skorch's scoring, printing, timing, learning-rate, gradient-clipping
         and early-stopping ones (without ``load_best``), since others may read
         or write the module's parameters while it is only the trainable rest;
+        a callback of your own is trusted when its class sets
+        ``sktransfer_safe = True`` in its own body (it reads neither the
+        samples nor the frozen layers' parameters, and never changes a
+        module's train/eval mode; the lean training step trusts it too);
         otherwise it fine-tunes uncached (``verbose=1`` says why). ``True``
         caches whatever the size and callbacks and raises a ValueError saying
         why when it cannot; ``False`` never caches. See Notes.

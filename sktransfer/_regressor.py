@@ -99,7 +99,9 @@ class TransferRegressor(RegressorMixin, _BaseTransfer):
         trains on the stage's outputs, to the same weights. A data path that
         may see the samples (a custom ``dataset``, ``collate_fn``, sampler,
         validation split or net method) is never cached. ``"auto"``
-        caches when that is safe and takes at most the size of ``X`` or 1 GiB;
+        caches when that is safe and takes at most the size of ``X`` or 1 GiB
+        (a callback of your own counts as safe when its class sets
+        ``sktransfer_safe = True`` in its own body);
         ``True`` always caches or raises a ValueError saying why not;
         ``False`` never caches. See :class:`TransferClassifier`.
     l2sp : float, default=0.0
