@@ -56,10 +56,10 @@ from contextlib import contextmanager
 
 import torch
 from skorch.utils import to_tensor
-from torch.nn.modules import module as _torch_module
 
 from . import _cache, _step, _store, _trust
 from ._common import _dense_rows
+from ._compat import _torch_module
 from ._layers import evaluating, modes_restored
 
 # The rows of each prediction's X run through both the whole module and the

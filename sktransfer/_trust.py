@@ -17,9 +17,9 @@ from functools import partial
 
 from skorch import callbacks as skorch_callbacks
 from skorch.dataset import Dataset, ValidSplit
-from skorch.utils import _make_split  # what predefined_split wraps
 from torch.utils.data import DataLoader
 
+from ._compat import _make_split  # what predefined_split wraps
 from ._data import _IGNORED, ArrayLoader
 from ._safety import declares_safe
 
