@@ -1,5 +1,7 @@
 """TransferClassifier: pretraining, fine-tuning, frozen layers, heads and errors."""
 
+import copy
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -187,7 +189,12 @@ def test_image_input_and_sample_shape_checks(digit_images):
     clf = TransferClassifier(tiny_classifier_net(ConvNet), random_state=0)
     clf.fit_source(d.X_source, d.y_source).fit(d.X_target, d.y_target)
     assert clf.n_features_in_ == 1
-    assert clf.predict(d.X_test).shape == (len(d.X_test),)
+    # The labels by hand: argmax of the module's outputs in evaluation mode.
+    module = copy.deepcopy(clf.net_.module_).eval()
+    with torch.no_grad():
+        logits = module(torch.as_tensor(d.X_test))
+    expected = clf.classes_[logits.argmax(dim=1).numpy()]
+    np.testing.assert_array_equal(clf.predict(d.X_test), expected)
     with pytest.raises(ValueError, match=r"X has samples of shape \(1, 4, 16\)"):
         clf.predict(d.X_test.reshape(-1, 1, 4, 16))
     # The network does not run on 16x16 images: its head takes 8x8 ones.
