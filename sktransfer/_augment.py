@@ -32,9 +32,9 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
-from sklearn.utils import check_random_state
 
 from . import _cache, _frozen
+from ._common import derive_seed
 from ._data import WeightedTarget
 
 # Keeps the augmentation's random stream apart from the phase seeds of _common.
@@ -131,8 +131,7 @@ def check_settings(estimator, X, net):
 
 def augmentation_seed(random_state, offset=_AUGMENT_SEED):
     """Return the seed of the augmentation's own random stream."""
-    seed = check_random_state(random_state).randint(np.iinfo(np.int32).max)
-    return int(seed) + offset
+    return derive_seed(random_state) + offset
 
 
 @contextmanager

@@ -49,6 +49,7 @@ from ._common import (
     _seeded,
     _unchanged_on_error,
     _writable,
+    predict_batch_size,
 )
 from ._compat import Interval, StrOptions, _fit_context
 from ._features import TransformMixin
@@ -76,12 +77,6 @@ _SCRATCH_PARAMS = {
     "unfreeze": None,
     "layer_decay": 1.0,
 }
-
-
-def _predict_batch_size(net, n_samples):
-    """Return the batch size the skorch ``net`` predicts with."""
-    size = net.get_params_for("iterator_valid").get("batch_size", net.batch_size)
-    return n_samples if size == -1 else size
 
 
 class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
@@ -298,7 +293,7 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
                     if split is None:
                         net.partial_fit(X, y_enc)
                     else:
-                        size = _predict_batch_size(net, X.shape[0])
+                        size = predict_batch_size(net, X.shape[0])
                         Z = split.outputs(
                             X,
                             batch_size=size,
@@ -384,14 +379,6 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
             return True
         module = self.net.module if isinstance(self.net, NeuralNet) else self.net
         return isinstance(module, nn.Module)
-
-    def _from_scratch(self):
-        """Return an unfitted clone that trains the same network from fresh weights.
-
-        ``pretrained=False``, and nothing frozen, no L2-SP, no learning-rate
-        scale or decay, no unfreezing (``_SCRATCH_PARAMS``).
-        """
-        return clone(self).set_params(**_SCRATCH_PARAMS)
 
     def _default_net_params(self):
         """Return the settings of a net built around a module or the default MLP."""

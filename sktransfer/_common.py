@@ -36,13 +36,32 @@ def _unchanged_on_error(estimator):
         raise
 
 
+def derive_seed(random_state):
+    """Return the int seed drawn from ``random_state``, as scikit-learn draws one.
+
+    An int gives the same seed on every call; a ``RandomState`` advances; None
+    draws from NumPy's global generator. The one place a seed is derived.
+    """
+    return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+
+
+def predict_batch_size(net, n_samples):
+    """Return the batch size the skorch ``net`` predicts ``n_samples`` with.
+
+    ``iterator_valid__batch_size`` if set, else ``batch_size``; ``-1`` (or
+    None) means all samples at once, as skorch reads it.
+    """
+    size = net.get_params_for("iterator_valid").get("batch_size", net.batch_size)
+    return n_samples if size in (-1, None) else size
+
+
 @contextmanager
 def _seeded(random_state, phase):
     """Seed torch inside the block without touching the caller's global RNG."""
     if random_state is None:
         yield
         return
-    seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+    seed = derive_seed(random_state)
     with torch.random.fork_rng():
         torch.manual_seed(seed + _PHASE_SEED[phase])
         yield

@@ -20,7 +20,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from skorch.utils import to_tensor
 
 from . import _inputs, _layers, _predstore
-from ._common import _CHECK_X, _seeded, _writable
+from ._common import _CHECK_X, _seeded, _writable, predict_batch_size
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -90,11 +90,6 @@ def head_input(module, head, X, *, batch_size, device):
     return torch.cat(seen).numpy()
 
 
-def _batch_size(net, n_samples):
-    size = net.get_params_for("iterator_valid").get("batch_size", net.batch_size)
-    return n_samples if size in (-1, None) else size
-
-
 class TransformMixin:
     """``transform`` and ``get_feature_names_out`` of the fitted estimators."""
 
@@ -136,7 +131,7 @@ class TransformMixin:
                 net.module_,  # the rest, when rows are its frozen stage's outputs
                 head,
                 rows,
-                batch_size=_batch_size(net, len(X)),
+                batch_size=predict_batch_size(net, len(X)),
                 device=net.device,
             )
 
@@ -309,7 +304,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         self.module_ = module.eval()
         self.head_ = tuple(head)
         self._device = net.device
-        self._batch_size = _batch_size(net, len(X))
+        self._batch_size = predict_batch_size(net, len(X))
         self._sample_shape = tuple(X.shape[1:])
         return self
 

@@ -58,7 +58,7 @@ import torch
 from skorch.utils import to_tensor
 
 from . import _cache, _step, _store, _trust
-from ._common import _dense_rows
+from ._common import _dense_rows, predict_batch_size
 from ._compat import _torch_module
 from ._layers import evaluating, modes_restored
 
@@ -258,11 +258,6 @@ def record(split, report, net, probe):
     return PredictStage(split, net.module_)
 
 
-def _batch_size(net, n_samples):
-    size = net.get_params_for("iterator_valid").get("batch_size", net.batch_size)
-    return n_samples if size in (-1, None) else size
-
-
 def _why_not(estimator, net, X):
     """Why prediction of ``X`` takes the plain path, or None to use the store."""
     stage = getattr(estimator, "_predict_stage", None)
@@ -352,7 +347,7 @@ def rows(estimator, X, *, head=None):
     keep_on = _cache.cache_device(net.device, split.nbytes(X.shape[0]))
     Z = split.outputs(
         X,
-        batch_size=_batch_size(net, X.shape[0]),
+        batch_size=predict_batch_size(net, X.shape[0]),
         device=net.device,
         keep_on=keep_on,
         report=seen,

@@ -20,7 +20,7 @@ from sklearn.utils import check_array
 from skorch.dataset import Dataset
 from torch.utils.data import Subset, TensorDataset
 
-from ._common import _CHECK_X, _writable
+from ._common import _CHECK_X, _writable, predict_batch_size
 
 
 @contextmanager
@@ -57,11 +57,9 @@ def encoded(net, X, fitted, n_outputs, stage=None, cache=None):
             return train, valid  # a split of the encoded training data
         X_val, y_val = _check_valid(valid, X, fitted, n_outputs)
         if stage is not None:
-            size = net.get_params_for("iterator_valid").get("batch_size")
-            size = size or net.batch_size
             X_val = stage.transform(
                 X_val,
-                batch_size=len(X_val) if size == -1 else size,
+                batch_size=predict_batch_size(net, len(X_val)),
                 device=net.device,
                 keep_on=(cache or {}).get("device", "cpu"),
             )

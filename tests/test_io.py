@@ -252,7 +252,7 @@ def test_loaded_weights_survive_clone_pickle_and_joblib(pretrained, tmp_path):
 def test_pretrained_false_keeps_loaded_weights_but_does_not_start_from_them(
     pretrained,
 ):
-    scratch = pretrained._from_scratch()
+    scratch = clone(pretrained).set_params(pretrained=False)
     assert not scratch._has_source_weights()
     scratch.load_source(pretrained)
     assert not scratch._has_source_weights()
