@@ -14,9 +14,9 @@ import os
 
 import numpy as np
 import torch
-from torch.nn.modules.batchnorm import _NormBase
 
 from . import _layers
+from ._compat import _NormBase
 from ._lora import _adapter_param, _base_name, adapted_layers, is_adapter_layer, summary
 
 _FORMAT = "sktransfer-adapter-1"

@@ -413,14 +413,6 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, _Adapters, BaseEst
         module = self.net.module if isinstance(self.net, NeuralNet) else self.net
         return isinstance(module, nn.Module)
 
-    def _from_scratch(self):
-        """Return an unfitted clone that trains the same network from fresh weights.
-
-        ``pretrained=False``, and nothing frozen, no L2-SP, no learning-rate
-        scale or decay, no unfreezing (``_SCRATCH_PARAMS``).
-        """
-        return clone(self).set_params(**_SCRATCH_PARAMS)
-
     def _default_net_params(self):
         """Return the settings of a net built around a module or the default MLP."""
         return {

@@ -47,11 +47,10 @@ import torch
 from scipy import sparse
 from skorch.utils import to_tensor
 from torch import fx, nn
-from torch.nn.modules.batchnorm import _NormBase
-from torch.nn.modules.dropout import _DropoutNd
 
 from . import _store, _trust
 from ._common import _dense_rows
+from ._compat import _DropoutNd, _NormBase
 from ._layers import is_held, is_under, modes_restored
 from ._lora import is_adapter_layer
 

@@ -91,20 +91,22 @@ def _reseed(random_state, phase):
         torch.manual_seed(derive_seed(random_state, phase))
 
 
-def derive_seed(random_state, stream, *, advance=True):
+def derive_seed(random_state, stream=None, *, advance=True):
     """Return the torch seed of one random stream of an estimator.
 
     The one derivation of every seed from ``random_state``: an int drawn from
-    ``check_random_state(random_state)``, plus the stream's offset
-    (``"source"`` 0, ``"target"`` 1, ``"augment"`` 2, ``"tta"`` 3, ``"head"``
-    4, ``"train"`` 5), so that
-    the streams stay apart. With ``advance=False`` a ``RandomState`` instance
+    ``check_random_state(random_state)`` (as scikit-learn draws one: an int
+    gives the same seed on every call, a ``RandomState`` advances), plus the
+    stream's offset (``"source"`` 0, ``"target"`` 1, ``"augment"`` 2,
+    ``"tta"`` 3, ``"head"`` 4, ``"train"`` 5; none for ``stream=None``), so
+    that the streams stay apart. With ``advance=False`` a ``RandomState``
+    instance
     is read from a copy and left as it was (prediction changes nothing).
     """
     if not advance and isinstance(random_state, np.random.RandomState):
         random_state = copy.deepcopy(random_state)
     seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
-    return seed + _STREAM_OFFSET[stream]
+    return seed if stream is None else seed + _STREAM_OFFSET[stream]
 
 
 def _writable(X):

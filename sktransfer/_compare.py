@@ -19,9 +19,9 @@ from scipy import stats
 from sklearn.base import clone, is_classifier, is_regressor
 from sklearn.model_selection import check_cv, cross_val_score
 from sklearn.pipeline import Pipeline
-from sklearn.utils import check_random_state
 
 from ._base import _SCRATCH_PARAMS, _BaseTransfer
+from ._common import derive_seed
 from ._compat import _check_sample_weight
 from ._pipeline import WeightedPipeline, transfer_step
 from ._plot import _plot_comparison
@@ -702,7 +702,7 @@ def compare_transfer(
         if isinstance(random_state, numbers.Integral):
             seed = int(random_state)
         else:
-            seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+            seed = derive_seed(random_state)
 
     candidates = {
         _SCRATCH: _seed(_from_scratch(estimator), seed),

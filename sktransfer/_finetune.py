@@ -16,6 +16,7 @@ import torch
 from skorch.callbacks import Callback
 
 from . import _frozen, _layers, _lora
+from ._compat import _NormBase
 
 
 class L2SPLoss:
@@ -89,7 +90,7 @@ def l2sp_penalty(net, shared, head, alpha, beta):
 
 # Normalisation layers take the depth of the layer before them.
 _NORM_LAYERS = (
-    torch.nn.modules.batchnorm._NormBase,
+    _NormBase,
     torch.nn.LayerNorm,
     torch.nn.GroupNorm,
 )

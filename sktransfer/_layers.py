@@ -15,7 +15,8 @@ from fnmatch import fnmatchcase
 import torch
 from skorch.utils import freeze_parameter
 from torch import nn
-from torch.nn.modules.batchnorm import _NormBase
+
+from ._compat import _NormBase
 
 __all__ = [
     "check_patterns",

@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING
 import torch
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
-from torch.nn.modules.batchnorm import _NormBase
 
 from . import _layers
+from ._compat import _NormBase
 
 if TYPE_CHECKING:
     from typing_extensions import Self

@@ -48,6 +48,8 @@ from skorch.callbacks import Callback
 from skorch.dataset import unpack_data
 from skorch.utils import to_device
 
+from ._safety import declares_safe
+
 # The hooks skorch's loop calls once per batch.
 _PER_BATCH = frozenset({"on_batch_begin", "on_batch_end", "on_grad_computed"})
 
@@ -91,8 +93,8 @@ def _inherited_hooks(cls):
 
 
 def _own_flag(obj, flag):
-    """Whether ``type(obj)`` sets ``flag = True`` in its own body."""
-    return vars(type(obj)).get(flag, False) is True
+    """Whether ``type(obj)`` declares itself safe (see :mod:`._safety`)."""
+    return declares_safe(obj, legacy=flag)
 
 
 def _leaves_modes(callback):

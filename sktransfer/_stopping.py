@@ -19,11 +19,11 @@ import numbers
 
 import numpy as np
 from sklearn.base import clone, is_classifier
-from sklearn.utils import check_random_state
 from skorch.callbacks import EarlyStopping
 from skorch.dataset import ValidSplit
 
 from . import _guard
+from ._common import derive_seed
 
 # The name of the stopping callback in the fine-tuning net (as in the defaults).
 CALLBACK = "early_stopping"
@@ -116,7 +116,7 @@ def net_params(estimator, net, defaults):
         return {"callbacks": callbacks}
     random_state = estimator.random_state
     if random_state is not None and not isinstance(random_state, numbers.Integral):
-        random_state = int(check_random_state(random_state).randint(2**31 - 1))
+        random_state = derive_seed(random_state)
     split = ValidSplit(
         float(estimator.validation_fraction),
         stratified=is_classifier(estimator),

@@ -39,6 +39,8 @@ import torch
 import torch.fx
 from scipy import sparse
 
+from ._compat import _get_current_dispatch_mode, _is_torch_function_mode_enabled
+
 _DEFAULT_LIMIT = 2**30
 
 
@@ -280,14 +282,8 @@ def structure_digest(module):
 
 def modes_active():
     """Whether a torch function or dispatch mode is active (it may change any op)."""
-    try:
-        from torch.utils._python_dispatch import _get_current_dispatch_mode
-
-        dispatch = _get_current_dispatch_mode() is not None
-    except ImportError:  # pragma: no cover - older or newer torch
-        dispatch = False
-    function = getattr(torch._C, "_is_torch_function_mode_enabled", lambda: False)()
-    return dispatch or bool(function)
+    dispatch = _get_current_dispatch_mode() is not None
+    return dispatch or bool(_is_torch_function_mode_enabled())
 
 
 def rows_digest(X):

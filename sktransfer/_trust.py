@@ -17,10 +17,11 @@ from functools import partial
 
 from skorch import callbacks as skorch_callbacks
 from skorch.dataset import Dataset, ValidSplit
-from skorch.utils import _make_split  # what predefined_split wraps
 from torch.utils.data import DataLoader
 
+from ._compat import _make_split  # what predefined_split wraps
 from ._data import _IGNORED, ArrayLoader
+from ._safety import declares_safe
 
 # DataLoader settings that choose batches from the samples without looking at
 # them, or only affect worker processes and pinned memory.
@@ -77,11 +78,12 @@ _SAFE_CALLBACKS = (
 def is_cache_safe(callback):
     """Whether a callback class declares itself safe while the cache is used.
 
-    A class marks itself with the class attribute ``_sktransfer_cache_safe =
-    True`` in its own body (a subclass does not inherit the mark): it neither
-    reads the samples nor reads or writes parameters of the frozen stage.
+    A class marks itself with the class attribute ``sktransfer_safe = True``
+    (or the earlier private ``_sktransfer_cache_safe = True``) in its own body
+    (a subclass does not inherit the mark): it neither reads the samples nor
+    reads or writes parameters of the frozen stage. See :mod:`._safety`.
     """
-    return vars(type(callback)).get("_sktransfer_cache_safe", False) is True
+    return declares_safe(callback, legacy="_sktransfer_cache_safe")
 
 
 def data_path_problem(net, net_class):

@@ -375,3 +375,25 @@ def test_kornia_pipeline_augments_and_pickles(digit_images):
     again = pickle.loads(pickle.dumps(clone(clf))).fit(X, y)
     assert equal_weights(clf.net_.module_.state_dict(), again.net_.module_.state_dict())
     np.testing.assert_array_equal(clf.predict_proba(X), again.predict_proba(X))
+    # The augmentation is the only difference from a plain fit: the same
+    # pipeline that never transforms (p=0) gives the plain fit, bit for bit.
+    plain = TransferClassifier(net, random_state=0).fit(X, y)
+    never = K.AugmentationSequential(
+        K.RandomAffine(degrees=10.0, translate=(0.1, 0.1), p=0.0)
+    )
+    idle = TransferClassifier(net, augment=never, random_state=0).fit(X, y)
+    expected = plain.net_.module_.state_dict()
+    assert equal_weights(idle.net_.module_.state_dict(), expected)
+    assert not equal_weights(clf.net_.module_.state_dict(), expected)
+    # Test-time views by hand: the mean of the plain probabilities and those of
+    # two views drawn from the estimator's seeded test-time stream.
+    views = pickle.loads(pickle.dumps(clf)).set_params(tta_views=0)
+    generator = torch.Generator().manual_seed(_augment.augmentation_seed(0, "tta"))
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.set_rng_state(generator.get_state())
+        drawn = [augment(torch.as_tensor(X)).numpy() for _ in range(2)]
+    assert not np.allclose(drawn[0], X)
+    total = views.predict_proba(X).astype(np.float64)
+    for view in drawn:
+        total += views.predict_proba(view)
+    np.testing.assert_allclose(clf.predict_proba(X), total / 3, rtol=1e-6)

@@ -324,11 +324,25 @@ def test_cache_frozen_is_validated_and_grid_searchable(pretrained_cnn, digit_ima
         clone(pretrained_cnn).set_params(cache_frozen="always").fit(
             digit_images.X_target, digit_images.y_target
         )
+
+    def cached(estimator, X, y):
+        return float(estimator.frozen_cache_["cached"])
+
     search = GridSearchCV(
-        clone(pretrained_cnn), {"cache_frozen": [True, False]}, cv=2
+        clone(pretrained_cnn),
+        {"cache_frozen": [True, False]},
+        cv=2,
+        scoring={"accuracy": "accuracy", "log_loss": "neg_log_loss", "cached": cached},
+        refit="accuracy",
     ).fit(digit_images.X_target, digit_images.y_target)
-    scores = search.cv_results_["mean_test_score"]
-    assert scores[0] == pytest.approx(scores[1], abs=0.02)
+    results = search.cv_results_
+    # Every fold's clone got its setting, and the two settings agree fold by fold.
+    np.testing.assert_array_equal(results["mean_test_cached"], [1.0, 0.0])
+    for i in range(2):
+        scores = results[f"split{i}_test_accuracy"]
+        assert scores[0] == scores[1]
+        losses = results[f"split{i}_test_log_loss"]
+        assert losses[0] == pytest.approx(losses[1], rel=1e-5)
     assert (
         search.best_estimator_.frozen_cache_["cached"]
         == (search.best_params_["cache_frozen"])

@@ -1,5 +1,7 @@
 """TransferClassifier: pretraining, fine-tuning, frozen layers, heads and errors."""
 
+import copy
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -60,10 +62,23 @@ def test_head_is_rebuilt_for_another_number_and_kind_of_classes(pretrained, digi
     clf = clone(pretrained).fit(digits.X_target[mask], labels)
     np.testing.assert_array_equal(clf.classes_, ["five", "seven", "six"])
     assert clf.net_.module_.head.out_features == 3
-    assert set(clf.predict(digits.X_test)) <= {"five", "six", "seven"}
-    proba = clf.predict_proba(digits.X_test)
-    assert proba.shape == (len(digits.X_test), 3)
-    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    # The probabilities by hand: softmax of the new head over the hidden layer.
+    state = {k: v.double() for k, v in clf.net_.module_.state_dict().items()}
+    X = torch.as_tensor(digits.X_test, dtype=torch.float64)
+    hidden = torch.relu(X @ state["features.1.weight"].T + state["features.1.bias"])
+    logits = hidden @ state["head.weight"].T + state["head.bias"]
+    expected = torch.softmax(logits, dim=1).numpy()
+    np.testing.assert_allclose(clf.predict_proba(digits.X_test), expected, atol=1e-5)
+    predicted = clf.predict(digits.X_test)
+    np.testing.assert_array_equal(predicted, clf.classes_[expected.argmax(axis=1)])
+    assert set(predicted) == {"five", "six", "seven"}
+    # Labels map to the head's outputs in sorted order: the same fit as on codes.
+    codes = np.searchsorted(clf.classes_, labels)
+    by_code = clone(pretrained).fit(digits.X_target[mask], codes)
+    torch.testing.assert_close(
+        by_code.net_.module_.state_dict(), clf.net_.module_.state_dict()
+    )
+    assert clf.score(digits.X_target[mask], labels) > 0.5  # chance: 1/3
 
 
 def test_string_and_non_contiguous_labels_round_trip(digits):
@@ -174,7 +189,12 @@ def test_image_input_and_sample_shape_checks(digit_images):
     clf = TransferClassifier(tiny_classifier_net(ConvNet), random_state=0)
     clf.fit_source(d.X_source, d.y_source).fit(d.X_target, d.y_target)
     assert clf.n_features_in_ == 1
-    assert clf.predict(d.X_test).shape == (len(d.X_test),)
+    # The labels by hand: argmax of the module's outputs in evaluation mode.
+    module = copy.deepcopy(clf.net_.module_).eval()
+    with torch.no_grad():
+        logits = module(torch.as_tensor(d.X_test))
+    expected = clf.classes_[logits.argmax(dim=1).numpy()]
+    np.testing.assert_array_equal(clf.predict(d.X_test), expected)
     with pytest.raises(ValueError, match=r"X has samples of shape \(1, 4, 16\)"):
         clf.predict(d.X_test.reshape(-1, 1, 4, 16))
     # The network does not run on 16x16 images: its head takes 8x8 ones.

@@ -67,10 +67,23 @@ def test_pretrained_false_leaves_no_tensor_of_a_module_instance(digits):
 
 
 def test_grid_search_chooses_between_transfer_and_scratch(pretrained, digits):
+    X, y = digits.X_target, digits.y_target
     search = GridSearchCV(pretrained, {"pretrained": [True, False]}, cv=2)
-    search.fit(digits.X_target, digits.y_target)
+    search.fit(X, y)
     assert [p["pretrained"] for p in search.cv_results_["params"]] == [True, False]
     assert search.best_estimator_.pretrained is search.best_params_["pretrained"]
+    # Each split's score by hand: the pretrained clone fine-tuned on the fold,
+    # and a network that never saw the source task trained on the same fold.
+    for i, (train, test) in enumerate(StratifiedKFold(2).split(X, y)):
+        transfer = clone(pretrained).fit(X[train], y[train])
+        scratch = TransferClassifier(tiny_classifier_net(), random_state=0)
+        scratch.fit(X[train], y[train])
+        scores = search.cv_results_[f"split{i}_test_score"]
+        assert scores[0] == transfer.score(X[test], y[test])
+        assert scores[1] == scratch.score(X[test], y[test])
+        assert not np.array_equal(
+            transfer.predict_proba(X[test]), scratch.predict_proba(X[test])
+        )
 
 
 # -------------------------------------------------------------------- features

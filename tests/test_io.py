@@ -163,6 +163,17 @@ def test_a_different_head_is_accepted(conv_pretrained, digit_images):
     clf = TransferClassifier(tiny_classifier_net(ConvNet), random_state=0)
     clf.load_source(state).fit(digit_images.X_target, digit_images.y_target)
     assert clf.predict_proba(digit_images.X_test).shape == (len(digit_images.X_test), 5)
+    # The head is rebuilt whatever it held: the same fit as from the source's
+    # own head, and the body starts from the loaded weights.
+    same = TransferClassifier(tiny_classifier_net(ConvNet), random_state=0)
+    same.load_source(conv_pretrained.source_weights_)
+    same.fit(digit_images.X_target, digit_images.y_target)
+    assert equal_weights(clf.net_.module_.state_dict(), same.net_.module_.state_dict())
+    scratch = TransferClassifier(tiny_classifier_net(ConvNet), random_state=0)
+    scratch.fit(digit_images.X_target, digit_images.y_target)
+    assert not equal_weights(
+        clf.net_.module_.state_dict(), scratch.net_.module_.state_dict()
+    )
 
 
 def test_head_none_takes_every_weight_including_the_output_layer(
@@ -241,7 +252,7 @@ def test_loaded_weights_survive_clone_pickle_and_joblib(pretrained, tmp_path):
 def test_pretrained_false_keeps_loaded_weights_but_does_not_start_from_them(
     pretrained,
 ):
-    scratch = pretrained._from_scratch()
+    scratch = clone(pretrained).set_params(pretrained=False)
     assert not scratch._has_source_weights()
     scratch.load_source(pretrained)
     assert not scratch._has_source_weights()

@@ -1,5 +1,7 @@
 """Multilabel classification: per-label sigmoids, indicator predictions."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -63,9 +65,18 @@ def test_source_and_target_may_have_other_label_sets(multilabel):
     clf.fit_source(X, Y[:, :3])  # 3 labels at the source
     np.testing.assert_array_equal(clf.source_classes_, np.arange(3))
     clf.fit(X[:100], Y[:100])  # 4 at the target: the head is rebuilt
-    assert clf.predict(X[:5]).shape == (5, 4)
+    # Each label by hand: the rebuilt 4-output head's logit above zero.
+    module = copy.deepcopy(clf.net_.module_).eval()
+    with torch.no_grad():
+        logits = module(torch.as_tensor(X[:20])).numpy()
+    assert logits.shape == (20, 4)
+    np.testing.assert_array_equal(clf.predict(X[:20]), (logits > 0).astype(int))
     shared = [n for n in clf.source_weights_ if not n.startswith("head")]
     assert shared
+    # The shared layers start from the source: not the fit of a fresh network.
+    scratch = TransferClassifier(_net(), random_state=0).fit(X[:100], Y[:100])
+    fitted, fresh = clf.net_.module_.state_dict(), scratch.net_.module_.state_dict()
+    assert not any(torch.equal(fitted[n], fresh[n]) for n in shared)
     # A multiclass target after a multilabel source: a softmax head.
     # The default network picks its criterion by the y of each phase.
     single = TransferClassifier(MLP, random_state=0).fit_source(X, Y[:, :3])

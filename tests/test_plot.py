@@ -76,7 +76,9 @@ def test_both_phases_are_drawn_with_epochs_numbered_on(fitted):
 
 
 def test_a_network_trained_from_scratch_has_one_phase(pretrained, digits):
-    scratch = pretrained._from_scratch().fit(digits.X_target, digits.y_target)
+    scratch = sktransfer._compare._from_scratch(pretrained).fit(
+        digits.X_target, digits.y_target
+    )
     ax = plot_history(scratch)
     assert list(labelled_lines(ax)) == ["training: train loss"]
     assert len(ax.get_lines()) == 1  # no divider

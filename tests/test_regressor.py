@@ -37,7 +37,13 @@ def test_source_and_target_may_have_different_numbers_of_targets(regression):
     reg.fit_source(X, Y)  # 3 targets
     assert reg.source_weights_["head.weight"].shape == (3, 16)
     reg.fit(X[:50], Y[:50, :2])  # 2 targets
-    assert reg.predict(X).shape == (300, 2)
+    # The predictions by hand: the new 2-output head over the transferred layer.
+    state = {k: v.double().numpy() for k, v in reg.net_.module_.state_dict().items()}
+    hidden = np.maximum(X @ state["features.1.weight"].T + state["features.1.bias"], 0)
+    scaled = hidden @ state["head.weight"].T + state["head.bias"]
+    # normalize_y=True: the network predicts standardised targets.
+    expected = Y[:50, :2].mean(axis=0) + Y[:50, :2].std(axis=0) * scaled
+    np.testing.assert_allclose(reg.predict(X), expected, rtol=1e-5, atol=1e-6)
     assert reg.net_.module_.head.out_features == 2
     assert torch.equal(
         reg.net_.module_.features[1].weight, reg.source_weights_["features.1.weight"]

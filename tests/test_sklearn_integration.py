@@ -141,7 +141,14 @@ def test_pretraining_sees_the_source_through_the_transformers(digits):
     fit_source(pipe, digits.X_source, digits.y_source)
     assert pipe[-1].source_weights_["features.1.weight"].shape == (16, 128)
     pipe.fit(digits.X_target, digits.y_target)
-    assert pipe.predict(digits.X_test).shape == (len(digits.X_test),)
+    # The same as pretraining and fine-tuning on the transformed data by hand.
+    by_hand = TransferClassifier(tiny_classifier_net(), random_state=0)
+    by_hand.fit_source(double(digits.X_source), digits.y_source)
+    by_hand.fit(double(digits.X_target), digits.y_target)
+    np.testing.assert_array_equal(
+        pipe.predict_proba(digits.X_test),
+        by_hand.predict_proba(double(digits.X_test)),
+    )
 
 
 def test_fit_source_needs_a_transfer_estimator(digits):

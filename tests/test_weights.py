@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import sklearn
 import torch
+from sklearn.base import clone
 from sklearn.ensemble import AdaBoostClassifier
 from sklearn.metrics import recall_score
 from sklearn.pipeline import make_pipeline
@@ -210,6 +211,21 @@ def test_adaboost_boosts_a_transfer_classifier(digits):
     ).fit(X[::2], y[::2])
     assert len(boost.estimators_) == 3
     assert boost.score(X[1::2], y[1::2]) > 0.8
+    # SAMME by hand: the second network is fitted on the first one's mistakes
+    # weighted up, and is the network those weights give, not an unweighted one.
+    X, y = X[::2], y[::2]
+    w = np.full(len(X), 1 / len(X))
+    incorrect = boost.estimators_[0].predict(X) != y
+    error = np.average(incorrect, weights=w)
+    alpha = np.log((1 - error) / error) + np.log(len(np.unique(y)) - 1)
+    w = w * np.exp(alpha * incorrect)
+    w /= w.sum()
+    second = boost.estimators_[1]
+    by_hand = clone(second).fit(X, y, sample_weight=w)
+    for a, b in zip(_params(second), _params(by_hand), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    unweighted = clone(second).fit(X, y)
+    assert not torch.allclose(_params(second)[0], _params(unweighted)[0], atol=1e-3)
 
 
 def test_fit_source_with_zero_weights_equals_leaving_the_samples_out(digits):
