@@ -41,6 +41,7 @@ from . import (
     _validation,
     _weights,
 )
+from ._adapter_files import _Adapters
 from ._common import (
     _CHECK_X,
     _dense_rows,
@@ -53,7 +54,6 @@ from ._common import (
 )
 from ._compat import Interval, StrOptions, _fit_context
 from ._features import TransformMixin
-from ._lora import _Adapters
 from ._modules import MLP, n_flat_features
 from ._partial import _PartialFit
 from ._source import _SourceTask

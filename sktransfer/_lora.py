@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import os
 import re
 import sys
 import warnings
@@ -29,14 +28,13 @@ from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING
 
 import torch
-from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from . import _layers
 from ._compat import _NormBase
 
 if TYPE_CHECKING:
-    from typing_extensions import Self
+    pass
 
 __all__ = [
     "adapted_layers",
@@ -502,82 +500,3 @@ def merged(module):
         parent, _, child = name.rpartition(".")
         setattr(plain.get_submodule(parent), child, _merged_layer(name, layer))
     return plain
-
-
-class _Adapters:
-    """``save_adapter``, ``load_adapter`` and ``merge``; a base of ``_BaseTransfer``."""
-
-    def save_adapter(self, path: str | os.PathLike) -> None:
-        """Save the adapter, the head and the normalisation statistics.
-
-        A safetensors file (no code, loaded without running any): the
-        adapters' parameters, the head's parameters and buffers, the running
-        statistics of the shared normalisation layers (which
-        ``freeze_bn_stats=False`` lets training update; peft's own files
-        leave them out, huggingface/peft#1732), and in its metadata a SHA-256
-        digest of the pretrained weights it adapts and what ``load_adapter``
-        needs to rebuild the fitted estimator. The pretrained weights are not
-        in it: with LoRA at rank 8 the file is a small share of the network.
-
-        Parameters
-        ----------
-        path : str or os.PathLike
-            The file to write.
-
-        Raises
-        ------
-        ValueError
-            If the estimator was fitted without an adapter.
-        """
-        from ._adapter_files import save
-
-        check_is_fitted(self)
-        save(self, path)
-
-    def load_adapter(self, path: str | os.PathLike) -> Self:
-        """Load an adapter file written by :meth:`save_adapter`.
-
-        The estimator must hold the pretrained weights the adapter was fitted
-        on (from :meth:`fit_source`, :meth:`load_source` or the module given
-        as ``net``) and the same ``adapter``, ``lora_*`` and ``head``
-        settings; an unfitted estimator is then built as ``fit`` would build
-        it (without training), a fitted one gets the file's adapter and head.
-        The file is read with safetensors: no code runs.
-
-        Parameters
-        ----------
-        path : str or os.PathLike
-            A file written by :meth:`save_adapter`.
-
-        Returns
-        -------
-        self : object
-            The estimator, fitted, predicting as the one that saved the file.
-
-        Raises
-        ------
-        ValueError
-            If the file is not an adapter file, if its base weights are not
-            this estimator's (the digests differ), or if its adapter does not
-            fit this estimator's network. The estimator is left unchanged.
-        """
-        from ._adapter_files import load
-
-        return load(self, path)
-
-    def merge(self) -> nn.Module:
-        """Return the fitted network with its adapters merged into its layers.
-
-        A plain PyTorch module (no peft layer; Hu et al.'s ``W + BA``) that
-        computes in evaluation mode what the adapted ``net_.module_``
-        computes, within floating-point rounding, for ``nn.Linear``,
-        ``nn.Conv2d`` and grouped ``nn.Conv2d`` (which peft cannot merge: it
-        becomes an ungrouped ``nn.Conv2d``). The estimator is not changed.
-
-        Returns
-        -------
-        module : torch.nn.Module
-            A merged copy of ``net_.module_``.
-        """
-        check_is_fitted(self)
-        return merged(self.net_.module_)
