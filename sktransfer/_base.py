@@ -31,12 +31,14 @@ from . import (
     _finetune,
     _frozen,
     _guard,
+    _hf,
     _inputs,
     _layers,
     _predstore,
     _repr,
     _step,
     _stopping,
+    _text,
     _validation,
     _weights,
 )
@@ -219,6 +221,7 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
         _augment.check_augment(self.augment, type(self).__name__)
         _augment.check_tta(self)
         with _unchanged_on_error(self):
+            X = _text.encode_inputs(self, X, fitting=True)  # texts: _text.py
             X, y = validate_data(
                 self,
                 X,
@@ -321,6 +324,8 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
         tags.non_deterministic = str(device).startswith("cuda")
         tags.input_tags.three_d_array = True  # image arrays (N x C x H x W) too
         tags.input_tags.sparse = True  # densified a batch at a time
+        if _hf.as_spec(self.net) is not None:  # texts, tokenized inside (_text.py)
+            tags.input_tags.string = True
         return tags
 
     def set_params(self, **params: Any) -> Self:
@@ -342,7 +347,7 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
         """
         nested = sorted(key for key in params if key.startswith("net__"))
         net = params.get("net", self.net)
-        if nested and not isinstance(net, NeuralNet):
+        if nested and not isinstance(net, (NeuralNet, _hf.HuggingFaceNet)):
             raise ValueError(_defaults.nested_error(self, nested, net))
         return super().set_params(**params)
 
@@ -359,7 +364,7 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
         if getattr(self, "_pretrained", None) is not None:
             return True
         module = self.net.module if isinstance(self.net, NeuralNet) else self.net
-        return isinstance(module, nn.Module)
+        return isinstance(module, nn.Module) or _hf.as_spec(self.net) is not None
 
     def _from_scratch(self):
         """Return an unfitted clone that trains the same network from fresh weights.
@@ -414,6 +419,9 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
                 )
                 raise ValueError(msg)
             return clone(net)
+        spec = _hf.as_spec(net)  # a Hugging Face model (_hf.py)
+        if spec is not None:
+            return cls(spec.build(), **_hf.net_params(self._default_net_params()))
         if isinstance(net, nn.Module):
             return cls(copy.deepcopy(net), **self._default_net_params())
         if (
@@ -490,4 +498,5 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
 
     def _validate_X(self, X):
         """Check ``X`` for prediction against what ``fit`` saw."""
+        X = _text.encode_inputs(self, X)  # texts: _text.py
         return _inputs.validated_rows(self, X)

@@ -19,7 +19,7 @@ from sklearn.utils import TransformerTags
 from sklearn.utils.validation import check_is_fitted, validate_data
 from skorch.utils import to_tensor
 
-from . import _inputs, _layers, _predstore
+from . import _inputs, _layers, _predstore, _text
 from ._common import _CHECK_X, _seeded, _writable
 
 if TYPE_CHECKING:
@@ -294,6 +294,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
                 "load_source(source) first, or pass a module instance as net."
             )
             raise ValueError(msg)
+        X = _text.encode_inputs(estimator, X)  # texts: _text.py
         X = _writable(validate_data(self, X, **_CHECK_X))
         _inputs.check_feature_names(self, record)  # the source's columns, in order
         estimator = clone(estimator)
@@ -325,6 +326,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         -------
         features : ndarray of shape (n_samples, n_features_out), float32
         """
+        X = _text.encode_inputs(self.estimator, X)  # texts: _text.py
         X = _inputs.validated_rows(self, X)
         return head_input(
             self.module_,
