@@ -347,6 +347,12 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
         """
         nested = sorted(key for key in params if key.startswith("net__"))
         net = params.get("net", self.net)
+        if nested and isinstance(net, str):  # a model directory: _hf.py
+            msg = (
+                f"Cannot set {', '.join(nested)}: net is the path {net!r}. To tune "
+                f"the settings of a Hugging Face net, pass net=HuggingFaceNet({net!r})."
+            )
+            raise ValueError(msg)
         if nested and not isinstance(net, (NeuralNet, _hf.HuggingFaceNet)):
             raise ValueError(_defaults.nested_error(self, nested, net))
         return super().set_params(**params)

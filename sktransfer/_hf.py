@@ -33,7 +33,7 @@ _INSTALL = (
 
 
 def import_transformers():
-    """Return the ``transformers`` module, or raise an ImportError saying how to install it."""
+    """Return ``transformers``, or an ImportError saying how to install it."""
     try:
         import transformers
     except ImportError as exc:  # pragma: no cover (installed in the test suite)
@@ -164,14 +164,12 @@ class HuggingFaceNet(BaseEstimator):
         if tokenizer is not None and not isinstance(tokenizer, (str, os.PathLike)):
             return tokenizer
         path = tokenizer
-        if path is None:
-            path = (
-                self.model
-                if isinstance(self.model, (str, os.PathLike))
-                else getattr(self.model, "name_or_path", None)
-            )
+        if path is None and isinstance(self.model, (str, os.PathLike)):
+            path = self.model  # the model's directory (an error if missing)
+        elif path is None:
+            path = getattr(self.model, "name_or_path", None)
             if not path or not os.path.isdir(path):
-                return None
+                return None  # an instance without a tokenizer: token ids only
         return _load(
             "tokenizer", os.fspath(path), local_files_only=self.local_files_only
         )
@@ -362,7 +360,7 @@ def _unpack(X):
 
 
 def packed_tokens(estimator_net):
-    """Whether the estimator's ``net`` takes packed token arrays (a Hugging Face net)."""
+    """Whether the estimator's ``net`` is a Hugging Face net (packed token arrays)."""
     return isinstance(estimator_net, (str, os.PathLike, HuggingFaceNet)) or (
         is_hf_model(estimator_net)
     )

@@ -91,6 +91,8 @@ def encode_inputs(estimator, X, *, fitting=False):
     if not (text or tokens):
         if _looks_like_packed(X):
             return X
+        if isinstance(X, (list, tuple)) and any(isinstance(x, str) for x in X):
+            _as_list(X)  # names the first entry that is not a string
         msg = (
             f"{type(estimator).__name__} with a Hugging Face net takes texts (a "
             "list, 1-D array or pandas Series of strings) or a dict of "
