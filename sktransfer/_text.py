@@ -240,3 +240,22 @@ def _rows(value):
     if hasattr(value, "detach"):  # a torch tensor
         value = value.detach().cpu().numpy()
     return list(value)
+
+
+def tfidf_candidate(logistic):
+    """Return the TF-IDF + logistic regression candidate of a transfer search.
+
+    Word unigrams and bigrams, sublinear term frequencies (Joachims 1998;
+    scikit-learn's text classification example), then ``logistic`` (the
+    linear probe's ``LogisticRegressionCV``, ``C`` chosen by an inner
+    cross-validation), in the search's ``features`` → ``scaler`` → ``model``
+    pipeline. Fitted on each fold's raw texts only.
+    """
+    from sklearn.base import clone
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    return {
+        "features": [TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2))],
+        "scaler": ["passthrough"],
+        "model": [clone(logistic)],
+    }

@@ -307,3 +307,26 @@ def test_token_ids_reach_an_embedding_lstm_network():
     np.testing.assert_allclose(
         clf.predict_proba(ids), torch.softmax(a, 1).numpy(), atol=1e-6
     )
+
+
+def test_transfer_search_offers_tfidf_on_texts(tiny_dir):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from sktransfer import make_transfer_search
+
+    clf = _clf(tiny_dir, max_epochs=1)
+    search = make_transfer_search(
+        clf, frozen=[ENCODER], scratch=False, cv=2, random_state=0
+    )
+    search.fit(TEXTS, Y)
+    params = search.cv_results_["params"]
+    (i,) = [
+        k
+        for k, p in enumerate(params)
+        if isinstance(p.get("features"), TfidfVectorizer)
+    ]
+    # The same candidate by hand, on the search's folds and scorer.
+    candidate = search.estimator.set_params(**params[i])
+    folds = list(search.cv.split(TEXTS, Y))
+    by_hand = cross_val_score(candidate, TEXTS, Y, cv=folds, scoring=search.scoring)
+    assert search.cv_results_["mean_test_score"][i] == pytest.approx(by_hand.mean())
