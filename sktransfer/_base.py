@@ -405,6 +405,12 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, BaseEstimator):
 
     def _template(self):
         """Return a fresh, unfitted skorch net built from ``net``."""
+        net = self._net_template()
+        layout = getattr(self, "_keyword_layout", None)  # dict X: _text.py
+        return net if layout is None else _text.keyword_net(net, layout)
+
+    def _net_template(self):
+        """Return a fresh, unfitted skorch net built from ``net`` as given."""
         net, cls = self.net, self._net_class
         if net is None:
             return cls(MLP, **self._default_net_params())

@@ -101,7 +101,7 @@ class _SourceTask:
             The estimator, pretrained and not yet fitted on the target.
         """
         _inputs.check_source_params(self.source_params)
-        X = _text.encode_inputs(self, X)  # texts: _text.py
+        X = _text.encode_inputs(self, X, fitting=True)  # texts, dicts: _text.py
         names = _inputs.source_feature_names(X)
         data, y_enc, n_outputs, fitted, probe = self._source_data(X, y)
         weights = None

@@ -20,6 +20,8 @@ import warnings
 from collections.abc import Mapping
 
 import numpy as np
+import torch
+from torch import nn
 
 from . import _hf
 
@@ -85,8 +87,22 @@ def encode_inputs(estimator, X, *, fitting=False):
     text, tokens = is_text(X), is_token_dict(X)
     spec = _hf.as_spec(estimator.net)
     if spec is None:
-        if text or tokens:
+        if isinstance(X, Mapping):  # named inputs of forward, as skorch passes them
+            layout = None if fitting else getattr(estimator, "_keyword_layout", None)
+            if not fitting and layout is None:
+                msg = (
+                    f"{type(estimator).__name__} got a dict X, but was fitted on "
+                    "an array; give X as fit saw it."
+                )
+                raise ValueError(msg)
+            packed, layout = pack_keyword_inputs(X, layout)
+            if fitting:
+                estimator._keyword_layout = layout
+            return packed
+        if text:
             raise _text_error(estimator, X)
+        if fitting:
+            estimator.__dict__.pop("_keyword_layout", None)
         return X
     if not (text or tokens):
         if _looks_like_packed(X):
@@ -259,3 +275,125 @@ def tfidf_candidate(logistic):
         "scaler": ["passthrough"],
         "model": [clone(logistic)],
     }
+
+
+# ------------------------------------------- dicts of arrays for other networks
+
+
+def pack_keyword_inputs(X, layout=None):
+    """Pack a dict of arrays for a network whose ``forward`` takes them by name.
+
+    Each array (n_samples, ...) is flattened to (n_samples, d) and the arrays
+    are put side by side, in the dict's order; :class:`KeywordInputs` undoes
+    it batch by batch and calls ``forward(**arrays)``, as skorch passes a dict
+    ``X``. Integer and boolean arrays come back as int64, others as the
+    network's floating dtype.
+
+    Parameters
+    ----------
+    X : dict of str to array-like
+        The inputs, each with the same number of rows.
+    layout : tuple of (str, tuple, bool), default=None
+        What ``fit`` saw (key, sample shape, integer or not); the dict must
+        match it. None: taken from ``X``.
+
+    Returns
+    -------
+    packed : ndarray of shape (n_samples, total width)
+        int64 when every array is integer, else float32.
+    layout : tuple of (str, tuple, bool)
+    """
+    arrays = {}
+    for key, value in X.items():
+        if hasattr(value, "detach"):
+            value = value.detach().cpu().numpy()
+        value = np.asarray(value)
+        if value.dtype.kind not in "biuf" or value.ndim == 0:
+            msg = (
+                f"X[{key!r}] must be a numeric array of shape (n_samples, ...); got "
+                f"dtype {value.dtype} and shape {value.shape}."
+            )
+            raise ValueError(msg)
+        arrays[key] = value
+    rows = {key: len(value) for key, value in arrays.items()}
+    if len(set(rows.values())) != 1:
+        msg = f"The arrays of dict X have different numbers of rows: {rows}."
+        raise ValueError(msg)
+    found = tuple(
+        (key, tuple(value.shape[1:]), value.dtype.kind in "biu")
+        for key, value in arrays.items()
+    )
+    if layout is not None and [(k, s) for k, s, _ in found] != [
+        (k, s) for k, s, _ in layout
+    ]:
+        msg = (
+            "dict X does not match what fit saw: got keys and sample shapes "
+            f"{[(k, s) for k, s, _ in found]}, fit had "
+            f"{[(k, s) for k, s, _ in layout]}."
+        )
+        raise ValueError(msg)
+    layout = found if layout is None else layout
+    integer = all(is_int for _, _, is_int in layout)
+    dtype = np.int64 if integer else np.float32
+    n = next(iter(rows.values()))
+    parts = [arrays[key].reshape(n, -1).astype(dtype, copy=False) for key, *_ in layout]
+    return np.concatenate(parts, axis=1), layout
+
+
+class KeywordInputs(nn.Module):
+    """A network whose ``forward`` takes named arrays, fed packed inputs.
+
+    It shares ``module``'s parameters, buffers and submodules (its
+    ``state_dict`` keys are the same, so ``frozen`` patterns and saved weights
+    are unchanged), splits each packed batch back into the named arrays
+    (:func:`pack_keyword_inputs`) and calls ``module(**arrays)``.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The user's network, used as it is.
+    layout : tuple of (str, tuple, bool)
+        Key, sample shape and integer-or-not of each array, in packing order.
+    """
+
+    def __init__(self, module, layout):
+        super().__init__()
+        self.__dict__["inner"] = module
+        self.__dict__["_parameters"] = module._parameters
+        self.__dict__["_buffers"] = module._buffers
+        self.__dict__["_modules"] = module._modules
+        self.layout = layout
+
+    def train(self, mode=True):
+        super().train(mode)
+        self.__dict__["inner"].training = mode
+        return self
+
+    def forward(self, X):
+        """Call the wrapped network with the named arrays of packed ``X``."""
+        arrays, start = {}, 0
+        floating = X.dtype if X.is_floating_point() else torch.float32
+        for key, shape, is_int in self.layout:
+            width = int(np.prod(shape)) if shape else 1
+            part = X[:, start : start + width].reshape(-1, *shape)
+            arrays[key] = part.long() if is_int else part.to(floating)
+            start += width
+        return self.__dict__["inner"](**arrays)
+
+
+def keyword_net(net, layout):
+    """Wrap the module of skorch ``net`` (instance or class) in KeywordInputs."""
+    import functools
+
+    module = net.module
+    if isinstance(module, nn.Module):
+        module = KeywordInputs(module, layout)
+    else:
+        module = functools.partial(_build_keyword_module, module, layout)
+    params = net.get_params(deep=False)
+    params.pop("module")
+    return type(net)(module, **params)
+
+
+def _build_keyword_module(factory, layout, **kwargs):
+    return KeywordInputs(factory(**kwargs), layout)

@@ -330,3 +330,46 @@ def test_transfer_search_offers_tfidf_on_texts(tiny_dir):
     folds = list(search.cv.split(TEXTS, Y))
     by_hand = cross_val_score(candidate, TEXTS, Y, cv=folds, scoring=search.scoring)
     assert search.cv_results_["mean_test_score"][i] == pytest.approx(by_hand.mean())
+
+
+class TinyTransformer(nn.Module):
+    """forward(input_ids, attention_mask): embedding, TransformerEncoder, mean, fc."""
+
+    def __init__(self):
+        super().__init__()
+        self.embedding = nn.Embedding(20, 8)
+        layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, 1, enable_nested_tensor=False)
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, input_ids, attention_mask):
+        assert input_ids.dtype == torch.int64  # ids reach the embedding as ids
+        states = self.encoder(
+            self.embedding(input_ids), src_key_padding_mask=attention_mask == 0
+        )
+        mask = attention_mask.unsqueeze(-1).to(states.dtype)
+        return self.fc((states * mask).sum(1) / mask.sum(1))
+
+
+def test_dict_inputs_reach_forward_as_keyword_arguments():
+    rng = np.random.RandomState(0)
+    ids = rng.randint(1, 20, (48, 6))
+    mask = np.ones_like(ids)
+    for i, n in enumerate(rng.randint(2, 7, 48)):
+        mask[i, n:], ids[i, n:] = 0, 0
+    X = {"input_ids": ids, "attention_mask": mask}
+    clf = TransferClassifier(
+        TinyTransformer(), frozen=("embedding.*",), random_state=0, max_epochs=3
+    )
+    clf.fit_source(X, mask.sum(1) > 4).fit(X, ids[:, 0] > 10)
+    module = clf.net_.module_
+    assert [n for n, _ in module.named_parameters()][0] == "embedding.weight"
+    assert torch.equal(module.embedding.weight, clf.source_weights_["embedding.weight"])
+    with torch.no_grad():
+        module.eval()
+        logits = module.inner(torch.as_tensor(ids), torch.as_tensor(mask))
+    np.testing.assert_allclose(
+        clf.predict_proba(X), torch.softmax(logits, 1).numpy(), atol=1e-6
+    )
+    with pytest.raises(ValueError, match="does not match what fit saw"):
+        clf.predict({"input_ids": ids})
