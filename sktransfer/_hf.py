@@ -302,8 +302,19 @@ class TransformerNet(nn.Module):
         return self
 
     def train(self, mode=True):
+        """Set training mode; frozen parts of the model stay in evaluation mode.
+
+        A submodule whose parameters are all frozen (``requires_grad=False``)
+        is evaluated without dropout even while the rest trains: a frozen
+        language model computes the same features in every epoch, as in
+        evaluation, and a new head on it learns from those.
+        """
         super().train(mode)
         self.__dict__["model"].training = mode
+        if mode:
+            for name, child in self.named_children():
+                if name != "head":
+                    _eval_frozen(child)
         return self
 
     def encode(self, X):
@@ -349,6 +360,16 @@ class TransformerNet(nn.Module):
         order = sorted(set(position.values()))
         depth = {key: len(order) - i for i, key in enumerate(order)}
         return {pid: depth[key] for pid, key in position.items()}
+
+
+def _eval_frozen(module):
+    """Put each largest submodule whose parameters are all frozen in eval mode."""
+    params = list(module.parameters())
+    if params and not any(param.requires_grad for param in params):
+        module.eval()
+        return
+    for child in module.children():
+        _eval_frozen(child)
 
 
 def _unpack(X):

@@ -1,5 +1,6 @@
 """Texts, token ids and Hugging Face backbones (issue 20), on a tiny offline model."""
 
+import copy
 import io
 import os
 import pickle
@@ -373,3 +374,23 @@ def test_dict_inputs_reach_forward_as_keyword_arguments():
     )
     with pytest.raises(ValueError, match="does not match what fit saw"):
         clf.predict({"input_ids": ids})
+
+
+def test_frozen_encoder_trains_in_evaluation_mode(fitted):
+    # A frozen language model has no dropout while the head trains: its
+    # features in training mode are those of evaluation mode.
+    # (fit freezes with requires_grad=False and restores it afterwards.)
+    module = copy.deepcopy(fitted.net_.module_)
+    for name, param in module.named_parameters():
+        param.requires_grad = name.startswith(("head.", "encoder.layer.1."))
+    packed, _ = _text.tokenize(fitted.net.load_tokenizer(), list(TEXTS[:6]), 32)
+    X = torch.as_tensor(packed)
+    module.train()
+    assert module.head.training and module.encoder.layer[1].training
+    assert not module.embeddings.dropout.training
+    assert not module.encoder.layer[0].output.dropout.training
+    module.encoder.layer[1].eval()  # to compare the features
+    with torch.no_grad():
+        train_mode = module.encode(X)
+        module.eval()
+        torch.testing.assert_close(train_mode, module.encode(X))
