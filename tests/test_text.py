@@ -386,7 +386,8 @@ def test_frozen_encoder_trains_in_evaluation_mode(fitted):
     packed, _ = _text.tokenize(fitted.net.load_tokenizer(), list(TEXTS[:6]), 32)
     X = torch.as_tensor(packed)
     module.train()
-    assert module.head.training and module.encoder.layer[1].training
+    assert module.head.training
+    assert module.encoder.layer[1].training
     assert not module.embeddings.dropout.training
     assert not module.encoder.layer[0].output.dropout.training
     module.encoder.layer[1].eval()  # to compare the features
