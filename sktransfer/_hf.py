@@ -282,24 +282,17 @@ class TransformerNet(nn.Module):
 
     def __init__(self, model, pooling="mean"):
         super().__init__()
-        # The model's children are registered here under their own names; the
-        # model itself is kept outside the module tree (not a second prefix).
+        # The model's own submodules, parameters and buffers are this module's
+        # (the same dicts, so a head replaced here is replaced in the model);
+        # the model object itself is kept outside the module tree.
         self.__dict__["model"] = model
+        for name in ("_parameters", "_buffers", "_modules"):
+            self.__dict__[name] = getattr(model, name)
+        self.__dict__["_non_persistent_buffers_set"] = model._non_persistent_buffers_set
         self.pooling = pooling
         self.sequence_classifier = _is_sequence_classifier(model)
-        for name, child in model.named_children():
-            self.add_module(name, child)
-        for name, param in model.named_parameters(recurse=False):
-            self.register_parameter(name, param)
         if not self.sequence_classifier:
-            hidden = model.config.hidden_size
-            self.head = nn.Linear(hidden, 2)
-
-    def _apply(self, fn, recurse=True):
-        # Tensors the model keeps outside its submodules (none for BERT) follow.
-        super()._apply(fn, recurse)
-        self.__dict__["model"]._apply(fn, recurse)
-        return self
+            self.head = nn.Linear(model.config.hidden_size, 2)
 
     def train(self, mode=True):
         """Set training mode; frozen parts of the model stay in evaluation mode.

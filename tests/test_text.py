@@ -395,3 +395,30 @@ def test_frozen_encoder_trains_in_evaluation_mode(fitted):
         train_mode = module.encode(X)
         module.eval()
         torch.testing.assert_close(train_mode, module.encode(X))
+
+
+def test_sequence_classification_model_and_instances(tiny_dir, tmp_path):
+    model = transformers.BertForSequenceClassification.from_pretrained(
+        tiny_dir, num_labels=3, local_files_only=True
+    )
+    tok = transformers.AutoTokenizer.from_pretrained(tiny_dir, local_files_only=True)
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    clf = TransferClassifier(str(tmp_path), random_state=0, max_epochs=1).fit(TEXTS, Y)
+    assert clf.head_ == ("classifier",)  # head="auto" finds it; resized to 2
+    assert clf.net_.module_.classifier.out_features == 2
+    assert "bert.encoder.layer.0.output.dense.weight" in clf.net_.module_.state_dict()
+    # The model's own logits, by hand.
+    enc = tok(list(TEXTS[:3]), padding=True, return_tensors="pt")
+    inner = clf.net_.module_.__dict__["model"].eval()
+    with torch.no_grad():
+        logits = inner(**enc).logits
+    np.testing.assert_allclose(
+        clf.predict_proba(TEXTS[:3]), torch.softmax(logits, 1).numpy(), atol=1e-5
+    )
+    # A model instance and a tokenizer instance; the instance is not changed.
+    base = transformers.BertModel.from_pretrained(tiny_dir, local_files_only=True)
+    before = base.embeddings.word_embeddings.weight.clone()
+    net = HuggingFaceNet(base, tokenizer=tok)
+    TransferClassifier(net, random_state=0, max_epochs=1, lr=1e-2).fit(TEXTS, Y)
+    assert torch.equal(base.embeddings.word_embeddings.weight, before)
