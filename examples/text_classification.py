@@ -56,7 +56,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--labels-per-class", type=int, default=16)
     parser.add_argument("--n-test", type=int, default=300)
-    parser.add_argument("--max-epochs", type=int, default=5)
+    parser.add_argument("--max-epochs", type=int, default=10)
     args = parser.parse_args(argv)
     missing = _missing()
     if missing:
@@ -73,12 +73,12 @@ def main(argv=None):
 
     texts, labels = load_tweets()
     rng = np.random.RandomState(0)
-    k = args.labels_per_class
-    train = np.concatenate(
-        [rng.choice(np.flatnonzero(labels == c), k, replace=False) for c in (0, 1)]
-    )
-    rest = np.setdiff1d(np.arange(len(labels)), train)
-    test = rng.choice(rest, args.n_test, replace=False)
+    k, train, test = args.labels_per_class, [], []
+    for c in (0, 1):  # k training tweets per class, a balanced test set
+        rows = rng.permutation(np.flatnonzero(labels == c))
+        train.append(rows[:k])
+        test.append(rows[k : k + args.n_test // 2])
+    train, test = np.concatenate(train), np.concatenate(test)
     X, y, X_test, y_test = texts[train], labels[train], texts[test], labels[test]
     print(f"{len(X)} labelled tweets, {len(X_test)} test tweets, e.g. {X[0]!r}")
 
@@ -97,9 +97,9 @@ def main(argv=None):
             TransferClassifier(encoder, **common)
         ),
         "new head on the frozen encoder": TransferClassifier(
-            encoder, frozen=frozen, lr=1e-3, **common
+            encoder, frozen=frozen, lr=1e-2, **common
         ),
-        "full fine-tuning": TransferClassifier(encoder, lr=5e-5, **common),
+        "full fine-tuning": TransferClassifier(encoder, lr=1e-4, **common),
     }
     for name, model in models.items():
         start = time.perf_counter()
