@@ -373,13 +373,6 @@ def _unpack(X):
     return ids[:, :length], mask[:, :length]
 
 
-def packed_tokens(estimator_net):
-    """Whether the estimator's ``net`` is a Hugging Face net (packed token arrays)."""
-    return isinstance(estimator_net, (str, os.PathLike, HuggingFaceNet)) or (
-        is_hf_model(estimator_net)
-    )
-
-
 def as_spec(net):
     """Return ``net`` as a :class:`HuggingFaceNet`, or None for another kind of net."""
     if isinstance(net, HuggingFaceNet):
