@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.base import clone
-from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 from torch import nn
@@ -183,8 +183,14 @@ def test_token_dict_equals_texts(tiny_dir, fitted):
 def test_pipeline_cross_val_and_grid_search_on_raw_texts(tiny_dir):
     lower = FunctionTransformer(lambda X: np.array([t.lower() for t in X], object))
     pipe = make_pipeline(lower, _clf(tiny_dir, frozen=ENCODER, max_epochs=2))
-    scores = cross_val_score(pipe, TEXTS, Y, cv=2)
-    assert scores.shape == (2,)
+    folds = list(StratifiedKFold(2, shuffle=True, random_state=0).split(TEXTS, Y))
+    scores = cross_val_score(pipe, TEXTS, Y, cv=folds)
+    # Each fold tokenizes its own raw texts: the same as fitting on the slice.
+    by_hand = [
+        clone(pipe).fit(TEXTS[train], Y[train]).score(TEXTS[test], Y[test])
+        for train, test in folds
+    ]
+    np.testing.assert_array_equal(scores, by_hand)
     search = GridSearchCV(
         _clf(tiny_dir, frozen=ENCODER, max_epochs=1),
         {"net__max_length": [4, 32]},
