@@ -21,6 +21,7 @@ from collections.abc import Mapping
 
 import numpy as np
 import torch
+from scipy import sparse
 from torch import nn
 
 from . import _hf
@@ -49,7 +50,12 @@ def is_text(X):
 
 def is_token_dict(X):
     """Whether ``X`` is a mapping with ``input_ids`` (a tokenizer's output)."""
-    return isinstance(X, Mapping) and "input_ids" in X
+    return _is_dict(X) and "input_ids" in X
+
+
+def _is_dict(X):
+    """Whether X maps names to arrays (a SciPy DOK matrix is a dict too: not it)."""
+    return isinstance(X, Mapping) and not sparse.issparse(X)
 
 
 def _text_error(estimator, X):
@@ -87,7 +93,7 @@ def encode_inputs(estimator, X, *, fitting=False):
     text, tokens = is_text(X), is_token_dict(X)
     spec = _hf.as_spec(estimator.net)
     if spec is None:
-        if isinstance(X, Mapping):  # named inputs of forward, as skorch passes them
+        if _is_dict(X):  # named inputs of forward, as skorch passes them
             layout = None if fitting else getattr(estimator, "_keyword_layout", None)
             if not fitting and layout is None:
                 msg = (
