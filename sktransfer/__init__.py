@@ -11,6 +11,7 @@ from ._compare import NegativeTransferWarning, TransferComparison, compare_trans
 from ._data import ArrayLoader
 from ._defaults import default_net
 from ._features import PretrainedFeatures
+from ._hf import HuggingFaceNet
 from ._modules import MLP
 from ._pipeline import fit_source
 from ._plot import plot_history
@@ -31,6 +32,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 __all__ = [
     "MLP",
     "ArrayLoader",
+    "HuggingFaceNet",
     "NegativeTransferWarning",
     "PretrainedFeatures",
     "TransferClassifier",

@@ -32,12 +32,14 @@ from . import (
     _finetune,
     _frozen,
     _guard,
+    _hf,
     _inputs,
     _layers,
     _lora,
     _repr,
     _step,
     _stopping,
+    _text,
     _validation,
     _weights,
 )
@@ -252,6 +254,7 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, _Adapters, BaseEst
         _augment.check_augment(self.augment, type(self).__name__)
         _augment.check_tta(self)
         with _unchanged_on_error(self):
+            X = _text.encode_inputs(self, X, fitting=True)  # texts: _text.py
             y, unlabelled = _adapt.split_rows(self, y)
             X, y = validate_data(
                 self,
@@ -369,6 +372,8 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, _Adapters, BaseEst
         tags.non_deterministic = str(device).startswith("cuda")
         tags.input_tags.three_d_array = True  # image arrays (N x C x H x W) too
         tags.input_tags.sparse = True  # densified a batch at a time
+        if _hf.as_spec(self.net) is not None:  # texts, tokenized inside (_text.py)
+            tags.input_tags.string = True
         return tags
 
     def set_params(self, **params: Any) -> Self:
@@ -390,7 +395,13 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, _Adapters, BaseEst
         """
         nested = sorted(key for key in params if key.startswith("net__"))
         net = params.get("net", self.net)
-        if nested and not isinstance(net, NeuralNet):
+        if nested and isinstance(net, str):  # a model directory: _hf.py
+            msg = (
+                f"Cannot set {', '.join(nested)}: net is the path {net!r}. To tune "
+                f"the settings of a Hugging Face net, pass net=HuggingFaceNet({net!r})."
+            )
+            raise ValueError(msg)
+        if nested and not isinstance(net, (NeuralNet, _hf.HuggingFaceNet)):
             raise ValueError(_defaults.nested_error(self, nested, net))
         return super().set_params(**params)
 
@@ -411,7 +422,7 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, _Adapters, BaseEst
         if getattr(self, "_pretrained", None) is not None:
             return True
         module = self.net.module if isinstance(self.net, NeuralNet) else self.net
-        return isinstance(module, nn.Module)
+        return isinstance(module, nn.Module) or _hf.as_spec(self.net) is not None
 
     def _default_net_params(self):
         """Return the settings of a net built around a module or the default MLP."""
@@ -438,6 +449,12 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, _Adapters, BaseEst
 
     def _template(self):
         """Return a fresh, unfitted skorch net built from ``net``."""
+        net = self._net_template()
+        layout = getattr(self, "_keyword_layout", None)  # dict X: _text.py
+        return net if layout is None else _text.keyword_net(net, layout)
+
+    def _net_template(self):
+        """Return a fresh, unfitted skorch net built from ``net`` as given."""
         net, cls = self.net, self._net_class
         if net is None:
             return cls(MLP, **self._default_net_params())
@@ -458,6 +475,9 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, _Adapters, BaseEst
                 )
                 raise ValueError(msg)
             return clone(net)
+        spec = _hf.as_spec(net)  # a Hugging Face model (_hf.py)
+        if spec is not None:
+            return cls(spec.build(), **_hf.net_params(self._default_net_params()))
         if isinstance(net, nn.Module):
             return cls(copy.deepcopy(net), **self._default_net_params())
         if (
@@ -541,4 +561,5 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, _Adapters, BaseEst
 
     def _validate_X(self, X):
         """Check ``X`` for prediction against what ``fit`` saw."""
+        X = _text.encode_inputs(self, X)  # texts: _text.py
         return _inputs.validated_rows(self, X)

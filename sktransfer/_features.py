@@ -20,7 +20,7 @@ from sklearn.utils import TransformerTags
 from sklearn.utils.validation import check_is_fitted, validate_data
 from skorch.utils import to_tensor
 
-from . import _inputs, _layers
+from . import _inputs, _layers, _text
 from ._common import (
     _CHECK_X,
     _PROBE_ROWS,
@@ -328,6 +328,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
                 "load_source(source) first, or pass a module instance as net."
             )
             raise ValueError(msg)
+        X = _text.encode_inputs(estimator, X)  # texts: _text.py
         X = _writable(validate_data(self, X, **_CHECK_X))
         _inputs.check_feature_names(self, record)  # the source's columns, in order
         estimator = clone(estimator)
@@ -367,6 +368,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         features : ndarray of shape (n_samples, n_features_out), float32
             The input of the pretrained network's head, one row per sample.
         """
+        X = _text.encode_inputs(self.estimator, X)  # texts: _text.py
         X = _inputs.validated_rows(self, X)
         return head_input(
             self.module_,

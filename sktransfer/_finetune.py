@@ -105,6 +105,8 @@ def layer_depths(module, head):
     last shared layer has depth 1, the one before it 2, and so on; the head's
     parameters have depth 0 and are not returned.
     """
+    if callable(getattr(module, "block_depths", None)):  # transformers: _hf.py
+        return module.block_depths(head)
     layers = []  # lists of parameters, first layer first
     owners = {}
     for name, param in module.named_parameters():

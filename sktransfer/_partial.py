@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.utils.validation import validate_data
 
+from . import _text
 from ._common import _CHECK_X
 
 
@@ -24,7 +25,9 @@ class _PartialFit:
         """Run ``fit`` for one epoch, continuing the last fit if there is one."""
         if hasattr(self, "net_"):
             # scikit-learn's message when the number of features changes.
-            validate_data(self, X, reset=False, **_CHECK_X)
+            validate_data(
+                self, _text.encode_inputs(self, X), reset=False, **_CHECK_X
+            )  # texts: _text.py
         self._partial = {"classes": classes}
         try:
             return self.fit(X, y, sample_weight=sample_weight)

@@ -25,7 +25,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from . import _layers
+from . import _hf, _layers, _text
 from ._base import _SCRATCH_PARAMS, _BaseTransfer
 from ._compat import L2_LOGISTIC_CV
 from ._features import PretrainedFeatures
@@ -287,7 +287,13 @@ def make_transfer_search(
     - ``scratch``: the same network from fresh weights, nothing frozen, no
       fine-tuning method (``compare_transfer``'s ``"scratch"``);
     - ``probe``: :func:`linear_probe`, whose L2 strength is chosen by an
-      inner cross-validation.
+      inner cross-validation;
+    - for a classifier of texts (a Hugging Face ``net``), the classical
+      baseline without transfer: TF-IDF of words and word pairs
+      (:class:`~sklearn.feature_extraction.text.TfidfVectorizer`,
+      ``sublinear_tf=True``) and the probe's logistic regression, its ``C``
+      chosen by the same inner cross-validation. On topic-like tasks, where
+      keywords decide, it can win.
 
     Every candidate and fold fine-tunes from the same pretrained weights, and
     frozen stages are shared across them through the frozen-output store.
@@ -397,6 +403,9 @@ def make_transfer_search(
                 "model": [steps.get("logisticregressioncv", steps.get("ridgecv"))],
             }
         )
+    if classifier and _hf.as_spec(estimator.net) is not None:  # texts: _text.py
+        logistic = dict(linear_probe(estimator).steps)["logisticregressioncv"]
+        grid.append(_text.tfidf_candidate(logistic))
     if scoring is None:
         if not classifier:
             scoring = "neg_mean_squared_error"

@@ -20,7 +20,17 @@ from skorch import NeuralNet
 from torch import nn
 from torch.utils.data import Dataset
 
-from . import _frozen, _guard, _inputs, _io, _layers, _validation, _weights
+from . import (
+    _frozen,
+    _guard,
+    _hf,
+    _inputs,
+    _io,
+    _layers,
+    _text,
+    _validation,
+    _weights,
+)
 from ._common import (
     _CHECK_X,
     _PROBE_ROWS,
@@ -92,6 +102,7 @@ class _SourceTask:
             The estimator, pretrained and not yet fitted on the target.
         """
         _inputs.check_source_params(self.source_params)
+        X = _text.encode_inputs(self, X, fitting=True)  # texts, dicts: _text.py
         names = _inputs.source_feature_names(X)
         data, y_enc, n_outputs, fitted, probe = self._source_data(X, y)
         weights = None
@@ -290,6 +301,8 @@ class _SourceTask:
         module = self.net.module if isinstance(self.net, NeuralNet) else self.net
         if record is None and isinstance(module, nn.Module):
             record = _io.from_module(module)
+        if record is None and _hf.as_spec(self.net) is not None:  # _hf.py
+            record = _io.from_module(_hf.as_spec(self.net).build())
         return record
 
     def _read_source(self, source):

