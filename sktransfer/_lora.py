@@ -70,7 +70,8 @@ def _peft():
     except ImportError as exc:
         msg = (
             "adapter needs the peft package (Hugging Face PEFT): "
-            'pip install "sktransfer[peft]" or pip install "peft>=0.10".'
+            'pip install ".[peft]" from a clone of sktransfer, or '
+            'pip install "peft>=0.10".'
         )
         raise ImportError(msg) from exc
     return peft

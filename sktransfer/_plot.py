@@ -1,6 +1,6 @@
 """Plots: the training history of a transfer estimator, and comparisons.
 
-matplotlib is optional (``pip install 'sktransfer[plot]'``): it is imported
+matplotlib is optional (``pip install ".[plot]"`` from a clone): it is imported
 when a plot is drawn, never when this module is imported.
 """
 
@@ -30,8 +30,8 @@ def _import_pyplot(what):
         import matplotlib.pyplot as plt
     except ImportError as exc:
         msg = (
-            f"{what} requires matplotlib: pip install 'sktransfer[plot]' "
-            "(or pip install matplotlib)."
+            f"{what} requires matplotlib: pip install '.[plot]' from a clone of "
+            "sktransfer (or pip install matplotlib)."
         )
         raise ImportError(msg) from exc
     return plt
