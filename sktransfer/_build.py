@@ -300,6 +300,16 @@ def check_network(estimator, net, rows, head, n_outputs, *, phase, resized):
         # which a get_loss of the user's takes; the first is the prediction.
         out = out[0]
     shape = _layers.per_sample_shape(out)
+    if shape == () and n_outputs == 1:
+        msg = (
+            "The network's output has shape () per sample (one number, as after "
+            "a .squeeze() at the end of forward), but the transfer estimators "
+            f"train on targets of shape (n_samples, {n_outputs}) and outputs of "
+            f"shape (batch, {n_outputs}): a loss would broadcast (batch,) against "
+            f"(batch, {n_outputs}). End forward with .squeeze(-1) removed (or "
+            "x.view(-1, 1)), so that each sample has one output column."
+        )
+        raise ValueError(msg)
     if shape != (n_outputs,):
         hint = (
             f"head={estimator.head!r} resolved to {list(head)}; sktransfer resizes "

@@ -113,13 +113,16 @@ def _writable(X):
     """Return ``X`` as an array torch can wrap without a warning."""
     if sparse.issparse(X):
         return X  # densified a batch at a time, into new arrays
+    if any(stride < 0 for stride in getattr(X, "strides", ())):
+        return np.ascontiguousarray(X)  # torch takes no negative strides (X[::-1])
     return X if X.flags.writeable else X.copy()
 
 
 def _dense_rows(X, stop):
     """Return the first ``stop`` rows of ``X`` as a dense array (to probe a network)."""
     rows = X[:stop]
-    return rows.toarray() if sparse.issparse(rows) else rows
+    # A copy: the probe's network may change its input in place.
+    return rows.toarray() if sparse.issparse(rows) else np.array(rows, copy=True)
 
 
 def _nbytes(X):

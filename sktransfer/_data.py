@@ -161,7 +161,9 @@ def _rows(X, index):
     if isinstance(X, (StreamedArray, _SparseRows)):
         return X.rows(index)
     if isinstance(index, slice):
-        return X[index]
+        # A copy, as DataLoader's collate makes one: a network that changes
+        # its input in place must not change the user's array or the cache.
+        return X[index].clone()
     return X.index_select(0, index.to(X.device))
 
 
@@ -175,7 +177,8 @@ class ArrayLoader:
     :class:`~torch.utils.data.TensorDataset` of two tensors, or a
     :class:`~torch.utils.data.Subset` of either (skorch's validation split),
     each batch is a slice (or, shuffled, one ``index_select``) of the whole
-    tensors, which share memory with the arrays. An array on disk
+    tensors (which share memory with the arrays; each batch is a copy, so a
+    network that changes its input in place changes neither). An array on disk
     (``fit_source`` with a :class:`numpy.memmap`) is read a batch at a time,
     and a SciPy sparse matrix (CSR or CSC) is densified a batch at a time, never
     whole.

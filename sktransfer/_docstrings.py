@@ -204,8 +204,11 @@ cutmix_alpha : float, default=0.0
 tta_views : int, default=0
     Test-time augmentation: the predictions ($tta) are averaged over the
     plain input and this many views made by ``augment``, seeded by
-    ``random_state`` (the same answer on every call). ``0`` is plain
-    prediction, exactly.
+    ``random_state`` (the same answer for the same ``X`` on every call). The
+    views are drawn for the rows of a call together, so a row's averaged
+    prediction depends on the rows predicted with it; use ``0`` where
+    predictions of subsets must agree (``cross_val_predict`` against one
+    call). ``0`` is plain prediction, exactly.
 cache_views : int or None, default=None
     Precompute this many augmented views of the training set once per
     :meth:`fit` and train on one view per sample, drawn afresh for every

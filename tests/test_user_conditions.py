@@ -20,7 +20,7 @@ from skorch.helper import predefined_split
 from torch import nn
 from torch.nn import functional as F
 
-from sktransfer import TransferClassifier, make_transfer_search
+from sktransfer import TransferClassifier, TransferRegressor, make_transfer_search
 
 SETTINGS = {
     "criterion": nn.CrossEntropyLoss,
@@ -465,3 +465,75 @@ def test_frozen_names_any_parameter_free_layer_and_still_refuses_unknown_names()
     norm.add_module("fc", nn.Linear(4, 2))
     with pytest.raises(ValueError, match=r"Did you mean 'bn'"):
         TransferClassifier(norm, frozen="bnn").fit(X, y)
+
+
+# ------------------------------------------- the user's array is never changed
+
+
+class _ScalesInPlace(nn.Module):
+    """Divides its input in place, as some users' preprocessing does."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = nn.Linear(4, 2)
+
+    def forward(self, x):
+        x /= 4.0
+        return self.layer(x)
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_a_network_changing_its_input_in_place_trains_as_in_plain_skorch(shuffle):
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(40, 4)).astype(np.float32) * 4
+    y = (X[:, 0] > 0).astype(np.int64)
+    torch.manual_seed(0)
+    module = _ScalesInPlace()
+    settings = {"iterator_train__shuffle": shuffle}
+    reference = plain_skorch(module, X.copy(), y, **settings)
+    mine = X.copy()
+    clf = transfer(module, **settings).fit(mine, y)
+    np.testing.assert_array_equal(mine, X)  # the user's array is untouched
+    assert same_weights(clf.net_.module_, reference.module_)
+    before = X.copy()
+    np.testing.assert_allclose(
+        clf.predict_proba(before),
+        reference.predict_proba(X.copy()),
+        rtol=1e-6,
+        atol=1e-7,
+    )
+    np.testing.assert_array_equal(before, X)
+
+
+def test_arrays_with_negative_strides_are_taken_as_plain_skorch_takes_them():
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(40, 4)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Linear(4, 2))
+    reference = plain_skorch(module, X[::-1], y[::-1])
+    clf = transfer(module).fit(X[::-1], y[::-1])
+    assert same_weights(clf.net_.module_, reference.module_)
+    np.testing.assert_allclose(
+        clf.predict_proba(X[::-1]),
+        reference.predict_proba(X[::-1]),
+        rtol=1e-6,
+        atol=1e-7,
+    )
+
+
+def test_a_regressor_with_one_number_per_sample_is_told_to_keep_the_column():
+    class Squeezed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = nn.Linear(4, 1)
+
+        def forward(self, x):
+            return self.layer(x).squeeze()
+
+    X = np.random.RandomState(0).normal(size=(20, 4)).astype(np.float32)
+    y = X[:, 0].astype(np.float64)
+    reg = TransferRegressor(Squeezed(), max_epochs=1, random_state=0)
+    with pytest.raises(ValueError, match=r"shape \(\) per sample.*\.squeeze\(\)"):
+        reg.fit(X, y)
+    assert not hasattr(reg, "net_")
