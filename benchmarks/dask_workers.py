@@ -68,8 +68,9 @@ from skorch import NeuralNetClassifier
 from torch import nn
 
 import sktransfer
-from sktransfer import MLP, TransferClassifier, _dask
-from sktransfer._pretrained import _Pretrained
+from sktransfer import MLP, TransferClassifier
+from sktransfer._pretrained import _dask
+from sktransfer._pretrained._record import _Pretrained
 from sktransfer.datasets import make_digits_transfer
 
 

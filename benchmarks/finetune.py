@@ -8,7 +8,8 @@ import statistics
 import torch
 from torch import nn
 
-from sktransfer import MLP, TransferClassifier, _step
+from sktransfer import MLP, TransferClassifier
+from sktransfer._skorch import _step
 
 from .common import (
     _median_ratio,

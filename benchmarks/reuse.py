@@ -14,7 +14,7 @@ from sklearn.model_selection import (
 )
 
 import sktransfer
-from sktransfer import _store
+from sktransfer._frozen_stage import _store
 
 from .common import GRID_CV, GRID_FITS, GRID_LR, _median_ratio, _rotated, _row, _timed
 from .frozen import _cnn_task

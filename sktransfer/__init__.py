@@ -4,30 +4,35 @@ Pretrain a network on a source task with ``fit_source``, fine-tune it on a
 target task with ``fit``, and use it like any scikit-learn estimator.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-from ._classifier import TransferClassifier
-from ._compare import NegativeTransferWarning, TransferComparison, compare_transfer
-from ._data import ArrayLoader
-from ._defaults import default_net
-from ._features import PretrainedFeatures
-from ._hf import HuggingFaceNet
-from ._modules import MLP
-from ._pipeline import fit_source
-from ._plot import plot_history
-from ._regressor import TransferRegressor
-from ._select import linear_probe, make_transfer_search
-from ._store import clear_frozen_store, frozen_store_info, set_frozen_store_limit
-from ._unsupervised import (
+from . import _legacy
+from ._estimators._classifier import TransferClassifier
+from ._estimators._defaults import default_net
+from ._estimators._features import PretrainedFeatures
+from ._estimators._pipeline import fit_source
+from ._estimators._regressor import TransferRegressor
+from ._frozen_stage._store import (
+    clear_frozen_store,
+    frozen_store_info,
+    set_frozen_store_limit,
+)
+from ._selection._compare import (
+    NegativeTransferWarning,
+    TransferComparison,
+    compare_transfer,
+)
+from ._selection._plot import plot_history
+from ._selection._select import linear_probe, make_transfer_search
+from ._selection._unsupervised import (
     deep_embedded_validation_scorer,
     importance_weighted_scorer,
     prediction_entropy_scorer,
 )
+from ._skorch._data import ArrayLoader
+from ._torch._hf import HuggingFaceNet
+from ._torch._modules import MLP
+from ._version import __version__
 
-try:
-    __version__ = version("sktransfer")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0"
+_legacy.install()  # 0.1.0's module paths, for its pickles
 
 __all__ = [
     "MLP",

@@ -13,7 +13,7 @@ from sklearn.utils import check_random_state
 # The numeric dtypes that the check of X keeps as they are (anything else,
 # such as an object array of numbers, becomes float32); the network's input
 # dtype is decided from the module once it is built
-# (``sktransfer._inputs.input_dtype``).
+# (``sktransfer._fit._inputs.input_dtype``).
 _NUMERIC_DTYPES = [
     np.float32,
     np.float64,

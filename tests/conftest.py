@@ -37,7 +37,8 @@ def digit_images():
 @pytest.fixture
 def empty_frozen_store():
     """An empty frozen-output store, emptied again and its bound restored after."""
-    from sktransfer import _store, clear_frozen_store, set_frozen_store_limit
+    from sktransfer import clear_frozen_store, set_frozen_store_limit
+    from sktransfer._frozen_stage import _store
 
     limit = _store.STORE.max_bytes
     clear_frozen_store()

@@ -14,7 +14,9 @@ from sklearn.utils.class_weight import compute_sample_weight
 from torch import nn
 
 import sktransfer
-from sktransfer import TransferClassifier, TransferRegressor, _adapt, _unsupervised
+from sktransfer import TransferClassifier, TransferRegressor
+from sktransfer._selection import _unsupervised
+from sktransfer._skorch import _adapt
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 

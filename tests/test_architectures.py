@@ -17,7 +17,7 @@ from sklearn.exceptions import ConvergenceWarning
 from torch import nn
 
 from sktransfer import TransferClassifier
-from sktransfer._architectures import auto_head
+from sktransfer._torch._architectures import auto_head
 
 
 class _Block(nn.Module):

@@ -13,8 +13,9 @@ from sklearn.model_selection import cross_val_score
 from skorch.dataset import Dataset, ValidSplit
 from torch import nn
 
-from sktransfer import ArrayLoader, TransferClassifier, TransferRegressor, _augment
-from sktransfer._finetune import L2SPLoss
+from sktransfer import ArrayLoader, TransferClassifier, TransferRegressor
+from sktransfer._fit import _augment
+from sktransfer._skorch._finetune import L2SPLoss
 
 
 class AddConstant:

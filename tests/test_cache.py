@@ -14,7 +14,10 @@ from skorch.callbacks import Checkpoint, EarlyStopping
 from skorch.dataset import ValidSplit
 from torch import nn
 
-from sktransfer import TransferClassifier, _base, _cache, _layers
+from sktransfer import TransferClassifier
+from sktransfer._estimators import _base
+from sktransfer._frozen_stage import _cache
+from sktransfer._torch import _layers
 
 
 class InputDropout(nn.Module):

@@ -28,8 +28,8 @@ from sklearn.model_selection import (  # noqa: E402
     cross_val_score,
 )
 
-from sktransfer import TransferClassifier, _dask  # noqa: E402
-from sktransfer._pretrained import _Pretrained  # noqa: E402
+from sktransfer import TransferClassifier  # noqa: E402
+from sktransfer._pretrained import _dask  # noqa: E402
 
 FEATURES = ("features.1.weight", "features.1.bias")
 
@@ -164,7 +164,7 @@ def test_source_weights_cross_to_the_cluster_once(
 
     shipped = search(with_shipping)
     with monkeypatch.context() as patch:
-        patch.setattr(_Pretrained, "ship_to_cluster", lambda self: None)
+        patch.setattr(_dask, "ship", lambda record: None)
         carried = search(without_shipping)
     # Without shipping, the weights go with every batch of tasks: client to
     # scheduler and scheduler to worker.

@@ -17,7 +17,7 @@ from skorch.callbacks import Callback
 import sktransfer
 from sktransfer import MLP, PretrainedFeatures, TransferClassifier, compare_transfer
 from sktransfer._compat import L2_LOGISTIC_CV
-from sktransfer._finetune import layer_depths
+from sktransfer._skorch._finetune import layer_depths
 
 
 @pytest.fixture(scope="module")

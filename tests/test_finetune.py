@@ -13,7 +13,7 @@ from skorch.callbacks import Callback
 from torch import nn
 
 from sktransfer import MLP, TransferClassifier
-from sktransfer._finetune import L2SPLoss
+from sktransfer._skorch._finetune import L2SPLoss
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import default_collate
 
 from sktransfer import TransferClassifier
-from sktransfer._layers import hold_frozen_norm_layers, match_parameters
+from sktransfer._torch._layers import hold_frozen_norm_layers, match_parameters
 
 
 def _pretrained_convnet(n_outputs=10):

@@ -15,7 +15,7 @@ from skorch.callbacks import Callback, EarlyStopping
 from torch import nn
 
 from sktransfer import TransferClassifier, TransferRegressor
-from sktransfer._guard import NonFiniteLoss
+from sktransfer._fit._guard import NonFiniteLoss
 
 
 class SigintAt(Callback):

@@ -293,7 +293,7 @@ def test_a_failed_save_leaves_an_existing_file_intact(
         stream.write(b"half a file")
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(sktransfer._io.torch, "save", disk_full)
+    monkeypatch.setattr(sktransfer._pretrained._io.torch, "save", disk_full)
     with pytest.raises(OSError, match="No space left"):
         pretrained.save_source(path)
     assert path.read_bytes() == before

@@ -8,7 +8,7 @@ from nets import ConvNet, FixedOutputNet
 from torch import nn
 
 from sktransfer import MLP
-from sktransfer._layers import (
+from sktransfer._torch._layers import (
     check_patterns,
     freeze,
     hold_frozen_norm_layers,

@@ -11,7 +11,7 @@ from skorch import NeuralNetClassifier
 from torch import nn
 
 from sktransfer import MLP, TransferClassifier
-from sktransfer._outputs import check_probe
+from sktransfer._fit._outputs import check_probe
 
 
 class SoftmaxConvNet(ConvNet):

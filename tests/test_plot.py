@@ -16,8 +16,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 from skorch.dataset import ValidSplit
 
-import sktransfer._compare
-import sktransfer._plot
+import sktransfer._selection._compare
+import sktransfer._selection._plot
 from sktransfer import TransferClassifier, plot_history
 
 matplotlib.use("Agg")
@@ -76,7 +76,7 @@ def test_both_phases_are_drawn_with_epochs_numbered_on(fitted):
 
 
 def test_a_network_trained_from_scratch_has_one_phase(pretrained, digits):
-    scratch = sktransfer._compare._from_scratch(pretrained).fit(
+    scratch = sktransfer._selection._compare._from_scratch(pretrained).fit(
         digits.X_target, digits.y_target
     )
     ax = plot_history(scratch)
@@ -172,7 +172,9 @@ def test_import_time_imports_finds_a_module_level_import():
     assert import_time_imports(ast.parse(code)) == ["os"]
 
 
-@pytest.mark.parametrize("module", [sktransfer._compare, sktransfer._plot])
+@pytest.mark.parametrize(
+    "module", [sktransfer._selection._compare, sktransfer._selection._plot]
+)
 def test_matplotlib_is_not_imported_when_the_modules_are(module):
     names = import_time_imports(ast.parse(inspect.getsource(module)))
     assert "numpy" in names

@@ -7,7 +7,7 @@ from nets import tiny_classifier_net
 from skorch.callbacks import EarlyStopping, PrintLog, ProgressBar
 
 from sktransfer import TransferClassifier
-from sktransfer._progress import PlainPrintLog
+from sktransfer._fit._progress import PlainPrintLog
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 

@@ -27,7 +27,7 @@ from sktransfer import (
     linear_probe,
     make_transfer_search,
 )
-from sktransfer._pipeline import WeightedPipeline
+from sktransfer._estimators._pipeline import WeightedPipeline
 
 ROUTES = ["fit_source", "file", "state_dict", "module", "estimator", "net=module"]
 

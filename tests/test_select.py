@@ -14,11 +14,11 @@ from sklearn.preprocessing import StandardScaler
 from sktransfer import (
     TransferClassifier,
     TransferRegressor,
-    _select,
     linear_probe,
     make_transfer_search,
 )
-from sktransfer._select import _CS
+from sktransfer._selection import _select
+from sktransfer._selection._select import _CS
 
 
 @pytest.fixture(scope="module")

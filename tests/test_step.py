@@ -14,8 +14,9 @@ from skorch import net as skorch_net
 from skorch.callbacks import Callback, GradientNormClipping, LRScheduler
 from torch.optim.lr_scheduler import CyclicLR
 
-from sktransfer import TransferClassifier, TransferRegressor, _step
-from sktransfer._step import LeanNeuralNetClassifier, LeanNeuralNetRegressor
+from sktransfer import TransferClassifier, TransferRegressor
+from sktransfer._skorch import _step
+from sktransfer._skorch._step import LeanNeuralNetClassifier, LeanNeuralNetRegressor
 
 
 class Recorder(Callback):

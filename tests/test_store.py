@@ -13,7 +13,8 @@ from sklearn.model_selection import GridSearchCV, cross_val_score
 from torch import nn
 
 import sktransfer
-from sktransfer import TransferClassifier, _store
+from sktransfer import TransferClassifier
+from sktransfer._frozen_stage import _store
 
 
 class LeakyConvNet(ConvNet):

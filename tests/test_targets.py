@@ -10,7 +10,7 @@ from sklearn.datasets import load_diabetes
 from torch.utils.data import TensorDataset
 
 from sktransfer import TransferRegressor
-from sktransfer._base import _BaseTransfer
+from sktransfer._estimators._base import _BaseTransfer
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 

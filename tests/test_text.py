@@ -17,13 +17,8 @@ from torch import nn
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
-from sktransfer import (  # noqa: E402 (after the optional imports)
-    HuggingFaceNet,
-    PretrainedFeatures,
-    TransferClassifier,
-    _finetune,
-    _text,
-)
+from sktransfer import HuggingFaceNet, PretrainedFeatures, TransferClassifier  # noqa: E402
+from sktransfer._skorch import _finetune, _text  # noqa: E402
 
 POS = ["the movie was great fun", "i loved the acting", "wonderful story", "great"]
 NEG = ["a terrible boring film", "awful plot and bad actors", "not good", "bad"]

@@ -15,16 +15,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import sktransfer
-from sktransfer import (
-    MLP,
-    ArrayLoader,
-    TransferClassifier,
-    TransferRegressor,
-    _finetune,
-    _frozen,
-    _weights,
-)
-from sktransfer._data import WeightedTarget
+from sktransfer import MLP, ArrayLoader, TransferClassifier, TransferRegressor
+from sktransfer._skorch import _finetune, _frozen, _weights
+from sktransfer._skorch._data import WeightedTarget
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -317,10 +310,10 @@ def test_weights_need_array_loader_and_a_reduction(digits):
 
 @pytest.mark.parametrize("mixed_inside", [True, False])
 def test_mixup_with_sample_weights_is_the_weighted_mean_of_mixed_losses(mixed_inside):
-    from sktransfer import _frozen
-    from sktransfer._augment import MixedLoss, MixedTarget
-    from sktransfer._data import WeightedTarget
-    from sktransfer._weights import WeightedLoss
+    from sktransfer._fit._augment import MixedLoss, MixedTarget
+    from sktransfer._skorch import _frozen
+    from sktransfer._skorch._data import WeightedTarget
+    from sktransfer._skorch._weights import WeightedLoss
 
     net = NeuralNetClassifier(
         torch.nn.Linear,

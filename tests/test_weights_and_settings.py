@@ -18,8 +18,10 @@ from sklearn.model_selection import GridSearchCV
 from skorch import NeuralNetClassifier, NeuralNetRegressor
 from torch import nn
 
-from sktransfer import MLP, TransferClassifier, TransferRegressor, _targets, _weights
-from sktransfer._data import WeightedTarget
+from sktransfer import MLP, TransferClassifier, TransferRegressor
+from sktransfer._estimators import _targets
+from sktransfer._skorch import _weights
+from sktransfer._skorch._data import WeightedTarget
 
 
 @pytest.fixture(scope="module")

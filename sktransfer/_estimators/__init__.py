@@ -1,0 +1,1 @@
+"""The scikit-learn face: the estimators, pretraining, defaults, repr."""

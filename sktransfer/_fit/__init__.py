@@ -1,0 +1,1 @@
+"""One phase's fit: building the net, checking inputs and outputs, guards."""

@@ -1,0 +1,1 @@
+"""Frozen layers computed once: the split, the store of their outputs."""

@@ -1,0 +1,1 @@
+"""The pretrained record, its weight files and its transport to Dask."""

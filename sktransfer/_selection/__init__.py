@@ -1,0 +1,1 @@
+"""Model selection and reporting: probes, searches, comparisons, plots."""

@@ -1,0 +1,1 @@
+"""Everything plugged into skorch: data, losses, callbacks, the training scope."""

@@ -1,0 +1,1 @@
+"""Pure torch functions over modules: layers, heads, the default network."""

@@ -1,0 +1,401 @@
+"""Hugging Face ``transformers`` backbones as the network of a transfer estimator.
+
+:class:`HuggingFaceNet` is a declarative spec (a path or a model instance, the
+tokenizer, ``max_length``, ``pooling``) that an estimator's ``net`` takes; a
+string ``net`` naming a ``save_pretrained`` directory means
+``HuggingFaceNet(path)``. At ``fit`` it becomes a :class:`TransformerNet`, a
+plain :class:`torch.nn.Module` whose parameters carry the model's own names
+(``embeddings.*``, ``encoder.layer.N.*``) plus a ``head`` on the pooled
+output, so ``frozen``, ``head="auto"``, L2-SP and layer decay use them.
+
+``transformers`` is imported only here, and only when a Hugging Face model is
+used (``pip install ".[text]"`` from a clone).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any
+
+import torch
+from sklearn.base import BaseEstimator
+from torch import nn
+
+from .._compat import StrOptions
+
+_POOLING = ("mean", "first", "cls")
+_INSTALL = (
+    'Hugging Face models need the optional packages of the "text" extra: '
+    'pip install ".[text]" from a clone of sktransfer (transformers and tokenizers).'
+)
+
+
+def import_transformers():
+    """Return ``transformers``, or an ImportError saying how to install it."""
+    try:
+        import transformers
+    except ImportError as exc:  # pragma: no cover (installed in the test suite)
+        raise ImportError(_INSTALL) from exc
+    return transformers
+
+
+def is_hf_model(obj):
+    """Whether ``obj`` is a ``transformers`` model instance (without importing it)."""
+    return any(
+        cls.__module__.startswith("transformers.") and cls.__name__ == "PreTrainedModel"
+        for cls in type(obj).__mro__
+    )
+
+
+class HuggingFaceNet(BaseEstimator):
+    """A Hugging Face ``transformers`` model as the network of a transfer estimator.
+
+    Give it as ``net`` (``TransferClassifier(HuggingFaceNet("path"))``); a
+    string ``net`` is short for ``HuggingFaceNet(net)``. The estimator then
+    takes raw texts (a list, 1-D array or pandas Series of strings) in
+    ``fit``, ``predict``, ``transform`` and ``score``, tokenizes them itself
+    (so cross-validation folds and grid-search candidates slice raw texts),
+    and also takes a dict of ``input_ids`` and ``attention_mask`` arrays as a
+    tokenizer returns them. Each batch runs only up to its own longest text
+    (dynamic padding, as ``transformers``' ``DataCollatorWithPadding``).
+
+    Read more in the :ref:`User Guide <text>`.
+
+    The network is the model's encoder, a pooling of its last hidden states,
+    and a new ``nn.Linear`` head on the pooled vector, sized for the target;
+    for an ``...ForSequenceClassification`` model, the model itself, with its
+    ``classifier`` (or ``score``) layer as the head. Parameter names are the
+    model's own (``embeddings.*``, ``encoder.layer.0.*``, ``head.*``), so
+    ``frozen=("embeddings.*", "encoder.layer.[0-3].*")`` freezes the
+    embeddings and the first four blocks, and ``layer_decay`` counts the
+    transformer blocks (``encoder.layer.N``) as layers.
+
+    Its parameters are set as the estimator's nested ones:
+    ``net__max_length``, ``net__pooling``, in a grid search too.
+
+    Parameters
+    ----------
+    model : str, os.PathLike or transformers.PreTrainedModel
+        A local directory in the ``save_pretrained`` layout (``config.json``,
+        the weights, the tokenizer files), or a model instance. Its weights
+        are the pretrained ones; they are copied, never modified.
+    tokenizer : str, os.PathLike, tokenizer or None, default=None
+        A ``transformers`` tokenizer or a directory holding one. None: from
+        the model's directory (for an instance, its ``name_or_path``); a model
+        without a tokenizer still takes token ids (dicts of arrays).
+    max_length : int or None, default=None
+        The most tokens of a text, special tokens included; longer texts are
+        truncated, with a warning giving how many. None: the tokenizer's
+        ``model_max_length``, at most 512.
+    pooling : {"mean", "first", "cls"}, default="mean"
+        How the token states become one vector per text: their mean over the
+        attention mask (sentence-transformers' mean pooling), or the first
+        token's state (``"cls"`` is a synonym, BERT's ``[CLS]``). Ignored by
+        ``...ForSequenceClassification`` models, which pool themselves.
+    local_files_only : bool, default=True
+        Load only from local files: nothing contacts the Hugging Face Hub. A
+        missing directory or file is an error naming the path.
+
+    See Also
+    --------
+    sktransfer.TransferClassifier : Takes it as ``net``.
+
+    Notes
+    -----
+    Texts are tokenized once per call and padded to ``max_length`` in
+    memory; each batch is cut to its longest text before the encoder runs, so
+    the encoder processes no padding beyond each batch's longest text, and
+    the predictions equal those of padding every text to ``max_length`` (the
+    attention mask hides padding).
+
+    References
+    ----------
+    Wolf et al., "Transformers: State-of-the-art natural language processing",
+    EMNLP 2020 (system demonstrations). Reimers and Gurevych,
+    "Sentence-BERT", EMNLP 2019 (mean pooling).
+
+    Examples
+    --------
+    >>> from sktransfer import HuggingFaceNet, TransferClassifier
+    >>> clf = TransferClassifier(HuggingFaceNet("path/to/model", max_length=64))
+    >>> clf.get_params()["net__pooling"]
+    'mean'
+    """
+
+    _parameter_constraints: dict = {
+        "model": "no_validation",
+        "tokenizer": "no_validation",
+        "max_length": [int, None],
+        "pooling": [StrOptions(set(_POOLING))],
+        "local_files_only": ["boolean"],
+    }
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        tokenizer: Any = None,
+        max_length: int | None = None,
+        pooling: str = "mean",
+        local_files_only: bool = True,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.pooling = pooling
+        self.local_files_only = local_files_only
+
+    def _check(self):
+        if self.pooling not in _POOLING:
+            msg = f"pooling must be one of {_POOLING}; got {self.pooling!r}."
+            raise ValueError(msg)
+        if self.max_length is not None and (
+            not isinstance(self.max_length, int) or self.max_length < 2
+        ):
+            msg = (
+                "max_length must be an int of at least 2 (room for the special "
+                f"tokens) or None; got {self.max_length!r}."
+            )
+            raise ValueError(msg)
+
+    def load_tokenizer(self):
+        """Return the tokenizer, or None for a model without one."""
+        tokenizer = self.tokenizer
+        if tokenizer is not None and not isinstance(tokenizer, (str, os.PathLike)):
+            return tokenizer
+        path = tokenizer
+        if path is None and isinstance(self.model, (str, os.PathLike)):
+            path = self.model  # the model's directory (an error if missing)
+        elif path is None:
+            path = getattr(self.model, "name_or_path", None)
+            if not path or not os.path.isdir(path):
+                return None  # an instance without a tokenizer: token ids only
+        return _load(
+            "tokenizer", os.fspath(path), local_files_only=self.local_files_only
+        )
+
+    def resolved_max_length(self, tokenizer):
+        """Return ``max_length``, or the tokenizer's limit (at most 512)."""
+        if self.max_length is not None:
+            return self.max_length
+        limit = getattr(tokenizer, "model_max_length", None) if tokenizer else None
+        if not isinstance(limit, int) or limit > 512:
+            limit = 512
+        return limit
+
+    def build(self):
+        """Return a fresh :class:`TransformerNet` holding a copy of the weights."""
+        self._check()
+        model = self.model
+        if isinstance(model, (str, os.PathLike)):
+            model = _load("model", os.fspath(model), self.local_files_only)
+        elif is_hf_model(model):
+            import copy
+
+            model = copy.deepcopy(model)
+        else:
+            msg = (
+                "HuggingFaceNet(model) needs a local directory in the "
+                "save_pretrained layout or a transformers model instance; got "
+                f"{model!r} of type {type(model).__name__}."
+            )
+            raise TypeError(msg)
+        return TransformerNet(model, pooling=self.pooling)
+
+
+def _check_dir(path, what):
+    if not os.path.isdir(path):
+        msg = (
+            f"No {what} at {path!r}: the directory does not exist. net (or "
+            "HuggingFaceNet(model)) must name a local directory written by "
+            "save_pretrained (config.json, the weights, the tokenizer files); "
+            "nothing is downloaded (local_files_only=True)."
+        )
+        raise FileNotFoundError(msg)
+
+
+_LOADED: dict = {}
+
+
+def _load(what, path, local_files_only):
+    """Load a model or tokenizer from ``path`` (kept for later copies)."""
+    transformers = import_transformers()
+    if local_files_only:
+        _check_dir(path, what)
+    key = (what, os.path.realpath(path), local_files_only)
+    if key in _LOADED:
+        return _LOADED[key]
+    try:
+        if what == "tokenizer":
+            loaded = transformers.AutoTokenizer.from_pretrained(
+                path, local_files_only=local_files_only
+            )
+        else:
+            auto = transformers.AutoModel
+            config_file = os.path.join(path, "config.json")
+            if os.path.isfile(config_file):
+                with open(config_file) as file:
+                    architectures = json.load(file).get("architectures") or []
+                if any(a.endswith("ForSequenceClassification") for a in architectures):
+                    auto = transformers.AutoModelForSequenceClassification
+            loaded = auto.from_pretrained(path, local_files_only=local_files_only)
+    except OSError as exc:
+        msg = (
+            f"Could not load the {what} from {path!r} with local files only: "
+            f"{exc}. The directory needs the files save_pretrained writes "
+            "(config.json and model.safetensors for a model; tokenizer.json or "
+            "vocab files for a tokenizer)."
+        )
+        raise FileNotFoundError(msg) from exc
+    if what == "model":
+        # Kept once; every build copies it, so fits never share weights.
+        import copy
+
+        _LOADED[key] = loaded
+        return copy.deepcopy(loaded)
+    _LOADED[key] = loaded
+    return loaded
+
+
+def _is_sequence_classifier(model):
+    return type(model).__name__.endswith("ForSequenceClassification")
+
+
+class TransformerNet(nn.Module):
+    """A ``transformers`` model with pooling and a head, on packed token arrays.
+
+    Its input is a float or integer tensor of shape (batch, 2, length): the
+    token ids and the attention mask of each text, padded on the right (what
+    the estimators make of texts and token dicts). Each batch is cut to its
+    longest text before the model runs. The model's top-level submodules are
+    this module's own (``embeddings``, ``encoder``, ... or ``bert``,
+    ``classifier``), so parameter names are the model's; a base model gets a
+    ``head`` (``nn.Linear``) on the pooled hidden states.
+
+    Parameters
+    ----------
+    model : transformers.PreTrainedModel
+        The model, used as it is (not copied).
+    pooling : {"mean", "first", "cls"}, default="mean"
+        See :class:`HuggingFaceNet`.
+    """
+
+    def __init__(self, model, pooling="mean"):
+        super().__init__()
+        # The model's own submodules, parameters and buffers are this module's
+        # (the same dicts, so a head replaced here is replaced in the model);
+        # the model object itself is kept outside the module tree.
+        self.__dict__["model"] = model
+        for name in ("_parameters", "_buffers", "_modules"):
+            self.__dict__[name] = getattr(model, name)
+        self.__dict__["_non_persistent_buffers_set"] = model._non_persistent_buffers_set
+        self.pooling = pooling
+        self.sequence_classifier = _is_sequence_classifier(model)
+        if not self.sequence_classifier:
+            self.head = nn.Linear(model.config.hidden_size, 2)
+
+    def train(self, mode=True):
+        """Set training mode; frozen parts of the model stay in evaluation mode.
+
+        A submodule whose parameters are all frozen (``requires_grad=False``)
+        is evaluated without dropout even while the rest trains: a frozen
+        language model computes the same features in every epoch, as in
+        evaluation, and a new head on it learns from those.
+        """
+        super().train(mode)
+        self.__dict__["model"].training = mode
+        if mode:
+            for name, child in self.named_children():
+                if name != "head":
+                    _eval_frozen(child)
+        return self
+
+    def encode(self, X):
+        """Return the pooled hidden states of packed tokens ``X`` (batch, hidden)."""
+        ids, mask = _unpack(X)
+        out = self.__dict__["model"](input_ids=ids, attention_mask=mask)
+        states = out.last_hidden_state
+        if self.pooling == "mean":
+            weights = mask.unsqueeze(-1).to(states.dtype)
+            return (states * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+        return states[:, 0]
+
+    def forward(self, X):
+        """Return the head's outputs (the logits of a classifier) for ``X``."""
+        if self.sequence_classifier:
+            ids, mask = _unpack(X)
+            return self.__dict__["model"](input_ids=ids, attention_mask=mask).logits
+        return self.head(self.encode(X))
+
+    def block_depths(self, head):
+        """Depth of each shared parameter below the head, counting blocks as layers.
+
+        The layers are, first to last: what comes before the transformer
+        blocks (the embeddings), each block (``encoder.layer.N``, ``h.N``,
+        ``layers.N``), and what comes after them (a pooler, a final norm). The
+        last has depth 1. Returned by parameter ``id``, for layer decay (as
+        timm's ``param_groups_layer_decay`` groups blocks by ``group_matcher``).
+        """
+        from ._layers import is_under
+
+        pattern = re.compile(r"(?:^|\.)(?:layer|layers|h|block|blocks)\.(\d+)\.")
+        position = {}  # parameter id -> (stage, block): 0 before, 1 blocks, 2 after
+        seen_block = False
+        for name, param in self.named_parameters():
+            if is_under(name, head):
+                continue
+            match = pattern.search(name)
+            if match:
+                seen_block = True
+                position[id(param)] = (1, int(match.group(1)))
+            else:
+                position[id(param)] = (2 if seen_block else 0, 0)
+        order = sorted(set(position.values()))
+        depth = {key: len(order) - i for i, key in enumerate(order)}
+        return {pid: depth[key] for pid, key in position.items()}
+
+
+def _eval_frozen(module):
+    """Put each largest submodule whose parameters are all frozen in eval mode."""
+    params = list(module.parameters())
+    if params and not any(param.requires_grad for param in params):
+        module.eval()
+        return
+    for child in module.children():
+        _eval_frozen(child)
+
+
+def _unpack(X):
+    """Token ids and attention mask of packed ``X``, cut to the batch's longest text."""
+    ids, mask = X[:, 0].long(), X[:, 1].long()
+    length = int(mask.sum(1).max().item()) if len(mask) else 1
+    length = max(length, 1)
+    return ids[:, :length], mask[:, :length]
+
+
+def as_spec(net):
+    """Return ``net`` as a :class:`HuggingFaceNet`, or None for another kind of net."""
+    if isinstance(net, HuggingFaceNet):
+        return net
+    if isinstance(net, (str, os.PathLike)) or is_hf_model(net):
+        return HuggingFaceNet(net)
+    return None
+
+
+def net_params(defaults):
+    """Training settings of a Hugging Face net: the defaults, at a fine-tuning pace.
+
+    AdamW at ``lr=5e-5``, batches of 16 and 10 epochs, the settings of
+    Hugging Face's fine-tuning examples (Devlin et al., BERT, 2019, use
+    2e-5 to 5e-5 for 2 to 4 epochs on larger data sets); a new head on a
+    frozen encoder learns faster with a larger ``lr``.
+    """
+    return {
+        **defaults,
+        "optimizer": torch.optim.AdamW,
+        "lr": 5e-5,
+        "batch_size": 16,
+        "max_epochs": 10,
+    }

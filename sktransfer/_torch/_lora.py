@@ -1,0 +1,503 @@
+"""Parameter-efficient fine-tuning: low-rank adapters on the shared layers.
+
+The estimators' ``adapter`` parameter puts adapters (LoRA, Hu et al., ICLR
+2022, through Hugging Face ``peft``) on the shared layers of the network that
+``fit`` builds for the target task. The pretrained weights stay fixed, each
+adapted layer learns a low-rank update, and the head is trained in full.
+
+The adapters are injected into the network in place
+(``peft.inject_adapter_in_model``): the module keeps its structure and its
+submodule names, so heads, ``frozen`` patterns, the frozen-stage cache and the
+optimizer's parameter groups work on it as on any network. An adapted layer
+``body.0`` becomes a ``peft`` layer holding the pretrained layer as
+``body.0.base_layer`` and the low-rank factors as ``body.0.lora_A.default``
+and ``body.0.lora_B.default``; ``lora_B`` starts at zero, so the adapted
+network computes what the pretrained one does until the first step.
+
+``peft`` is imported only when an adapter is used.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import re
+import sys
+import warnings
+from fnmatch import fnmatchcase
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from .._compat import _NormBase
+from . import _layers
+
+if TYPE_CHECKING:
+    pass
+
+__all__ = [
+    "adapted_layers",
+    "apply",
+    "is_adapter_layer",
+    "merged",
+]
+
+# The layer kinds that peft's LoRA adapts (transformers' GPT-2 Conv1D too).
+_LORA_KINDS = (
+    nn.Linear,
+    nn.Embedding,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.MultiheadAttention,
+)
+_LORA_KIND_NAMES = (
+    "nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding, "
+    "nn.MultiheadAttention (and transformers' Conv1D)"
+)
+# What adapter="lora" adapts when lora_targets is None.
+_DEFAULT_KINDS = (nn.Linear, nn.Conv2d)
+
+# The name of the adapter inside each peft layer.
+_ADAPTER_NAME = "default"
+
+
+def _peft():
+    """Import peft, or raise an ImportError saying how to install it."""
+    try:
+        import peft
+    except ImportError as exc:
+        msg = (
+            "adapter needs the peft package (Hugging Face PEFT): "
+            'pip install ".[peft]" from a clone of sktransfer, or '
+            'pip install "peft>=0.10".'
+        )
+        raise ImportError(msg) from exc
+    return peft
+
+
+def is_adapter_layer(layer: nn.Module) -> bool:
+    """Whether ``layer`` is a layer that peft injected (it holds an adapter).
+
+    Never imports peft: a network without adapters has none.
+    """
+    if "peft" not in sys.modules:
+        return False
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return isinstance(layer, BaseTunerLayer)
+
+
+def _adapter_param(name: str) -> bool:
+    """Whether the parameter or buffer ``name`` belongs to an adapter."""
+    return any(
+        part.startswith(("lora_", "hada_", "lokr_", "ia3_")) for part in name.split(".")
+    )
+
+
+def _base_name(name: str) -> str:
+    """Return the name a state entry of an adapted network has in the base."""
+    return name.replace(".base_layer.", ".").replace(".base_layer", "")
+
+
+_INSIDE_ADAPTED = re.compile(
+    r"\.(?:base_layer|(?:lora|hada|lokr|ia3)_\w+(?:\.[^.]+)?)$"
+)
+
+
+def layer_of(name: str) -> str:
+    """Return the adapted layer of a submodule name (``x.lora_A.default``: ``x``)."""
+    return _INSIDE_ADAPTED.sub("", name)
+
+
+def adapted_layers(module: nn.Module) -> list[str]:
+    """Return the names of the layers of ``module`` that hold an adapter."""
+    return [name for name, layer in module.named_modules() if is_adapter_layer(layer)]
+
+
+# ---------------------------------------------------------------- targets
+
+
+def _frozen_layers(module, frozen):
+    """Names of the layers all of whose own parameters are in ``frozen``."""
+    frozen = set(frozen)
+    names = []
+    for name, layer in module.named_modules():
+        own = [
+            f"{name}.{p}" if name else p
+            for p, _ in layer.named_parameters(recurse=False)
+        ]
+        if own and all(p in frozen for p in own):
+            names.append(name)
+    return names
+
+
+def _holds_weights(layer):
+    return any(True for _ in layer.parameters(recurse=False)) or isinstance(
+        layer, nn.MultiheadAttention
+    )
+
+
+def _adaptable(layer):
+    return isinstance(layer, _LORA_KINDS) or type(layer).__name__ == "Conv1D"
+
+
+def resolve_targets(module, targets, head, frozen):
+    """Return the names of the layers that get an adapter.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The network, its head rebuilt.
+    targets : str, sequence of str or None
+        The estimator's ``lora_targets``: glob patterns over submodule names
+        (``fnmatch``, ``*`` also matches dots). None: every ``nn.Linear`` and
+        ``nn.Conv2d`` of the shared layers that ``frozen`` does not hold.
+    head : sequence of str
+        The head's submodule names: never adapted (the head trains in full).
+    frozen : list of str
+        The frozen parameters: their layers get no adapter.
+
+    Returns
+    -------
+    names : list of str
+        Layer names, in module order.
+
+    Raises
+    ------
+    ValueError
+        If a pattern matches no layer that holds weights, or a layer of a kind
+        peft cannot adapt (the message names the layer and the kinds it can),
+        a layer of the head or a frozen layer; or if there is nothing to adapt.
+    """
+    held = set(_frozen_layers(module, frozen))
+    layers = {
+        name: layer
+        for name, layer in module.named_modules()
+        if name and _holds_weights(layer)
+    }
+    shared = {
+        name: layer
+        for name, layer in layers.items()
+        if not _layers.is_under(name, head)
+    }
+    if targets is None:
+        names = [
+            name
+            for name, layer in shared.items()
+            if isinstance(layer, _DEFAULT_KINDS) and name not in held
+        ]
+        if not names:
+            others = [
+                f"{name} ({type(layer).__name__})"
+                for name, layer in shared.items()
+                if name not in held and not isinstance(layer, _NormBase | nn.LayerNorm)
+            ]
+            msg = (
+                "adapter found no nn.Linear or nn.Conv2d layer to adapt among the "
+                f"shared layers of {type(module).__name__} (outside the head "
+                f"{list(head)} and the frozen layers)"
+                + (f"; it has {', '.join(others)}" if others else "")
+                + f". peft adapts {_LORA_KIND_NAMES}: name such layers with "
+                "lora_targets, unfreeze some, or set adapter=None."
+            )
+            raise ValueError(msg)
+        return names
+    patterns = _layers.check_patterns(targets, "lora_targets")
+    chosen = set()
+    for pattern in patterns:
+        hits = [name for name in layers if fnmatchcase(name, pattern)]
+        if not hits:
+            msg = (
+                f"lora_targets pattern {pattern!r} matches no layer with weights of "
+                f"{type(module).__name__}.{_layers._nearest(pattern, list(layers))} "
+                f"Layers are: {_layers._listing(list(layers))}."
+            )
+            raise ValueError(msg)
+        for name in hits:
+            layer = layers[name]
+            if isinstance(layer, _NormBase | nn.LayerNorm | nn.GroupNorm):
+                continue  # normalisation layers are not adapted; their stats are saved
+            if _layers.is_under(name, head):
+                msg = (
+                    f"lora_targets pattern {pattern!r} matches {name!r}, a layer of "
+                    f"the head {list(head)}, which fit trains in full. Leave the "
+                    "head out of lora_targets."
+                )
+                raise ValueError(msg)
+            if not _adaptable(layer):
+                msg = (
+                    f"lora_targets pattern {pattern!r} matches {name!r}, an "
+                    f"{type(layer).__name__}, which peft cannot adapt with LoRA; "
+                    f"it adapts {_LORA_KIND_NAMES}. Leave {name!r} out of "
+                    "lora_targets (freeze it or fine-tune it with adapter=None)."
+                )
+                raise ValueError(msg)
+            if name in held:
+                msg = (
+                    f"lora_targets pattern {pattern!r} matches {name!r}, which "
+                    "frozen holds: frozen layers get no adapter. Leave it out of "
+                    "frozen or of lora_targets."
+                )
+                raise ValueError(msg)
+            chosen.add(name)
+    if not chosen:
+        msg = (
+            f"lora_targets={targets!r} matches only normalisation layers, which "
+            "LoRA does not adapt."
+        )
+        raise ValueError(msg)
+    return [name for name in layers if name in chosen]
+
+
+# ----------------------------------------------------------------- config
+
+
+def check_adapter(estimator):
+    """Return the peft config that ``estimator.adapter`` asks for (None: no adapter).
+
+    Imports peft when an adapter is asked for. Raises a ValueError for an
+    adapter that cannot compose with the estimator's other settings.
+    """
+    adapter = estimator.adapter
+    if adapter is None:
+        return None
+    peft = _peft()
+    if isinstance(adapter, str):
+        if adapter != "lora":
+            msg = (
+                "adapter must be None, 'lora' or a peft config object; got "
+                f"{adapter!r}."
+            )
+            raise ValueError(msg)
+        config = peft.LoraConfig(
+            r=estimator.lora_rank,
+            lora_alpha=estimator.lora_alpha,
+            lora_dropout=estimator.lora_dropout,
+            init_lora_weights=True,
+        )
+    elif isinstance(adapter, peft.PeftConfig):
+        if adapter.is_prompt_learning or getattr(adapter, "modules_to_save", None):
+            msg = (
+                f"adapter={type(adapter).__name__}(...) is not supported: sktransfer "
+                "injects adapters into the layers of any network (prompt learning "
+                "methods need a transformers model) and trains the head in full "
+                "itself (leave modules_to_save unset)."
+            )
+            raise ValueError(msg)
+        config = copy.deepcopy(adapter)
+    else:
+        msg = (
+            "adapter must be None, 'lora' or a peft config object (e.g. "
+            f"peft.LoraConfig(r=8)); got {adapter!r} of type {type(adapter).__name__}."
+        )
+        raise TypeError(msg)
+    if estimator.unfreeze:
+        msg = (
+            f"unfreeze={estimator.unfreeze!r} trains pretrained parameters from an "
+            "epoch on, but an adapter keeps every pretrained weight fixed and "
+            "trains the adapters and the head. Set unfreeze=None with an adapter "
+            "(use frozen to choose the layers that get no adapter), or adapter=None."
+        )
+        raise ValueError(msg)
+    return config
+
+
+def _targeted(config, names):
+    """``config`` with ``target_modules`` set to exactly the layers ``names``."""
+    pattern = "(?:" + "|".join(re.escape(name) for name in names) + ")"
+    return dataclasses.replace(copy.deepcopy(config), target_modules=pattern)
+
+
+def apply(estimator, module, head, frozen):
+    """Inject the adapter asked for by ``estimator`` into ``module``, in place.
+
+    Parameters
+    ----------
+    estimator : TransferClassifier or TransferRegressor
+        Its ``adapter``, ``lora_*`` parameters and ``frozen``.
+    module : torch.nn.Module
+        The network with its pretrained weights and its new head.
+    head : sequence of str
+        The head's submodule names.
+    frozen : list of str
+        The parameters matching ``frozen``, by their names before injection.
+
+    Returns
+    -------
+    frozen : list of str
+        The parameters to freeze, by their names after injection: every
+        parameter outside the head and the adapters (the pretrained weights).
+        None when ``estimator.adapter`` is None (``module`` unchanged).
+    """
+    config = check_adapter(estimator)
+    if config is None:
+        return None
+    peft = _peft()
+    frozen_by_hand = [
+        name for name, p in module.named_parameters() if not p.requires_grad
+    ]
+    held = sorted(set(frozen) | set(frozen_by_hand))
+    given = getattr(config, "target_modules", None)
+    if given is None or isinstance(estimator.adapter, str):
+        names = resolve_targets(module, estimator.lora_targets, head, held)
+        config = _targeted(config, names)
+    arrived = {name: p.requires_grad for name, p in module.named_parameters()}
+    try:
+        with warnings.catch_warnings():
+            # merge() merges grouped convolutions itself (_merged_grouped_conv).
+            warnings.filterwarnings("ignore", "LoRA adapter added to ConvNd layer")
+            peft.inject_adapter_in_model(config, module, adapter_name=_ADAPTER_NAME)
+    except (ValueError, TypeError) as exc:
+        msg = f"peft could not inject adapter={estimator.adapter!r}: {exc}"
+        raise ValueError(msg) from exc
+    # peft marks every other parameter untrainable; sktransfer's freezing does
+    # that for the fit and restores what the parameters arrived with.
+    for name, param in module.named_parameters():
+        if not _adapter_param(name):
+            param.requires_grad_(arrived.get(_base_name(name), True))
+    return [
+        name
+        for name, _ in module.named_parameters()
+        if not _adapter_param(name) and not _layers.is_under(name, head)
+    ]
+
+
+def summary(module, head):
+    """Return ``adapter_``: the adapted layers and the trainable parameters."""
+    layers = adapted_layers(module)
+    n_adapter = sum(
+        p.numel() for n, p in module.named_parameters() if _adapter_param(n)
+    )
+    n_head = sum(
+        p.numel() for n, p in module.named_parameters() if _layers.is_under(n, head)
+    )
+    n_total = sum(p.numel() for p in module.parameters()) - n_adapter
+    n_trainable = n_adapter + n_head
+    return {
+        "layers": layers,
+        "n_adapter_parameters": n_adapter,
+        "n_head_parameters": n_head,
+        "n_trainable_parameters": n_trainable,
+        "n_parameters": n_total,
+        "trainable_share": n_trainable / n_total if n_total else 0.0,
+    }
+
+
+def report(module, estimator):
+    """Return ``adapter_`` (None without an adapter), printed at ``verbose > 0``."""
+    if estimator.adapter is None:
+        return None
+    found = summary(module, _layers.resolve_head(module, estimator.head))
+    if estimator.verbose:
+        print(_announce(found))
+    return found
+
+
+def _announce(report):
+    """Return the line ``verbose=1`` prints about the adapter."""
+    layers = report["layers"]
+    shown = ", ".join(layers[:6]) + (
+        f", ... ({len(layers) - 6} more)" if len(layers) > 6 else ""
+    )
+    return (
+        f"[sktransfer] Adapter on {len(layers)} layers ({shown}): "
+        f"{report['n_trainable_parameters']:,} trainable parameters "
+        f"({report['n_adapter_parameters']:,} in adapters, "
+        f"{report['n_head_parameters']:,} in the head), "
+        f"{100 * report['trainable_share']:.2f}% of {report['n_parameters']:,}"
+    )
+
+
+# ------------------------------------------------------------------ merging
+
+
+def _merged_layer(name, layer):
+    """Return the plain layer computing what the adapted ``layer`` does (eval)."""
+    base = layer.get_base_layer()
+    plain_lora = hasattr(layer, "lora_A") and not any(
+        getattr(layer, "lora_variant", {}) or getattr(layer, "use_dora", {}).values()
+    )
+    if isinstance(base, nn.Conv2d) and base.groups > 1 and plain_lora:
+        return _merged_grouped_conv(layer, base)
+    merged = copy.deepcopy(layer)
+    try:
+        merged.merge(safe_merge=True)
+    except (NotImplementedError, ValueError) as exc:
+        msg = (
+            f"Cannot merge the adapter of {name!r} ({type(base).__name__}): "
+            f"{exc} merge() merges LoRA on nn.Linear, nn.Conv2d and grouped "
+            "nn.Conv2d; use the adapted network net_.module_ as it is."
+        )
+        raise ValueError(msg) from exc
+    return merged.get_base_layer()
+
+
+def _merged_grouped_conv(layer, base):
+    """Return a grouped Conv2d with LoRA as one ungrouped Conv2d (peft cannot).
+
+    peft's factors for a grouped convolution are an ungrouped ``lora_A``
+    (``in -> r``, the base's kernel) and a grouped 1x1 ``lora_B``
+    (``r -> out``): their product is a full ``(out, in, k, k)`` update, so the
+    merged layer is ungrouped, with the base's weight block-diagonal in it.
+    """
+    groups, out_ch, in_ch = base.groups, base.out_channels, base.in_channels
+    weight = base.weight.detach()
+    kernel = weight.shape[2:]
+    full = weight.new_zeros((out_ch, in_ch, *kernel))
+    step_out, step_in = out_ch // groups, in_ch // groups
+    for g in range(groups):
+        full[g * step_out : (g + 1) * step_out, g * step_in : (g + 1) * step_in] = (
+            weight[g * step_out : (g + 1) * step_out]
+        )
+    for adapter in layer.active_adapters:
+        if adapter not in layer.lora_A:
+            continue
+        a = layer.lora_A[adapter].weight.detach()  # (r, in, *k)
+        b = layer.lora_B[adapter].weight.detach()  # (out, r / groups, 1, 1)
+        r = a.shape[0]
+        a_g = a.reshape(groups, r // groups, -1)
+        b_g = b.reshape(groups, step_out, r // groups)
+        delta = torch.bmm(b_g, a_g).reshape(out_ch, in_ch, *kernel)
+        full = full + delta * layer.scaling[adapter]
+        bias = layer.lora_B[adapter].bias
+        if bias is not None:
+            msg = (
+                "merging a grouped Conv2d adapter with lora_bias=True is not supported"
+            )
+            raise ValueError(msg)
+    merged = nn.Conv2d(
+        in_ch,
+        out_ch,
+        base.kernel_size,
+        stride=base.stride,
+        padding=base.padding,
+        dilation=base.dilation,
+        groups=1,
+        bias=base.bias is not None,
+        padding_mode=base.padding_mode,
+        device=weight.device,
+        dtype=weight.dtype,
+    )
+    with torch.no_grad():
+        merged.weight.copy_(full)
+        if base.bias is not None:
+            merged.bias.copy_(base.bias)
+    merged.train(base.training)
+    return merged
+
+
+def merged(module):
+    """Return a copy of ``module`` with every adapter merged into its layer.
+
+    The copy holds plain torch layers only (no peft layer) and computes, in
+    evaluation mode, what the adapted ``module`` computes. ``module`` is not
+    changed.
+    """
+    plain = copy.deepcopy(module)
+    for name in adapted_layers(plain):
+        layer = plain.get_submodule(name)
+        parent, _, child = name.rpartition(".")
+        setattr(plain.get_submodule(parent), child, _merged_layer(name, layer))
+    return plain
