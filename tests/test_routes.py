@@ -411,3 +411,10 @@ def test_regressor_probe_by_state_dict_and_zero_weighted_rows(digits):
     np.testing.assert_allclose(moved[1].mean_, ours[1].mean_, rtol=0, atol=1e-12)
     np.testing.assert_allclose(moved[-1].coef_, ours[-1].coef_, rtol=0, atol=1e-12)
     assert moved[-1].alpha_ == ours[-1].alpha_
+
+
+def test_a_setting_for_a_pipeline_is_told_to_name_the_step(pipe, digits):
+    X, y = digits.X_target, digits.y_target
+    step = pipe.steps[-1][0]
+    with pytest.raises(ValueError, match=rf"'{step}__frozen'"):
+        compare_transfer(pipe, X, y, cv=2, settings={"f": {"frozen": "0.*"}})

@@ -488,6 +488,10 @@ def _with_params(estimator, name, params, seed):
         transfer_step(candidate, "compare_transfer")._validate_params()
     except (TypeError, ValueError) as exc:
         msg = f"Invalid parameters {dict(params)!r} in the setting {name!r}: {exc}"
+        if isinstance(candidate, Pipeline) and any("__" not in k for k in params):
+            step = candidate.steps[-1][0]
+            prefixed = {f"{step}__{key}": value for key, value in params.items()}
+            msg += f" On a pipeline, name the transfer estimator's step: {prefixed!r}."
         raise type(exc)(msg) from exc
     return candidate
 

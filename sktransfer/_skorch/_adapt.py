@@ -193,6 +193,17 @@ def split_rows(estimator, y):
     if estimator.adapt is None:
         if not regression:
             warn_minus_one_class(estimator, y)
+        elif y is not None:
+            values = np.asarray(y)
+            if values.dtype.kind == "f" and np.isnan(values).any():
+                rows = np.isnan(values).reshape(len(values), -1).any(axis=1)
+                msg = (
+                    f"y has {int(rows.sum())} "
+                    "rows with NaN targets, which a regressor cannot fit. NaN "
+                    "marks unlabelled rows only with adapt set (adapt='coral', "
+                    "'mmd' or 'dann'); otherwise drop those rows or fill them."
+                )
+                raise ValueError(msg)
         return y, None
     check_settings(estimator)
     if y is None:
