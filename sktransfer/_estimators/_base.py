@@ -297,7 +297,7 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, _Adapters, BaseEst
                     _finetune.l2sp_penalty(
                         net, shared, specific, self.l2sp, self.l2sp_head
                     ),
-                    _finetune.autocast(self.autocast, net.device),
+                    _finetune.autocast(self.autocast, net.device, net),
                     _validation.encoded(net, X, fitted, n_outputs, split, cache),
                     _guard.training(
                         self,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 
 import torch
 from skorch.callbacks import Callback
@@ -261,16 +261,21 @@ class Unfreeze(Callback):
         return state
 
 
-def autocast(dtype, device):
-    """Return the context that fine-tuning runs in: bfloat16 autocast, or nothing.
+@contextmanager
+def autocast(dtype, device, net=None):
+    """Run fine-tuning in bfloat16 autocast, or as it is (``dtype=None``).
 
     Under autocast, matrix products and convolutions run in bfloat16 while the
     weights, their gradients and the optimizer stay in float32; losses and
     reductions run in float32. bfloat16 has float32's range, so it needs no
-    loss scaling.
+    loss scaling. The net's outputs (skorch's ``infer``, which training,
+    validation and the scoring callbacks call) are cast back to float32, as
+    the weights are, so that a validation score such as ``valid_acc`` reads
+    them (NumPy has no bfloat16); the cast lasts for the context only.
     """
     if dtype is None:
-        return nullcontext()
+        yield
+        return
     device_type = torch.device(device).type
     if device_type == "cuda" and not torch.cuda.is_bf16_supported():
         msg = (
@@ -278,8 +283,32 @@ def autocast(dtype, device):
             "autocast=None."
         )
         raise ValueError(msg)
-    # No cache of cast weights: it lives as long as the context, here the whole
-    # training loop, and would keep feeding the first batch's weights forward.
-    return torch.autocast(
-        device_type=device_type, dtype=torch.bfloat16, cache_enabled=False
-    )
+    if net is not None:
+        infer = net.infer
+
+        def infer_in_float32(x, **fit_params):
+            return _float32(infer(x, **fit_params))
+
+        net.infer = infer_in_float32
+    try:
+        # No cache of cast weights: it lives as long as the context, here the
+        # whole training loop, and would keep feeding the first batch's
+        # weights forward.
+        with torch.autocast(
+            device_type=device_type, dtype=torch.bfloat16, cache_enabled=False
+        ):
+            yield
+    finally:
+        if net is not None:
+            del net.infer  # skorch's own method again
+
+
+def _float32(out):
+    """Cast bfloat16 tensors (in tuples, lists and dicts too) to float32."""
+    if isinstance(out, torch.Tensor):
+        return out.float() if out.dtype == torch.bfloat16 else out
+    if isinstance(out, (tuple, list)):
+        return type(out)(_float32(o) for o in out)
+    if isinstance(out, dict):
+        return {key: _float32(value) for key, value in out.items()}
+    return out
