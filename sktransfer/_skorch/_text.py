@@ -16,6 +16,7 @@ Any other input passes through unchanged.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Mapping
 
@@ -111,6 +112,18 @@ def encode_inputs(estimator, X, *, fitting=False):
             estimator.__dict__.pop("_keyword_layout", None)
         return X
     if not (text or tokens):
+        model = getattr(spec, "model", None)
+        if isinstance(model, (str, os.PathLike)) and not os.path.isdir(model):
+            # A string net that names no directory: probably not meant as one.
+            msg = (
+                f"net={model!r} is a string, which names the local directory of a "
+                "Hugging Face model, but no such directory exists. net must be "
+                f"None, a skorch {estimator._net_class.__name__}, a torch.nn.Module "
+                "class or instance, a function returning a module, a "
+                "HuggingFaceNet, or the path of a directory written by "
+                "save_pretrained."
+            )
+            raise TypeError(msg)
         if _looks_like_packed(X):
             return X
         if isinstance(X, (list, tuple)) and any(isinstance(x, str) for x in X):
