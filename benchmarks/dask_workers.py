@@ -70,7 +70,6 @@ from torch import nn
 import sktransfer
 from sktransfer import MLP, TransferClassifier
 from sktransfer._pretrained import _dask
-from sktransfer._pretrained._record import _Pretrained
 from sktransfer.datasets import make_digits_transfer
 
 
@@ -186,12 +185,12 @@ def shipping(enabled):
     if enabled:
         yield
         return
-    ship = _Pretrained.ship_to_cluster
-    _Pretrained.ship_to_cluster = lambda self: None
+    ship = _dask.ship
+    _dask.ship = lambda record: None
     try:
         yield
     finally:
-        _Pretrained.ship_to_cluster = ship
+        _dask.ship = ship
 
 
 def received(client):

@@ -550,5 +550,5 @@ def test_plot_draws_on_the_axes_given(comparison):
 def test_plot_without_matplotlib_says_how_to_install_it(comparison, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
-    with pytest.raises(ImportError, match=r"pip install 'sktransfer\[plot\]'"):
+    with pytest.raises(ImportError, match=r"pip install '\.\[plot\]' from a clone"):
         comparison.plot()

@@ -143,8 +143,8 @@ def test_plot_history_without_matplotlib_says_how_to_install_it(fitted, monkeypa
     with pytest.raises(
         ImportError,
         match=(
-            r"plot_history requires matplotlib: pip install 'sktransfer\[plot\]' "
-            r"\(or pip install matplotlib\)"
+            r"plot_history requires matplotlib: pip install '\.\[plot\]' from a "
+            r"clone of sktransfer \(or pip install matplotlib\)"
         ),
     ):
         plot_history(fitted)

@@ -248,6 +248,30 @@ def test_pickle_clone_and_saved_source_round_trip(tiny_dir, fitted):
     )
 
 
+def test_a_fine_tune_never_changes_the_weights_later_fits_load(tiny_dir):
+    # Two identical fits from the same directory, one after the other, in one
+    # process: the second starts from the saved weights, not the first's
+    # fine-tuned ones (every build copies the loaded model).
+    first = TransferClassifier(tiny_dir, random_state=0, lr=1e-2, max_epochs=3)
+    first.fit(list(TEXTS), Y)
+    second = TransferClassifier(tiny_dir, random_state=0, lr=1e-2, max_epochs=3)
+    second.fit(list(TEXTS), Y)
+    np.testing.assert_array_equal(
+        first.predict_proba(list(TEXTS)), second.predict_proba(list(TEXTS))
+    )
+    saved = transformers.BertModel.from_pretrained(tiny_dir, local_files_only=True)
+    fresh = TransferClassifier(tiny_dir, frozen=ENCODER).fit(list(TEXTS), Y)
+    weights = fresh.net_.module_.state_dict()
+    for name, tensor in saved.state_dict().items():
+        if name in weights:
+            assert torch.equal(weights[name], tensor), name
+
+
+def test_an_empty_model_directory_is_named(tmp_path):
+    with pytest.raises((FileNotFoundError, ValueError), match=str(tmp_path)):
+        TransferClassifier(str(tmp_path)).fit(TEXTS, Y)
+
+
 def test_local_files_only_and_missing_directory(tmp_path):
     assert HuggingFaceNet("x").local_files_only is True
     missing = os.path.join(str(tmp_path), "no_model")

@@ -14,6 +14,7 @@ used (``pip install ".[text]"`` from a clone).
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -224,9 +225,24 @@ def _load(what, path, local_files_only):
     transformers = import_transformers()
     if local_files_only:
         _check_dir(path, what)
-    key = (what, os.path.realpath(path), local_files_only)
+    # The files' modification times are in the key: a model saved again to
+    # the same directory is loaded again.
+    stamps = (
+        tuple(
+            sorted(
+                (entry.name, entry.stat().st_mtime_ns)
+                for entry in os.scandir(path)
+                if entry.is_file()
+            )
+        )
+        if os.path.isdir(path)
+        else ()
+    )
+    key = (what, os.path.realpath(path), local_files_only, stamps)
     if key in _LOADED:
-        return _LOADED[key]
+        # A copy for every build: a fit must never change the weights that
+        # later estimators load from the same directory.
+        return copy.deepcopy(_LOADED[key]) if what == "model" else _LOADED[key]
     try:
         if what == "tokenizer":
             loaded = transformers.AutoTokenizer.from_pretrained(
@@ -241,18 +257,17 @@ def _load(what, path, local_files_only):
                 if any(a.endswith("ForSequenceClassification") for a in architectures):
                     auto = transformers.AutoModelForSequenceClassification
             loaded = auto.from_pretrained(path, local_files_only=local_files_only)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         msg = (
             f"Could not load the {what} from {path!r} with local files only: "
             f"{exc}. The directory needs the files save_pretrained writes "
             "(config.json and model.safetensors for a model; tokenizer.json or "
             "vocab files for a tokenizer)."
         )
-        raise FileNotFoundError(msg) from exc
+        error = FileNotFoundError if isinstance(exc, OSError) else ValueError
+        raise error(msg) from exc
     if what == "model":
         # Kept once; every build copies it, so fits never share weights.
-        import copy
-
         _LOADED[key] = loaded
         return copy.deepcopy(loaded)
     _LOADED[key] = loaded
