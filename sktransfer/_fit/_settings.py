@@ -10,6 +10,7 @@ and :func:`~sktransfer.default_net` are in :mod:`sktransfer._estimators._default
 from __future__ import annotations
 
 import inspect
+import os
 from numbers import Integral
 
 # The estimator parameters that set the net, and the skorch name each sets.
@@ -85,6 +86,12 @@ def nested_error(estimator, nested, net):
         else ("classifier")
     )
     msg = f"Cannot set {', '.join(nested)}: net is {net!r}, not a skorch net. "
+    if isinstance(net, (str, os.PathLike)):
+        return msg + (
+            "A path names a Hugging Face model: give it as "
+            f"net=HuggingFaceNet({os.fspath(net)!r}, ...) to set its max_length, "
+            "pooling or tokenizer as net__<name> (grid searches too)."
+        )
     if instead:
         msg += (
             f"The default network's settings are estimator parameters: set "
