@@ -554,3 +554,61 @@ def test_partly_frozen_encoder_says_why_not_cached(tiny_dir):
         "forward_features reads the trainable parameter encoder.layer.0"
         in (clf.frozen_cache_["reason"])
     )
+
+
+def test_declared_cut_is_not_kept_in_the_store(tiny_dir):
+    from sktransfer import clear_frozen_store, frozen_store_info
+
+    clear_frozen_store()
+    clf = _clf(tiny_dir, frozen=BODY, max_epochs=1).fit_source(TEXTS, Y)
+    clf.fit(TEXTS, Y)
+    assert clf.frozen_cache_["cached"]
+    assert frozen_store_info()["entries"] == 0
+
+
+class _Untraceable(nn.Module):
+    """Any network may declare its cut; this one branches on the data."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Dropout(0.5))
+        self.head = nn.Linear(8, 2)
+
+    def forward_features(self, x):
+        if x.sum() > 0:  # data-dependent control flow: torch.fx cannot trace it
+            x = x * 1.0
+        return self.body(x)
+
+    def forward_head(self, features):
+        return self.head(features)
+
+    def forward(self, x):
+        return self.forward_head(self.forward_features(x))
+
+
+@pytest.mark.parametrize("freeze_bn_stats", [True, False])
+def test_any_network_may_declare_its_cut(freeze_bn_stats):
+    X = np.random.RandomState(0).normal(size=(40, 4)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(int)
+
+    def fit(cache_frozen):
+        torch.manual_seed(0)  # the same "pretrained" body in both fits
+        clf = TransferClassifier(
+            _Untraceable(),
+            frozen=("body.*",),
+            freeze_bn_stats=freeze_bn_stats,
+            cache_frozen=cache_frozen,
+            random_state=0,
+            max_epochs=3,
+        )
+        return clf.fit(X, y)
+
+    cached = fit("auto")
+    if not freeze_bn_stats:  # the frozen body's dropout is active: not cached
+        assert not cached.frozen_cache_["cached"]
+        assert "body.2 (Dropout, p=0.5)" in cached.frozen_cache_["reason"]
+        return
+    assert cached.frozen_cache_["stage"] == "forward_features"
+    np.testing.assert_allclose(
+        cached.predict_proba(X), fit(False).predict_proba(X), atol=1e-6
+    )

@@ -656,10 +656,12 @@ def reuse_key(stage, reuse):
     ``reuse`` is ``(record, head, settings)`` when ``fit`` loaded the
     network's weights from the pretrained ``record``; the stage's outputs are
     then shared with other fits from that record only if every tensor of the
-    stage is the record's (none under ``head``, which ``fit`` initialises).
+    stage is the record's (none under ``head``, which ``fit`` initialises),
+    and never for a cut the network declares (its ``forward_features`` is the
+    network's own code, which the key's structure digest cannot name).
     """
-    if reuse is None:
-        return None
+    if reuse is None or isinstance(stage.stage, _Part):
+        return None  # a declared cut runs the network's own code: not keyed
     record, head, settings = reuse
     names = list(stage.stage.state_dict(keep_vars=True))
     if any(n not in record.state_dict or is_under(n, head) for n in names):
