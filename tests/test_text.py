@@ -477,3 +477,163 @@ def test_token_dicts_are_checked():
         _text.pack_token_dict({"input_ids": ids, "attention_mask": mask[:, ::-1]}, 6)
     with pytest.raises(ValueError, match="does not read"):
         _text.pack_token_dict({"input_ids": ids, "labels": mask}, 6)
+
+
+# ------------------------------------------------- the frozen encoder, computed once
+
+BODY = ("embeddings.*", "encoder.layer.*")  # the pooler stays trainable (unused)
+
+
+def _encoder_rows(fit):
+    """Return ``fit()`` and how many rows went through a BertEncoder meanwhile."""
+    rows = []
+
+    def count(module, args):
+        if type(module).__name__ == "BertEncoder":
+            rows.append(args[0].shape[0])  # (the hidden states, positional)
+
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(count)
+    try:
+        result = fit()
+    finally:
+        handle.remove()
+    return result, sum(rows)
+
+
+PROBE_ROWS = 5 * 8  # the checks of the declared cut: 5 calls on 8 rows
+
+
+def test_frozen_encoder_runs_once_per_fit(tiny_dir):
+    # The body frozen: the pooled features are computed once, then each epoch
+    # costs only the head; without the cache each epoch runs the encoder.
+    def rows(epochs, cache_frozen):
+        def fit():
+            clf = _clf(tiny_dir, frozen=BODY, max_epochs=epochs)
+            return clf.set_params(cache_frozen=cache_frozen).fit(TEXTS, Y)
+
+        clf, n_rows = _encoder_rows(fit)
+        assert clf.frozen_cache_["cached"] == (cache_frozen == "auto")
+        return clf, n_rows
+
+    clf, cached_1 = rows(1, "auto")
+    assert clf.frozen_cache_["stage"] == "forward_features"
+    assert clf.frozen_cache_["reason"] is None
+    assert clf.frozen_cache_["outputs"] == "computed"
+    assert clf.frozen_cache_["nbytes"] == len(TEXTS) * 16 * 4  # hidden size 16
+    _, cached_4 = rows(4, "auto")
+    _, uncached_1 = rows(1, False)
+    _, uncached_4 = rows(4, False)
+    assert uncached_4 - uncached_1 == 3 * len(TEXTS)  # one pass per epoch
+    # Cached: one pass over the data (as one epoch) and the checks, whatever
+    # the number of epochs.
+    assert cached_4 == cached_1 == uncached_1 + PROBE_ROWS
+
+
+def test_cached_frozen_encoder_fits_as_uncached(tiny_dir):
+    fits = {
+        cache: _clf(tiny_dir, frozen=BODY, max_epochs=4, cache_frozen=cache).fit(
+            TEXTS, Y
+        )
+        for cache in ("auto", False)
+    }
+    assert fits["auto"].frozen_cache_["cached"]
+    assert not fits[False].frozen_cache_["cached"]
+    tuned = {k: v.net_.module_.state_dict() for k, v in fits.items()}
+    for name, value in tuned[False].items():
+        np.testing.assert_allclose(tuned["auto"][name], value, atol=1e-6, err_msg=name)
+    np.testing.assert_allclose(
+        fits["auto"].predict_proba(TEXTS), fits[False].predict_proba(TEXTS), atol=1e-6
+    )
+    # The frozen encoder is bit-identical to the pretrained one.
+    original = transformers.BertModel.from_pretrained(tiny_dir, local_files_only=True)
+    for name, value in original.state_dict().items():
+        if not name.startswith("pooler."):  # trainable (unused by mean pooling)
+            assert torch.equal(tuned["auto"][name], value), name
+
+
+def test_cached_features_with_dynamic_padding(tiny_dir):
+    # The cached features: batches cut to their longest text, in evaluation
+    # mode, equal each text run alone and every text padded to max_length.
+    from sktransfer._frozen_stage import _cache
+
+    net = HuggingFaceNet(tiny_dir).build()
+    for name, param in net.named_parameters():
+        param.requires_grad = name.startswith("head.")
+    tokenizer = HuggingFaceNet(tiny_dir).load_tokenizer()
+    packed, _ = _text.tokenize(tokenizer, list(TEXTS), 32)
+    X = torch.as_tensor(packed)
+    split, why = _cache.find_frozen_stage(net, X[:8])
+    assert why is None
+    cached = split.transform(X, batch_size=5, device="cpu")
+    net.eval()
+    with torch.no_grad():
+        alone = torch.cat([net.forward_features(X[i : i + 1]) for i in range(len(X))])
+    torch.testing.assert_close(cached, alone, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(cached, _hand_pooled(tiny_dir, TEXTS), atol=1e-6)
+
+
+def test_partly_frozen_encoder_says_why_not_cached(tiny_dir):
+    clf = _clf(tiny_dir, frozen=("embeddings.*",), max_epochs=1).fit(TEXTS, Y)
+    assert not clf.frozen_cache_["cached"]
+    assert (
+        "forward_features reads the trainable parameter encoder.layer.0"
+        in (clf.frozen_cache_["reason"])
+    )
+
+
+def test_declared_cut_is_not_kept_in_the_store(tiny_dir):
+    from sktransfer import clear_frozen_store, frozen_store_info
+
+    clear_frozen_store()
+    clf = _clf(tiny_dir, frozen=BODY, max_epochs=1).fit_source(TEXTS, Y)
+    clf.fit(TEXTS, Y)
+    assert clf.frozen_cache_["cached"]
+    assert frozen_store_info()["entries"] == 0
+
+
+class _Untraceable(nn.Module):
+    """Any network may declare its cut; this one branches on the data."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Dropout(0.5))
+        self.head = nn.Linear(8, 2)
+
+    def forward_features(self, x):
+        if x.sum() > 0:  # data-dependent control flow: torch.fx cannot trace it
+            x = x * 1.0
+        return self.body(x)
+
+    def forward_head(self, features):
+        return self.head(features)
+
+    def forward(self, x):
+        return self.forward_head(self.forward_features(x))
+
+
+@pytest.mark.parametrize("freeze_bn_stats", [True, False])
+def test_any_network_may_declare_its_cut(freeze_bn_stats):
+    X = np.random.RandomState(0).normal(size=(40, 4)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(int)
+
+    def fit(cache_frozen):
+        torch.manual_seed(0)  # the same "pretrained" body in both fits
+        clf = TransferClassifier(
+            _Untraceable(),
+            frozen=("body.*",),
+            freeze_bn_stats=freeze_bn_stats,
+            cache_frozen=cache_frozen,
+            random_state=0,
+            max_epochs=3,
+        )
+        return clf.fit(X, y)
+
+    cached = fit("auto")
+    if not freeze_bn_stats:  # the frozen body's dropout is active: not cached
+        assert not cached.frozen_cache_["cached"]
+        assert "body.2 (Dropout, p=0.5)" in cached.frozen_cache_["reason"]
+        return
+    assert cached.frozen_cache_["stage"] == "forward_features"
+    np.testing.assert_allclose(
+        cached.predict_proba(X), fit(False).predict_proba(X), atol=1e-6
+    )

@@ -34,6 +34,14 @@ one does not:
 - a probe confirms it: on a few samples, the stage gives the same output in
   training mode (twice, with different random seeds) as in evaluation mode, and
   the split network gives the same output as the whole one.
+
+A network that ``torch.fx`` cannot trace (a Hugging Face model) may declare
+its cut instead, as timm's models do: ``forward_features(x)`` returns the
+head's input and ``forward_head(features)`` the output, with ``forward(x) ==
+forward_head(forward_features(x))``. When tracing finds no stage, that cut is
+cached if ``forward_features`` reads no trainable parameter, its layers run in
+evaluation mode while training (held, as above), no top-level submodule
+serves both sides, and the same probe confirms it (:func:`_declared_stage`).
 """
 
 from __future__ import annotations
@@ -62,13 +70,16 @@ class FrozenStage:
 
     Attributes
     ----------
-    stage : torch.fx.GraphModule
-        The frozen stage: the network's input to the cut's output.
-    rest : torch.fx.GraphModule
-        The trainable rest: the cut's output to the network's output. Its
-        layers and parameters are the original module's own objects.
+    stage : torch.fx.GraphModule or torch.nn.Module
+        The frozen stage: the network's input to the cut's output (a traced
+        graph, or the network's own ``forward_features`` for a declared cut).
+    rest : torch.fx.GraphModule or torch.nn.Module
+        The trainable rest: the cut's output to the network's output (or the
+        network's ``forward_head``). Its layers and parameters are the
+        original module's own objects.
     cut : str
-        The traced node the network is cut after, e.g. ``"features_4"``.
+        The traced node the network is cut after, e.g. ``"features_4"``, or
+        ``"forward_features"`` for a cut the network declares.
     sample_shape : tuple of int
         The shape of the stage's output for one sample.
     dtype : torch.dtype
@@ -79,8 +90,8 @@ class FrozenStage:
         with the other fits from that record (:meth:`outputs`).
     """
 
-    stage: fx.GraphModule
-    rest: fx.GraphModule
+    stage: nn.Module
+    rest: nn.Module
     cut: str
     sample_shape: tuple[int, ...]
     dtype: torch.dtype
@@ -214,6 +225,11 @@ def _leaf_problem(name, layer):
         return None  # trainable: ends the stage, not a problem
     if is_held(layer):
         return None  # runs in evaluation mode: deterministic
+    return _mode_problem(name, layer)
+
+
+def _mode_problem(name, layer):
+    """Why ``layer`` computes otherwise while training (random, batch statistics)."""
     kind = type(layer).__name__
     if isinstance(layer, _DropoutNd) and layer.p > 0:
         return f"{name} ({kind}, p={layer.p}) is random while training"
@@ -393,6 +409,10 @@ def _split(graph_module, cut, part):
 def find_frozen_stage(module: nn.Module, probe: torch.Tensor):
     """Split ``module`` after its frozen leading stage, if that is safe to cache.
 
+    The stage is found by tracing with ``torch.fx``; when that finds none and
+    the module declares its cut (:func:`declares_cut`), the cut it declares is
+    used if ``forward_features`` is fully frozen (:func:`_declared_stage`).
+
     Parameters
     ----------
     module : torch.nn.Module
@@ -412,6 +432,18 @@ def find_frozen_stage(module: nn.Module, probe: torch.Tensor):
     """
     if module._forward_hooks or module._forward_pre_hooks:
         return None, f"{type(module).__name__} has forward hooks of its own"
+    split, why = _traced_stage(module, probe)
+    if split is None and declares_cut(module):
+        split, declared = _declared_stage(module, probe)
+        if split is not None:
+            return split, None
+        declared = f"its declared cut (forward_features) cannot be cached: {declared}"
+        why = f"{declared}; {why}"
+    return split, why
+
+
+def _traced_stage(module, probe):
+    """:func:`find_frozen_stage` through ``torch.fx`` (the stage and why not)."""
     with modes_restored(module):
         module.train()  # trace the forward that fine-tuning runs
         try:
@@ -436,6 +468,143 @@ def find_frozen_stage(module: nn.Module, probe: torch.Tensor):
         return None, why
     split = FrozenStage(stage, rest, cut.name, tuple(out.shape[1:]), out.dtype)
     return split, None
+
+
+def declares_cut(module):
+    """Whether ``module`` declares its cut: ``forward_features`` and ``forward_head``.
+
+    As timm's models do: ``forward_features(x)`` returns the head's input and
+    ``forward_head(features)`` the network's output, so that ``forward(x)``
+    equals ``forward_head(forward_features(x))``.
+    """
+    return all(
+        callable(getattr(module, name, None))
+        for name in ("forward_features", "forward_head")
+    )
+
+
+class _Part(nn.Module):
+    """One side of a declared cut: ``forward_features`` or ``forward_head``.
+
+    Runs that method of ``owner``, and holds the owner's top-level submodules
+    (and direct parameters and buffers) of that side under their own names,
+    so that its parameters, state dict and training modes are theirs. The
+    owner itself is kept outside the module tree. The head's side also sets
+    the owner's own ``training`` flag, which a ``forward_head`` may read.
+    """
+
+    def __init__(self, owner, method, modules=(), parameters=(), buffers=()):
+        super().__init__()
+        self.__dict__["owner"] = owner
+        self.method = method
+        for name in modules:
+            self._modules[name] = owner._modules[name]
+        for name in parameters:
+            self._parameters[name] = owner._parameters[name]
+        for name in buffers:
+            self._buffers[name] = owner._buffers[name]
+
+    def forward(self, x):
+        return getattr(self.__dict__["owner"], self.method)(x)
+
+    def train(self, mode=True):
+        super().train(mode)
+        if self.method == "forward_head":
+            self.__dict__["owner"].training = mode
+        return self
+
+
+@contextmanager
+def _calls(children):
+    """Record the names of the ``children`` (name to module) called inside."""
+    called = []
+    handles = [
+        child.register_forward_pre_hook(lambda *_, name=name: called.append(name))
+        for name, child in children.items()
+    ]
+    try:
+        yield called
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _declared_stage(module, probe):
+    """Split ``module`` at the cut it declares (:func:`declares_cut`), if safe.
+
+    The stage is ``forward_features``: every parameter it reads must be frozen
+    (no gradient reaches one from its output), the layers of the top-level
+    submodules it calls must not be random or use batch statistics while the
+    network trains (frozen parts held in evaluation mode), and no top-level
+    submodule may serve ``forward_head`` too. :func:`_probe` then confirms it
+    as for a traced stage. Returns the :class:`FrozenStage` (or None) and why
+    not.
+    """
+    name = type(module).__name__
+    children = dict(module.named_children())
+    with modes_restored(module), torch.random.fork_rng():
+        module.eval()
+        try:
+            with _calls(children) as features_calls, torch.enable_grad():
+                features = module.forward_features(probe)
+        except NotImplementedError as exc:
+            return None, f"{name}.forward_features is not implemented ({exc})"
+        except Exception as exc:  # noqa: BLE001 (a failing probe only means: no cache)
+            return None, (
+                f"forward_features fails on a probe batch ({type(exc).__name__}: {exc})"
+            )
+        if not isinstance(features, torch.Tensor) or not features.is_floating_point():
+            return None, "forward_features does not return one floating-point tensor"
+        if features.requires_grad:
+            trainable = [
+                (n, p) for n, p in module.named_parameters() if p.requires_grad
+            ]
+            grads = torch.autograd.grad(
+                features.sum(), [p for _, p in trainable], allow_unused=True
+            )
+            pairs = zip(trainable, grads, strict=True)
+            used = [n for (n, _), grad in pairs if grad is not None]
+            what = f"the trainable parameter {used[0]}" if used else "a trainable value"
+            return None, f"forward_features reads {what}"
+        try:
+            with _calls(children) as head_calls, torch.no_grad():
+                module.forward_head(features.detach())
+        except Exception as exc:  # noqa: BLE001
+            return None, (
+                f"forward_head fails on forward_features' output "
+                f"({type(exc).__name__}: {exc})"
+            )
+        shared = [n for n in children if n in features_calls and n in head_calls]
+        if shared:
+            return None, f"forward_features and forward_head both call {shared[0]}"
+        module.train()  # the modes fine-tuning runs the stage in
+        for child in dict.fromkeys(features_calls):
+            for sub_name, sub in children[child].named_modules(prefix=child):
+                if sub.training and not is_held(sub):
+                    why = _mode_problem(sub_name, sub)
+                    if why is not None:
+                        return None, why
+    stage_modules = [n for n in children if n in features_calls]
+    direct = module._parameters
+    stage = _Part(
+        module,
+        "forward_features",
+        stage_modules,
+        [n for n, p in direct.items() if p is not None and not p.requires_grad],
+        [n for n, b in module._buffers.items() if b is not None],
+    )
+    rest = _Part(
+        module,
+        "forward_head",
+        [n for n in children if n not in stage_modules],
+        [n for n, p in direct.items() if p is not None and p.requires_grad],
+    )
+    why, out = _probe(module, stage, rest, probe)
+    if why is not None:
+        return None, why
+    return FrozenStage(
+        stage, rest, "forward_features", tuple(out.shape[1:]), out.dtype
+    ), None
 
 
 class _HeldLeaves(fx.Tracer):
@@ -487,10 +656,12 @@ def reuse_key(stage, reuse):
     ``reuse`` is ``(record, head, settings)`` when ``fit`` loaded the
     network's weights from the pretrained ``record``; the stage's outputs are
     then shared with other fits from that record only if every tensor of the
-    stage is the record's (none under ``head``, which ``fit`` initialises).
+    stage is the record's (none under ``head``, which ``fit`` initialises),
+    and never for a cut the network declares (its ``forward_features`` is the
+    network's own code, which the key's structure digest cannot name).
     """
-    if reuse is None:
-        return None
+    if reuse is None or isinstance(stage.stage, _Part):
+        return None  # a declared cut runs the network's own code: not keyed
     record, head, settings = reuse
     names = list(stage.stage.state_dict(keep_vars=True))
     if any(n not in record.state_dict or is_under(n, head) for n in names):

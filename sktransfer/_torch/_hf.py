@@ -193,8 +193,6 @@ class HuggingFaceNet(BaseEstimator):
         if isinstance(model, (str, os.PathLike)):
             model = _load("model", os.fspath(model), self.local_files_only)
         elif is_hf_model(model):
-            import copy
-
             model = copy.deepcopy(model)
         else:
             msg = (
@@ -342,7 +340,35 @@ class TransformerNet(nn.Module):
         if self.sequence_classifier:
             ids, mask = _unpack(X)
             return self.__dict__["model"](input_ids=ids, attention_mask=mask).logits
-        return self.head(self.encode(X))
+        return self.forward_head(self.forward_features(X))
+
+    def forward_features(self, X):
+        """Return the head's input for packed tokens ``X``: the pooled states.
+
+        With :meth:`forward_head`, the cut this network declares, as timm's
+        models do: ``forward(X)`` is ``forward_head(forward_features(X))``. A
+        fit whose encoder is frozen computes ``forward_features`` once and
+        trains the head on its outputs (the frozen-stage cache). Not
+        available for a ``...ForSequenceClassification`` model, which pools
+        and classifies in one call.
+        """
+        if self.sequence_classifier:
+            msg = (
+                f"{type(self.__dict__['model']).__name__} pools and classifies "
+                "in one call"
+            )
+            raise NotImplementedError(msg)
+        return self.encode(X)
+
+    def forward_head(self, features):
+        """Return the head's outputs for the pooled states ``features``."""
+        if self.sequence_classifier:
+            msg = (
+                f"{type(self.__dict__['model']).__name__} pools and classifies "
+                "in one call"
+            )
+            raise NotImplementedError(msg)
+        return self.head(features)
 
     def block_depths(self, head):
         """Depth of each shared parameter below the head, counting blocks as layers.
