@@ -179,3 +179,26 @@ def test_autocast_with_early_stopping(pretrained, digit_images):
     scores = [row["valid_acc"] for row in clf.net_.history]
     assert all(0.0 <= score <= 1.0 for score in scores)
     assert len(scores) == len(clf.net_.history) > 0
+
+
+def test_autocast_puts_back_an_infer_the_net_had_of_its_own():
+    # A net whose infer was set on the instance gets that infer back after the
+    # fit's autocast scope, not skorch's.
+    from skorch import NeuralNetClassifier
+
+    from sktransfer._skorch import _finetune
+
+    net = NeuralNetClassifier(torch.nn.Linear(2, 2))
+    calls = []
+
+    def own_infer(x, **fit_params):
+        calls.append(len(x))
+        return NeuralNetClassifier.infer(net, x, **fit_params)
+
+    net.infer = own_infer
+    net.initialize()
+    with _finetune.autocast("bfloat16", "cpu", net):
+        out = net.infer(torch.ones(3, 2))
+    assert out.dtype == torch.float32
+    assert vars(net)["infer"] is own_infer
+    assert calls == [3]

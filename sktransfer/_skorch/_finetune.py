@@ -283,6 +283,7 @@ def autocast(dtype, device, net=None):
             "autocast=None."
         )
         raise ValueError(msg)
+    own = None if net is None else vars(net).get("infer")  # the user's, if set
     if net is not None:
         infer = net.infer
 
@@ -300,7 +301,9 @@ def autocast(dtype, device, net=None):
             yield
     finally:
         if net is not None:
-            del net.infer  # skorch's own method again
+            del net.infer  # the class's method again
+            if own is not None:
+                net.infer = own  # or the instance's own, as it was
 
 
 def _float32(out):
