@@ -283,6 +283,51 @@ def test_the_bound_is_read_from_the_network_on_its_rows(module, bound):
     assert _targets.bounding_operation(module, rows) == bound
 
 
+class _Squared(nn.Module):
+    """An output made non-negative by squaring (a predicted variance, say)."""
+
+    def __init__(self, power=2):
+        super().__init__()
+        self.out, self.power = nn.Linear(3, 1), power
+
+    def forward(self, X):
+        return self.out(X) ** self.power
+
+
+class _FloorAtZero(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.out = nn.Linear(3, 1)
+
+    def forward(self, X):
+        return torch.maximum(self.out(X), torch.zeros(()))
+
+
+@pytest.mark.parametrize(
+    ("module", "bound"),
+    [
+        (_Squared(2), "Pow"),
+        (_Squared(3), None),  # an odd power is not bounded
+        (_FloorAtZero(), "Maximum"),
+    ],
+)
+def test_bounds_set_by_a_constant_of_the_operation_are_read(module, bound):
+    rows = np.random.RandomState(0).normal(size=(8, 3)).astype(np.float32)
+    assert _targets.bounding_operation(module, rows) == bound
+
+
+def test_a_squared_output_trains_on_its_targets_as_plain_skorch(regression):
+    # Variant of case 5: x ** 2 never goes below 0, so centring the targets
+    # would leave it unable to predict below their mean.
+    X, _ = regression
+    y = X[:, 0] ** 2
+    torch.manual_seed(0)
+    module = _Squared(2)
+    plain, reg = _plain_and_transfer(module, X, y, nn.MSELoss)
+    np.testing.assert_array_equal(reg.predict(X), plain.predict(X).ravel())
+    assert reg._y_mean == 0.0
+
+
 def test_a_relu_or_exp_output_is_not_scaled_and_refused_when_asked(regression):
     # Variant: other bounded outputs (a final nn.ReLU, a functional torch.exp).
     X, y = regression

@@ -86,7 +86,8 @@ def bounding_operation(module, rows, device="cpu"):
     of its output is followed back through reshapes and through shifts and
     factors by constants to the operation that made the values. When that
     operation is a bounded activation (``_BOUNDED``: ReLU, Softplus, Sigmoid,
-    Tanh, ``torch.exp``, ...) its name is returned, e.g. ``"Softplus"``. An
+    Tanh, ``torch.exp``, ...; an even power, a maximum or minimum with a
+    constant) its name is returned, e.g. ``"Softplus"``. An
     output made by any other operation (a linear layer, a convolution, a sum
     of terms), one that is not a tensor, or a network that does not run on
     ``rows`` gives None: not found bounded.
@@ -109,13 +110,26 @@ def bounding_operation(module, rows, device="cpu"):
         name = type(node).__name__
         name = name[: name.rfind("Backward")] if "Backward" in name else name
         inputs = [fn for fn, _ in node.next_functions if fn is not None]
-        if name in _BOUNDED:
+        if name in _BOUNDED or _bounded_by_its_constant(name, node, inputs):
             return name
         if (name in _RESHAPES or name in _AFFINE) and len(inputs) == 1:
             node = inputs[0]
             continue
         return None
     return None
+
+
+def _bounded_by_its_constant(name, node, inputs):
+    """Whether an operation is bounded by a constant of its own.
+
+    An even integer power (``x ** 2``, ``torch.square``: bounded below by 0),
+    and ``torch.maximum`` / ``torch.minimum`` of the values and a constant
+    (the constant has no autograd node, so one input remains).
+    """
+    if name == "Pow":
+        exponent = getattr(node, "_saved_exponent", None)
+        return isinstance(exponent, (int, float)) and exponent % 2 == 0
+    return name in ("Maximum", "Minimum", "Fmax", "Fmin") and len(inputs) == 1
 
 
 def check_scaling(normalize_y, criterion, bound, estimator="TransferRegressor"):
