@@ -1,5 +1,7 @@
 """Fitted estimators pickled by sktransfer 0.1.0 still load and predict the same.
 
+Labels are compared exactly, scores to float32 rounding (kernels differ by CPU).
+
 The fixtures were written by ``tests/fixtures/make_pickles.py`` with the code of
 0.1.0: a classifier whose frozen stage was cached, a regressor, a classifier
 with augmentation and test-time views, and an early-stopped one. Each holds
@@ -26,4 +28,12 @@ def test_a_pickle_of_0_1_0_predicts_as_it_did(path):
     estimator, X = payload["estimator"], payload["X"]
     for method, expected in payload["expected"].items():
         got = getattr(estimator, method)(X)
-        np.testing.assert_array_equal(got, expected, err_msg=method)
+        if np.issubdtype(np.asarray(expected).dtype, np.floating):
+            # The same float32 operations, but the CPU's kernels (vector width,
+            # summation order) may differ from the machine that wrote the
+            # fixture: equal to float32 rounding, not bit for bit.
+            np.testing.assert_allclose(
+                got, expected, rtol=1e-5, atol=1e-6, err_msg=method
+            )
+        else:
+            np.testing.assert_array_equal(got, expected, err_msg=method)
