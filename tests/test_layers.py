@@ -8,15 +8,13 @@ from nets import ConvNet, FixedOutputNet
 from torch import nn
 
 from sktransfer import MLP
-from sktransfer._torch._layers import (
-    check_patterns,
+from sktransfer._torch._held import hold_frozen_layers, is_held
+from sktransfer._torch._layers import check_patterns, match_parameters, resolve_head
+from sktransfer._torch._probe import output_shape
+from sktransfer._torch._transfer import (
     freeze,
-    hold_frozen_norm_layers,
-    match_parameters,
-    output_shape,
     reset_head,
     resize_head,
-    resolve_head,
     transfer_weights,
 )
 
@@ -131,7 +129,8 @@ def test_frozen_batchnorm_keeps_its_statistics_in_training_mode():
     module = ConvNet()
     frozen = match_parameters(module, ["features.*"])
     freeze(module, frozen)
-    assert hold_frozen_norm_layers(module, frozen) == ["features.1"]
+    assert hold_frozen_layers(module, frozen) == ["features"]
+    assert is_held(module.features[1])
     module.train()
     stats = module.features[1].running_mean.clone()
     module(torch.randn(8, 1, 8, 8) * 3 + 1)
@@ -149,7 +148,8 @@ def test_frozen_batchnorm_keeps_its_statistics_in_training_mode():
 def test_partly_frozen_batchnorm_keeps_training():
     module = ConvNet()
     frozen = match_parameters(module, ["features.0.*", "features.1.weight"])
-    assert hold_frozen_norm_layers(module, frozen) == []
+    assert hold_frozen_layers(module, frozen) == ["features.0"]
+    assert not is_held(module.features[1])
     module.train()
     stats = module.features[1].running_mean.clone()
     module(torch.randn(8, 1, 8, 8) + 1)
@@ -161,12 +161,20 @@ def test_batchnorm_without_parameters_follows_its_block():
         nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4, affine=False)),
         nn.Linear(4, 2),
     )
-    assert hold_frozen_norm_layers(module, ["0.0.weight", "0.0.bias"]) == ["0.1"]
+    assert hold_frozen_layers(module, ["0.0.weight", "0.0.bias"]) == ["0"]
+    assert is_held(module[0][1])
+    module.train()
+    module(torch.randn(8, 3) + 2)
+    assert torch.equal(module[0][1].running_mean, torch.zeros(4))
     other = nn.Sequential(
         nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4, affine=False)),
         nn.Linear(4, 2),
     )
-    assert hold_frozen_norm_layers(other, ["0.0.weight"]) == []
+    assert hold_frozen_layers(other, ["0.0.weight"]) == []
+    assert not is_held(other[0][1])
+    other.train()
+    other(torch.randn(8, 3) + 2)
+    assert not torch.equal(other[0][1].running_mean, torch.zeros(4))
 
 
 def test_output_shape_restores_the_training_mode_and_explains_bad_input():

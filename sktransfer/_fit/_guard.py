@@ -38,7 +38,7 @@ from skorch.callbacks import Callback, EarlyStopping
 from skorch.utils import to_tensor
 
 from .._skorch._finetune import L2SPLoss
-from .._torch._layers import evaluating
+from .._torch._probe import evaluating
 from ._outputs import SOFTMAX, output_kind
 from ._progress import reporting, why_stopped
 
@@ -60,8 +60,8 @@ class NonFiniteLoss(Callback):
         ``"fine-tuning"``.
     """
 
-    # It only reads the history: safe while the frozen-stage cache is used.
-    _sktransfer_cache_safe = True
+    # It only reads the history, once an epoch (see sktransfer._skorch._safety).
+    sktransfer_safe = True
 
     def __init__(self, phase):
         self.phase = phase

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from .._common import _CHECK_X, _writable
 from .._compat import _get_feature_names
-from .._torch._layers import takes_indices
+from .._torch._probe import takes_indices
 
 # Private fitted attributes of ``fit`` (the public ones end in "_").
 _PRIVATE_FITTED = (

@@ -31,8 +31,8 @@ _PROGRESS_CALLBACK = "sktransfer_progress_bar"
 class PlainPrintLog(PrintLog):
     """skorch's ``PrintLog`` without colour codes, for output that is not a terminal."""
 
-    # Prints the history only: safe while the frozen-stage cache is used.
-    _sktransfer_cache_safe = True
+    # Prints the history only (see sktransfer._skorch._safety).
+    sktransfer_safe = True
 
     def format_row(self, row, key, color):
         """Format a value as ``PrintLog`` does, without the colour of best values."""

@@ -40,11 +40,12 @@ class RestoreBest(EarlyStopping):
 
     The copy of the best weights is dropped once they are restored, so that
     the fitted net does not carry a second network. Safe with the frozen-stage
-    cache (``_sktransfer_cache_safe``): it copies and restores ``net.module_``,
-    which is what trains (the rest of the network when a stage is cached).
+    cache (``sktransfer_safe``): it copies and restores ``net.module_``, which
+    is what trains (the rest of the network when a stage is cached), and has
+    no per-batch hook.
     """
 
-    _sktransfer_cache_safe = True
+    sktransfer_safe = True
 
     def on_train_end(self, net, **kwargs):
         super().on_train_end(net, **kwargs)

@@ -5,7 +5,7 @@ A parameter is frozen for fine-tuning when it matches the estimator's
 by hand, as in PyTorch's fine-tuning tutorial), except in the head, which
 ``fit`` initialises afresh and trains. Frozen layers run in evaluation mode
 by that same definition (normalisation on running statistics, dropout and
-stochastic depth off: :func:`~sktransfer._torch._layers.hold_frozen_layers`), as a
+stochastic depth off: :func:`~sktransfer._torch._held.hold_frozen_layers`), as a
 feature extractor does, unless ``freeze_bn_stats=False``.
 
 What ``fit`` installs on the net for training (``requires_grad=False`` on the
@@ -24,7 +24,7 @@ import warnings
 from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
 
-from .._torch import _layers
+from .._torch import _held, _layers, _transfer
 
 # The undo stack of the fit running in this thread (None outside fit).
 _UNDO: ContextVar[ExitStack | None] = ContextVar("sktransfer_undo", default=None)
@@ -129,7 +129,7 @@ def freeze_for_fit(
     hold_norm : bool
         Hold the frozen layers in evaluation mode (the estimator's
         ``freeze_bn_stats``: normalisation on running statistics, dropout and
-        stochastic depth off; :func:`~sktransfer._torch._layers.hold_frozen_layers`).
+        stochastic depth off; :func:`~sktransfer._torch._held.hold_frozen_layers`).
     layers : sequence of str, default=()
         The submodules that ``frozen`` patterns name; everything inside them is
         held too, including layers without parameters.
@@ -179,15 +179,15 @@ def freeze_for_fit(
     on_exit(_restore, net, module, arrived, tuple(callbacks))
     for name in trainable:
         params[name].requires_grad_(True)  # a head frozen by hand: reset, trained
-    _layers.freeze(module, frozen)
+    _transfer.freeze(module, frozen)
     if hold_norm:
-        _layers.hold_frozen_layers(module, frozen, layers)
+        _held.hold_frozen_layers(module, frozen, layers)
     return frozen
 
 
 def _restore(net, module, arrived, callbacks):
     """Undo :func:`freeze_for_fit`: the module as it arrived, its hooks removed."""
-    _layers.release_norm_layers(module, every=True)
+    _held.release_norm_layers(module, every=True)
     for name, param in module.named_parameters():
         if name in arrived:
             param.requires_grad_(arrived[name])

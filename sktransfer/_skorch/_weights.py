@@ -303,8 +303,7 @@ class WeightedValidLoss(Callback):
     """
 
     # Reads predictions and targets only: no module, no mode, no data path.
-    _sktransfer_cache_safe = True
-    _sktransfer_step_safe = True
+    sktransfer_safe = True
 
     def __init__(self, weights):
         self.weights = weights
