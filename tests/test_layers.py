@@ -4,10 +4,10 @@ import pickle
 
 import pytest
 import torch
-from nets import ConvNet, FixedOutputNet
+from nets import ConvNet, FixedOutputNet, tiny_classifier_net
 from torch import nn
 
-from sktransfer import MLP
+from sktransfer import MLP, TransferClassifier
 from sktransfer._torch._held import hold_frozen_layers, is_held
 from sktransfer._torch._layers import check_patterns, match_parameters, resolve_head
 from sktransfer._torch._probe import output_shape
@@ -190,3 +190,31 @@ def test_output_shape_restores_the_training_mode_and_explains_bad_input():
         match=r"failed on a batch of 2 training samples of shape \(1, 5, 5\)",
     ):
         output_shape(module, torch.zeros(2, 1, 5, 5))
+
+
+class HeldPosition(nn.Module):
+    """A tensor held by a module without ``reset_parameters`` (as a ViT's pos_embed)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("pos", torch.full((64,), 0.25))
+        self.out = nn.Linear(64, 10)
+
+    def forward(self, X):
+        return self.out(X + self.pos)
+
+
+def test_training_an_instance_from_scratch_names_what_keeps_its_values(digits):
+    clf = TransferClassifier(tiny_classifier_net(HeldPosition()), pretrained=False)
+    with pytest.warns(UserWarning, match=r"1 tensor\(s\) .* 'pos'") as record:
+        clf.fit(digits.X_target, digits.y_target)
+    assert len(record) == 1
+    assert record[0].filename == __file__  # at the user's call
+    assert torch.equal(clf.net_.module_.pos, torch.full((64,), 0.25))
+
+
+def test_a_frozen_head_warns_at_the_users_call(digits):
+    clf = TransferClassifier(tiny_classifier_net(), frozen=("features.*", "head.bias"))
+    with pytest.warns(UserWarning, match=r"freezes parameters of the head") as record:
+        clf.fit(digits.X_target, digits.y_target)
+    assert [w.filename for w in record] == [__file__]

@@ -35,7 +35,13 @@ from skorch.utils import to_tensor
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .._common import _PROBE_ROWS, _dense_rows, _reseed
+from .._common import (
+    _PROBE_ROWS,
+    _dense_rows,
+    _reseed,
+    install_callback,
+    warn_at_user,
+)
 from .._skorch import _finetune, _frozen, _step
 from .._skorch._data import ArrayLoader
 from .._skorch._finetune import UNFREEZE_CALLBACK
@@ -194,7 +200,7 @@ def one_value_per_setting(estimator, net, params, *, phase):
                 )
             else:
                 continue
-            _guard._warn(msg, UserWarning)
+            warn_at_user(msg, UserWarning)
     return changed
 
 
@@ -334,13 +340,11 @@ def prepare_target(estimator, net, frozen, head):
             module, _layers.check_patterns(estimator.frozen, "frozen")
         ),
         hold_norm=estimator.freeze_bn_stats,
-        callbacks=(UNFREEZE_CALLBACK,),
-        stacklevel=6,  # prepare_target, build_net, _build_net, fit, _fit_context
     )
     schedule = _finetune.check_schedule(estimator.unfreeze, module)
     if schedule:
-        callback = _finetune.Unfreeze(schedule, module).initialize()
-        net.callbacks_.append((UNFREEZE_CALLBACK, callback))
+        callback = _finetune.Unfreeze(schedule, module)
+        _frozen.on_exit(install_callback(net, UNFREEZE_CALLBACK, callback))
     shared, specific = split_parameters(module, head)
     warn_idle_settings(estimator, net, shared, schedule)
     _finetune.initialize_scaled_optimizer(
@@ -401,7 +405,7 @@ def warn_idle_settings(estimator, net, shared, schedule):
                     f"{name}({setting}={value!r}) {does}, but {why}. Unfreeze "
                     f"some shared layers or leave {setting} at {neutral!r}."
                 )
-                _guard._warn(msg, UserWarning)
+                warn_at_user(msg, UserWarning)
     if not partial:
         for epoch, _ in schedule:
             if epoch > net.max_epochs:
@@ -410,7 +414,7 @@ def warn_idle_settings(estimator, net, shared, schedule):
                     f"last one (max_epochs={net.max_epochs}), so that step never "
                     "runs. Give it an earlier epoch or raise max_epochs."
                 )
-                _guard._warn(msg, UserWarning)
+                warn_at_user(msg, UserWarning)
 
 
 def split_parameters(module, head):

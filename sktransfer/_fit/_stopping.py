@@ -22,8 +22,7 @@ from sklearn.base import clone, is_classifier
 from skorch.callbacks import EarlyStopping
 from skorch.dataset import ValidSplit
 
-from .._common import derive_seed
-from . import _guard
+from .._common import derive_seed, warn_at_user
 
 # The name of the stopping callback in the fine-tuning net (as in the defaults).
 CALLBACK = "early_stopping"
@@ -106,7 +105,7 @@ def net_params(estimator, net, defaults):
                     "early_stopping=True, or the patience of the template's "
                     "EarlyStopping."
                 )
-                _guard._warn(msg, UserWarning)
+                warn_at_user(msg, UserWarning)
             return {}
         callbacks = [
             (CALLBACK, _with_patience(item[1], patience))

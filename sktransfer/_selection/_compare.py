@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numbers
 import time
-import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +18,7 @@ import numpy as np
 from sklearn.base import clone, is_classifier, is_regressor
 from sklearn.model_selection import check_cv, cross_val_score
 
-from .._common import derive_seed
+from .._common import derive_seed, warn_at_user
 from .._compat import _check_sample_weight
 from .._estimators._pipeline import transfer_step
 from ._candidates import (
@@ -323,5 +322,5 @@ def compare_transfer(
             "weights hurt this target task; consider another source task, fewer "
             "frozen layers, or training from scratch."
         )
-        warnings.warn(msg, NegativeTransferWarning, stacklevel=2)
+        warn_at_user(msg, NegativeTransferWarning)
     return comparison

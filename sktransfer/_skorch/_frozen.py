@@ -20,10 +20,10 @@ sktransfer's, every parameter with the ``requires_grad`` it arrived with, and
 
 from __future__ import annotations
 
-import warnings
 from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
 
+from .._common import warn_at_user
 from .._torch import _held, _layers, _transfer
 
 # The undo stack of the fit running in this thread (None outside fit).
@@ -111,8 +111,6 @@ def freeze_for_fit(
     *,
     hold_norm,
     layers=(),
-    callbacks=(),
-    stacklevel=2,
 ):
     """Freeze ``net.module_`` for one fit; undone by :func:`fit_scope` at its end.
 
@@ -133,11 +131,6 @@ def freeze_for_fit(
     layers : sequence of str, default=()
         The submodules that ``frozen`` patterns name; everything inside them is
         held too, including layers without parameters.
-    callbacks : sequence of str, default=()
-        Names of callbacks that ``fit`` adds to ``net.callbacks_`` for
-        training; they are removed at the end.
-    stacklevel : int, default=2
-        Of the warning about a frozen head, so that it points at ``fit``.
 
     Returns
     -------
@@ -174,9 +167,9 @@ def freeze_for_fit(
             f"({', '.join(in_head)}), which fit initialises afresh: they keep "
             "random values. Leave the head out of frozen to train it."
         )
-        warnings.warn(msg, UserWarning, stacklevel=stacklevel + 1)
+        warn_at_user(msg, UserWarning)
     arrived = {name: param.requires_grad for name, param in params.items()}
-    on_exit(_restore, net, module, arrived, tuple(callbacks))
+    on_exit(_restore, module, arrived)
     for name in trainable:
         params[name].requires_grad_(True)  # a head frozen by hand: reset, trained
     _transfer.freeze(module, frozen)
@@ -185,15 +178,9 @@ def freeze_for_fit(
     return frozen
 
 
-def _restore(net, module, arrived, callbacks):
+def _restore(module, arrived):
     """Undo :func:`freeze_for_fit`: the module as it arrived, its hooks removed."""
     _held.release_norm_layers(module, every=True)
     for name, param in module.named_parameters():
         if name in arrived:
             param.requires_grad_(arrived[name])
-    if callbacks and getattr(net, "callbacks_", None) is not None:
-        net.callbacks_ = [
-            (name, callback)
-            for name, callback in net.callbacks_
-            if name not in callbacks
-        ]

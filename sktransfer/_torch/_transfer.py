@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 from skorch.utils import freeze_parameter
 from torch import nn
 
+from .._common import warn_at_user
 from ._layers import _listing, is_under
 
 __all__ = [
@@ -141,7 +141,7 @@ def warn_not_reset(kept: Sequence[str], owner: str) -> None:
         f"{_listing(list(kept))}. To train from scratch, pass the module class "
         f"(or a factory that builds fresh weights) as net of the {owner}."
     )
-    warnings.warn(msg, UserWarning, stacklevel=2)
+    warn_at_user(msg, UserWarning)
 
 
 def reset_head(module: nn.Module, head: Sequence[str]) -> None:
