@@ -63,8 +63,6 @@ from ._report import new_report
 from ._stage import cache_device
 from ._traced import traced_stage
 
-__all__ = ["find_frozen_stage", "plan", "reuse_key"]
-
 
 def find_frozen_stage(module: nn.Module, probe: torch.Tensor):
     """Split ``module`` after its frozen leading stage, if that is safe to cache.

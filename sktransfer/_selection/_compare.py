@@ -43,7 +43,7 @@ from ._comparison import (
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
 
-__all__ = ["NegativeTransferWarning", "TransferComparison", "compare_transfer"]
+__all__ = ["compare_transfer"]
 
 
 def _progress_line(name, scores, scoring_name, start):

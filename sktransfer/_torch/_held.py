@@ -8,8 +8,6 @@ from torch import nn
 
 from ._layers import is_under
 
-__all__ = ["hold_frozen_layers", "is_held", "release_norm_layers"]
-
 
 def _hold_eval(norm: nn.Module, args: tuple) -> None:
     """Forward pre-hook: run a frozen layer in evaluation mode."""

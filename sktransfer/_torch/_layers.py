@@ -8,14 +8,6 @@ from fnmatch import fnmatchcase
 
 from torch import nn
 
-__all__ = [
-    "check_patterns",
-    "is_under",
-    "match_layers",
-    "match_parameters",
-    "resolve_head",
-]
-
 _MAX_LISTED = 12
 
 

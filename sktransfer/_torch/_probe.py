@@ -10,21 +10,6 @@ from torch import nn
 
 from ._layers import _listing
 
-__all__ = [
-    "check_head_runs",
-    "evaluating",
-    "failed_on",
-    "has_lazy",
-    "materialize",
-    "modes_restored",
-    "output_shape",
-    "per_sample_shape",
-    "recording_calls",
-    "run_in_training_conditions",
-    "takes_indices",
-    "training_conditions",
-]
-
 # Layers whose input is integer indices: a network holding one takes integer
 # (and bool) X as int64, as torch.nn.functional.embedding needs.
 INDEX_LAYERS = (nn.Embedding, nn.EmbeddingBag)

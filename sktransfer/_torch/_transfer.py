@@ -11,16 +11,6 @@ from torch import nn
 from .._common import warn_at_user
 from ._layers import _listing, is_under
 
-__all__ = [
-    "check_weights",
-    "freeze",
-    "reset_all",
-    "reset_head",
-    "resize_head",
-    "transfer_weights",
-    "warn_not_reset",
-]
-
 
 def transfer_weights(
     module: nn.Module, state: Mapping[str, torch.Tensor], skip: Sequence[str] = ()
