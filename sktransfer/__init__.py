@@ -15,11 +15,8 @@ from ._frozen_stage._store import (
     frozen_store_info,
     set_frozen_store_limit,
 )
-from ._selection._compare import (
-    NegativeTransferWarning,
-    TransferComparison,
-    compare_transfer,
-)
+from ._selection._compare import compare_transfer
+from ._selection._comparison import NegativeTransferWarning, TransferComparison
 from ._selection._plot import plot_history
 from ._selection._select import linear_probe, make_transfer_search
 from ._selection._unsupervised import (

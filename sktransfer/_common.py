@@ -1,8 +1,10 @@
-"""Helpers shared by the estimator's source and target phases."""
+"""Helpers every room uses: seeds, batch sizes, arrays, warnings, callbacks, losses."""
 
 from __future__ import annotations
 
 import copy
+import sys
+import warnings
 from contextlib import contextmanager
 
 import numpy as np
@@ -145,3 +147,79 @@ def predict_batch_size(net, n_samples):
     """
     size = net.get_params_for("iterator_valid").get("batch_size", net.batch_size)
     return n_samples if size in (-1, None) else size
+
+
+# Modules whose frames lie between the user's call and the package's code:
+# ``fit`` runs under scikit-learn's ``_fit_context`` (a context manager) and
+# ``clone`` calls ``__sklearn_clone__``.
+_INSIDE = ("sktransfer.", "contextlib", "sklearn.base")
+
+
+def warn_at_user(msg, category=UserWarning):
+    """Warn with the location of the user's call into sktransfer.
+
+    The one way the package places a warning: the ``stacklevel`` is counted
+    at run time, out to the first frame outside sktransfer (and outside
+    ``contextlib`` and ``sklearn.base``, through which ``fit`` and ``clone``
+    enter it), so it needs no count of the call chain. From a skorch callback,
+    that frame is skorch's loop.
+    """
+    frame, level = sys._getframe(0), 1
+    while frame.f_back is not None and (
+        frame.f_globals.get("__name__", "").startswith(_INSIDE)
+    ):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(msg, category, stacklevel=level)
+
+
+def install_callback(net, name, callback, *, after=None):
+    """Put ``callback``, initialised, among ``net.callbacks_``; return its removal.
+
+    The one way ``fit`` adds a callback of its own to an initialised skorch net.
+
+    Parameters
+    ----------
+    net : skorch.NeuralNet
+        The initialised net.
+    name : str
+        The callback's name in ``net.callbacks_``.
+    callback : skorch.callbacks.Callback
+        The callback; ``initialize()`` is called on it.
+    after : collection of str or None, default=None
+        Put it right after the last callback whose name is in ``after`` (first
+        of all when the net has none of them); ``None`` puts it last.
+
+    Returns
+    -------
+    remove : callable
+        Takes out this callback (by identity, and nothing else); for
+        ``_skorch._frozen.on_exit`` or a ``finally`` block.
+    """
+    callback = callback.initialize()
+    names = [n for n, _ in net.callbacks_]
+    if after is None:
+        at = len(names)
+    else:
+        at = max((i + 1 for i, n in enumerate(names) if n in after), default=0)
+    net.callbacks_.insert(at, (name, callback))
+
+    def remove():
+        net.callbacks_ = [(n, cb) for n, cb in net.callbacks_ if cb is not callback]
+
+    return remove
+
+
+@contextmanager
+def reduction(criterion, value):
+    """Give ``criterion`` the ``reduction`` ``value`` inside the block.
+
+    The one way a loss is computed with another reduction than the
+    criterion's own (``"none"``: one loss per sample); the criterion gets its
+    own back when the block ends, whatever happens inside.
+    """
+    own = criterion.reduction
+    criterion.reduction = value
+    try:
+        yield criterion
+    finally:
+        criterion.reduction = own

@@ -4,7 +4,8 @@
 rooms by concept (``sktransfer._estimators._base``). A pickle names the module of each
 class it holds, so the old names resolve to the new modules through a finder on
 ``sys.meta_path``, imported by the package root (scikit-learn keeps renamed modules
-importable the same way, for one release).
+importable the same way, for one release). A module since split in several
+(``sktransfer._layers``) names them all: a pickle's name is looked up in each.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import importlib
 import importlib.abc
 import importlib.util
 import sys
+import types
 
 OLD_TO_NEW = {
     "sktransfer._adapt": "sktransfer._skorch._adapt",
@@ -21,9 +23,20 @@ OLD_TO_NEW = {
     "sktransfer._augment": "sktransfer._fit._augment",
     "sktransfer._base": "sktransfer._estimators._base",
     "sktransfer._build": "sktransfer._fit._build",
-    "sktransfer._cache": "sktransfer._frozen_stage._cache",
+    "sktransfer._cache": (
+        "sktransfer._frozen_stage._cache",
+        "sktransfer._frozen_stage._stage",
+        "sktransfer._frozen_stage._traced",
+        "sktransfer._frozen_stage._declared",
+        "sktransfer._frozen_stage._verify",
+        "sktransfer._frozen_stage._report",
+    ),
     "sktransfer._classifier": "sktransfer._estimators._classifier",
-    "sktransfer._compare": "sktransfer._selection._compare",
+    "sktransfer._compare": (
+        "sktransfer._selection._compare",
+        "sktransfer._selection._comparison",
+        "sktransfer._selection._candidates",
+    ),
     "sktransfer._dask": "sktransfer._pretrained._dask",
     "sktransfer._data": "sktransfer._skorch._data",
     "sktransfer._defaults": "sktransfer._estimators._defaults",
@@ -35,7 +48,12 @@ OLD_TO_NEW = {
     "sktransfer._hf": "sktransfer._torch._hf",
     "sktransfer._inputs": "sktransfer._fit._inputs",
     "sktransfer._io": "sktransfer._pretrained._io",
-    "sktransfer._layers": "sktransfer._torch._layers",
+    "sktransfer._layers": (
+        "sktransfer._torch._layers",
+        "sktransfer._torch._held",
+        "sktransfer._torch._transfer",
+        "sktransfer._torch._probe",
+    ),
     "sktransfer._lora": "sktransfer._torch._lora",
     "sktransfer._modules": "sktransfer._torch._modules",
     "sktransfer._outputs": "sktransfer._fit._outputs",
@@ -67,7 +85,20 @@ class _AliasLoader(importlib.abc.Loader):
         self.new = new
 
     def create_module(self, spec):  # noqa: D102
-        return importlib.import_module(self.new)
+        if isinstance(self.new, str):
+            return importlib.import_module(self.new)
+        parts = [importlib.import_module(name) for name in self.new]
+        module = types.ModuleType(spec.name, f"0.1.0's module, now {self.new}.")
+
+        def __getattr__(name):  # noqa: N807 (PEP 562)
+            for part in parts:
+                if hasattr(part, name):
+                    return getattr(part, name)
+            msg = f"module {spec.name!r} has no attribute {name!r}"
+            raise AttributeError(msg)
+
+        module.__getattr__ = __getattr__
+        return module
 
     def exec_module(self, module) -> None:  # noqa: D102
         return None

@@ -17,7 +17,7 @@ from torch import nn
 from sktransfer import TransferClassifier
 from sktransfer._estimators import _base
 from sktransfer._frozen_stage import _cache
-from sktransfer._torch import _layers
+from sktransfer._torch import _held, _layers, _transfer
 
 
 class InputDropout(nn.Module):
@@ -356,8 +356,8 @@ def test_find_frozen_stage_leaves_the_module_as_it_was():
     torch.manual_seed(0)
     module = ConvNet(3)
     frozen = _layers.match_parameters(module, ("features.*",))
-    _layers.freeze(module, frozen)
-    _layers.hold_frozen_norm_layers(module, frozen)
+    _transfer.freeze(module, frozen)
+    _held.hold_frozen_layers(module, frozen)
     module.head.eval()
     before = {k: v.clone() for k, v in module.state_dict().items()}
     modes = [m.training for m in module.modules()]

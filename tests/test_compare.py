@@ -23,7 +23,7 @@ from sktransfer import (
     compare_transfer,
     fit_source,
 )
-from sktransfer._selection._compare import _paired_worse
+from sktransfer._selection._comparison import _paired_worse
 from sktransfer.datasets import make_digits_transfer
 
 matplotlib.use("Agg")

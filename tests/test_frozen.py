@@ -15,7 +15,8 @@ from torch import nn
 from torch.utils.data import default_collate
 
 from sktransfer import TransferClassifier
-from sktransfer._torch._layers import hold_frozen_norm_layers, match_parameters
+from sktransfer._torch._held import hold_frozen_layers, is_held
+from sktransfer._torch._layers import match_parameters
 
 
 def _pretrained_convnet(n_outputs=10):
@@ -103,16 +104,19 @@ def test_a_parameterless_norm_layer_follows_its_nearest_block_with_parameters():
         nn.Sequential(nn.BatchNorm1d(4, affine=False)),
         nn.Linear(4, 2),
     )
-    assert hold_frozen_norm_layers(module, ["0.0.weight", "0.0.bias"]) == []
+    assert hold_frozen_layers(module, ["0.0.weight", "0.0.bias"]) == ["0"]
+    assert not is_held(module[1][0])
     nested = nn.Sequential(
         nn.Sequential(nn.Linear(3, 4), nn.Sequential(nn.BatchNorm1d(4, affine=False))),
         nn.Linear(4, 2),
     )
     frozen = match_parameters(nested, ["0.*"])
-    assert hold_frozen_norm_layers(nested, frozen) == ["0.1.0"]
+    assert hold_frozen_layers(nested, frozen) == ["0"]
+    assert is_held(nested[0][1][0])
     # At the top level the enclosing module is the whole network: not frozen.
     top = nn.Sequential(nn.BatchNorm1d(3, affine=False), nn.Linear(3, 2))
-    assert hold_frozen_norm_layers(top, ["1.weight"]) == []
+    assert hold_frozen_layers(top, ["1.weight"]) == []
+    assert not is_held(top[0])
 
 
 # ------------------------------------------------ case 5: nothing outlives fit

@@ -4,19 +4,17 @@ import pickle
 
 import pytest
 import torch
-from nets import ConvNet, FixedOutputNet
+from nets import ConvNet, FixedOutputNet, tiny_classifier_net
 from torch import nn
 
-from sktransfer import MLP
-from sktransfer._torch._layers import (
-    check_patterns,
+from sktransfer import MLP, TransferClassifier
+from sktransfer._torch._held import hold_frozen_layers, is_held
+from sktransfer._torch._layers import check_patterns, match_parameters, resolve_head
+from sktransfer._torch._probe import output_shape
+from sktransfer._torch._transfer import (
     freeze,
-    hold_frozen_norm_layers,
-    match_parameters,
-    output_shape,
     reset_head,
     resize_head,
-    resolve_head,
     transfer_weights,
 )
 
@@ -131,7 +129,8 @@ def test_frozen_batchnorm_keeps_its_statistics_in_training_mode():
     module = ConvNet()
     frozen = match_parameters(module, ["features.*"])
     freeze(module, frozen)
-    assert hold_frozen_norm_layers(module, frozen) == ["features.1"]
+    assert hold_frozen_layers(module, frozen) == ["features"]
+    assert is_held(module.features[1])
     module.train()
     stats = module.features[1].running_mean.clone()
     module(torch.randn(8, 1, 8, 8) * 3 + 1)
@@ -149,7 +148,8 @@ def test_frozen_batchnorm_keeps_its_statistics_in_training_mode():
 def test_partly_frozen_batchnorm_keeps_training():
     module = ConvNet()
     frozen = match_parameters(module, ["features.0.*", "features.1.weight"])
-    assert hold_frozen_norm_layers(module, frozen) == []
+    assert hold_frozen_layers(module, frozen) == ["features.0"]
+    assert not is_held(module.features[1])
     module.train()
     stats = module.features[1].running_mean.clone()
     module(torch.randn(8, 1, 8, 8) + 1)
@@ -161,12 +161,20 @@ def test_batchnorm_without_parameters_follows_its_block():
         nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4, affine=False)),
         nn.Linear(4, 2),
     )
-    assert hold_frozen_norm_layers(module, ["0.0.weight", "0.0.bias"]) == ["0.1"]
+    assert hold_frozen_layers(module, ["0.0.weight", "0.0.bias"]) == ["0"]
+    assert is_held(module[0][1])
+    module.train()
+    module(torch.randn(8, 3) + 2)
+    assert torch.equal(module[0][1].running_mean, torch.zeros(4))
     other = nn.Sequential(
         nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4, affine=False)),
         nn.Linear(4, 2),
     )
-    assert hold_frozen_norm_layers(other, ["0.0.weight"]) == []
+    assert hold_frozen_layers(other, ["0.0.weight"]) == []
+    assert not is_held(other[0][1])
+    other.train()
+    other(torch.randn(8, 3) + 2)
+    assert not torch.equal(other[0][1].running_mean, torch.zeros(4))
 
 
 def test_output_shape_restores_the_training_mode_and_explains_bad_input():
@@ -182,3 +190,31 @@ def test_output_shape_restores_the_training_mode_and_explains_bad_input():
         match=r"failed on a batch of 2 training samples of shape \(1, 5, 5\)",
     ):
         output_shape(module, torch.zeros(2, 1, 5, 5))
+
+
+class HeldPosition(nn.Module):
+    """A tensor held by a module without ``reset_parameters`` (as a ViT's pos_embed)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("pos", torch.full((64,), 0.25))
+        self.out = nn.Linear(64, 10)
+
+    def forward(self, X):
+        return self.out(X + self.pos)
+
+
+def test_training_an_instance_from_scratch_names_what_keeps_its_values(digits):
+    clf = TransferClassifier(tiny_classifier_net(HeldPosition()), pretrained=False)
+    with pytest.warns(UserWarning, match=r"1 tensor\(s\) .* 'pos'") as record:
+        clf.fit(digits.X_target, digits.y_target)
+    assert len(record) == 1
+    assert record[0].filename == __file__  # at the user's call
+    assert torch.equal(clf.net_.module_.pos, torch.full((64,), 0.25))
+
+
+def test_a_frozen_head_warns_at_the_users_call(digits):
+    clf = TransferClassifier(tiny_classifier_net(), frozen=("features.*", "head.bias"))
+    with pytest.warns(UserWarning, match=r"freezes parameters of the head") as record:
+        clf.fit(digits.X_target, digits.y_target)
+    assert [w.filename for w in record] == [__file__]

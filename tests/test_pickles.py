@@ -8,6 +8,7 @@ with augmentation and test-time views, and an early-stopped one. Each holds
 the samples and the outputs the estimator gave before it was pickled.
 """
 
+import importlib
 import pickle
 from pathlib import Path
 
@@ -37,3 +38,25 @@ def test_a_pickle_of_0_1_0_predicts_as_it_did(path):
             )
         else:
             np.testing.assert_array_equal(got, expected, err_msg=method)
+
+
+@pytest.mark.parametrize(
+    ("old", "name", "new"),
+    [
+        ("sktransfer._layers", "_hold_eval", "sktransfer._torch._held"),
+        ("sktransfer._layers", "check_patterns", "sktransfer._torch._layers"),
+        (
+            "sktransfer._compare",
+            "TransferComparison",
+            "sktransfer._selection._comparison",
+        ),
+        ("sktransfer._cache", "FrozenStage", "sktransfer._frozen_stage._stage"),
+    ],
+)
+def test_a_name_of_a_module_split_since_0_1_0_still_unpickles(old, name, new):
+    # 0.1.0 pickled a network with a frozen layer's hook (a Checkpoint with
+    # f_pickle during fit) as sktransfer._layers._hold_eval; that module was split.
+    obj = getattr(importlib.import_module(new), name)
+    data = pickle.dumps(obj, protocol=0)
+    assert new.encode() in data
+    assert pickle.loads(data.replace(new.encode(), old.encode())) is obj  # noqa: S301

@@ -16,7 +16,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 from skorch.dataset import ValidSplit
 
-import sktransfer._selection._compare
+import sktransfer._selection._candidates
 import sktransfer._selection._plot
 from sktransfer import TransferClassifier, plot_history
 
@@ -76,7 +76,7 @@ def test_both_phases_are_drawn_with_epochs_numbered_on(fitted):
 
 
 def test_a_network_trained_from_scratch_has_one_phase(pretrained, digits):
-    scratch = sktransfer._selection._compare._from_scratch(pretrained).fit(
+    scratch = sktransfer._selection._candidates.from_scratch(pretrained).fit(
         digits.X_target, digits.y_target
     )
     ax = plot_history(scratch)

@@ -6,6 +6,11 @@ from nets import ConvNet, tiny_classifier_net
 from skorch.callbacks import Callback
 
 from sktransfer import TransferClassifier
+from sktransfer._fit._guard import NonFiniteLoss
+from sktransfer._fit._progress import PlainPrintLog
+from sktransfer._fit._stopping import RestoreBest
+from sktransfer._skorch._finetune import Unfreeze
+from sktransfer._skorch._weights import WeightedValidLoss
 
 
 class Declared(Callback):
@@ -91,3 +96,34 @@ def test_the_lean_step_trusts_only_declared_callbacks(digit_images, callback, tr
     # step believes the callback, so batches after the first run as it left them.
     assert modes[0]
     assert all(modes) is not trusted
+
+
+class LegacyStepSwitchesToEval(SwitchesToEval):
+    """A user's class with the lean step's private marker of earlier versions."""
+
+    _sktransfer_step_safe = True
+
+
+def test_the_lean_step_still_trusts_the_old_private_marker(digit_images):
+    X, y = digit_images.X_target, digit_images.y_target
+    net = tiny_classifier_net(
+        RecordsMode,
+        callbacks=[("cb", LegacyStepSwitchesToEval())],
+        max_epochs=1,
+        batch_size=10,
+    )
+    clf = TransferClassifier(net, cache_frozen=False, random_state=0).fit(X, y)
+    modes = clf.net_.module_.modes
+    # Believed, as a declared callback: batches after the first run in the
+    # evaluation mode the callback left them in.
+    assert modes[0]
+    assert not any(modes[1:])
+
+
+@pytest.mark.parametrize(
+    "cls", [RestoreBest, NonFiniteLoss, PlainPrintLog, WeightedValidLoss, Unfreeze]
+)
+def test_the_package_declares_its_own_callbacks_through_the_public_protocol(cls):
+    own = vars(cls)
+    assert own.get("sktransfer_safe") is True
+    assert not {"_sktransfer_cache_safe", "_sktransfer_step_safe"} & own.keys()

@@ -30,7 +30,7 @@ from .._common import (
 )
 from .._fit import _inputs
 from .._skorch import _text
-from .._torch import _layers
+from .._torch import _layers, _probe, _transfer
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -87,7 +87,7 @@ def head_input(module, head, X, *, batch_size, device):
         module.get_submodule(name).register_forward_pre_hook(record) for name in head
     ]
     try:
-        with _layers.evaluating(module):
+        with _probe.evaluating(module):
             for start in range(0, len(X), batch_size):
                 batch = to_tensor(X[start : start + batch_size], device=device)
                 try:
@@ -125,7 +125,7 @@ def _source_width(estimator, record, X):
     if isinstance(module, torch.nn.Module):
         rows = _dense_rows(X, _PROBE_ROWS)
         rows = _inputs.rows_as_input(rows, _inputs.input_dtype(module, X.dtype))
-        return _layers.output_shape(module, to_tensor(rows, "cpu"))[0]
+        return _probe.output_shape(module, to_tensor(rows, "cpu"))[0]
     return 2
 
 
@@ -349,7 +349,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
             for key, value in module.state_dict().items()
             if _layers.is_under(key, head)
         )
-        _layers.transfer_weights(module, state, skip=() if fits else head)
+        _transfer.transfer_weights(module, state, skip=() if fits else head)
         self.module_ = module.eval()
         self.head_ = tuple(head)
         self._device = net.device

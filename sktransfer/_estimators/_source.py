@@ -35,7 +35,7 @@ from .._pretrained import _io
 from .._pretrained._record import _Pretrained
 from .._skorch import _frozen, _text, _weights
 from .._skorch._data import StreamedArray, check_on_disk, dataset_targets
-from .._torch import _hf, _layers
+from .._torch import _hf, _layers, _probe, _transfer
 from .._version import __version__
 
 if TYPE_CHECKING:
@@ -357,11 +357,11 @@ class _SourceTask:
         net.set_params(verbose=0, device="cpu", **sizes)
         with torch.random.fork_rng():
             module = net.initialize().module_
-            if _layers.has_lazy(module):
+            if _probe.has_lazy(module):
                 if record.sample_shape is None:
                     return  # lazy layers take their sizes from data: fit checks
-                dtype = torch.int64 if _layers.takes_indices(module) else None
-                _layers.materialize(module, torch.zeros((2, *shape), dtype=dtype))
+                dtype = torch.int64 if _probe.takes_indices(module) else None
+                _probe.materialize(module, torch.zeros((2, *shape), dtype=dtype))
         head = _layers.resolve_head(module, self.head)
         if not head and record.n_outputs is None:
             # head=None keeps the output layer, whose size is the target's and
@@ -370,7 +370,7 @@ class _SourceTask:
                 head = _layers.resolve_head(module, "auto")
             except ValueError:
                 head = []
-        _layers.check_weights(module.state_dict(), record.state_dict, skip=head)
+        _transfer.check_weights(module.state_dict(), record.state_dict, skip=head)
 
     def _get_pretrained(self):
         pretrained = getattr(self, "_pretrained", None)

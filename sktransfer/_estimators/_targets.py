@@ -27,7 +27,7 @@ from skorch.utils import to_tensor
 from torch import nn
 from torch.utils.data import Dataset
 
-from .._torch._layers import modes_restored
+from .._torch._probe import modes_restored
 
 # Losses that standardised targets leave the same problem: L(a*y + b, a*t + b)
 # is a fixed multiple of L(y, t) (SmoothL1 and Huber up to their threshold).

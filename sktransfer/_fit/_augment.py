@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from .._common import derive_seed
-from .._frozen_stage import _cache, _store
+from .._frozen_stage import _report, _stage, _store
 from .._skorch import _frozen
 from .._skorch._data import STREAM_LOCK, WeightedTarget
 
@@ -400,7 +400,7 @@ def plan(estimator, net, X, *, plan_stage, limit):
     split : FrozenStage, ViewedStage or None
         What ``fit`` trains through (None: the whole network on ``X``).
     report : dict
-        ``frozen_cache_`` (:func:`sktransfer._frozen_stage._cache.new_report`), with
+        ``frozen_cache_`` (:func:`sktransfer._frozen_stage._report.new_report`), with
         ``views`` (the number of precomputed views).
     """
     check_settings(estimator, X, net)
@@ -425,10 +425,10 @@ def plan(estimator, net, X, *, plan_stage, limit):
             )
             raise ValueError(msg)
         install(estimator, net, seed)
-        return None, _cache.new_report(why)
+        return None, _report.new_report(why)
     # Precomputed views: through the frozen stage when it may be cached.
     if cache_frozen is False:
-        stage, report = None, _cache.new_report("cache_frozen=False")
+        stage, report = None, _report.new_report("cache_frozen=False")
     else:
         stage, report = plan_stage(cache_frozen, float("inf"))
     per_view = stage.nbytes(len(X)) if stage is not None else X.nbytes
@@ -449,7 +449,7 @@ def plan(estimator, net, X, *, plan_stage, limit):
         raise ValueError(msg)
     keep_on = "cpu"
     if stage is not None:
-        keep_on = str(_cache.cache_device(net.device, nbytes))
+        keep_on = str(_stage.cache_device(net.device, nbytes))
         report["device"] = keep_on
     report.update(nbytes=nbytes, views=views)
     install(estimator, net, seed, views=views)

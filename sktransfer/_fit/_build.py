@@ -35,11 +35,17 @@ from skorch.utils import to_tensor
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .._common import _PROBE_ROWS, _dense_rows, _reseed
+from .._common import (
+    _PROBE_ROWS,
+    _dense_rows,
+    _reseed,
+    install_callback,
+    warn_at_user,
+)
 from .._skorch import _finetune, _frozen, _step
 from .._skorch._data import ArrayLoader
 from .._skorch._finetune import UNFREEZE_CALLBACK
-from .._torch import _layers, _lora
+from .._torch import _layers, _lora, _probe, _transfer
 from . import _guard, _inputs, _outputs, _settings, _stopping
 
 # skorch settings with other names that skorch reads first, and their defaults.
@@ -94,7 +100,7 @@ def build_net(estimator, X, n_outputs, *, phase):
     )
     if phase == "target":
         load_weights(estimator, net, head, n_outputs)
-    resized = _layers.resize_head(module, head, n_outputs)
+    resized = _transfer.resize_head(module, head, n_outputs)
     if phase == "target":
         init_head(estimator, module, head)
     check_network(estimator, net, rows, head, n_outputs, phase=phase, resized=resized)
@@ -194,7 +200,7 @@ def one_value_per_setting(estimator, net, params, *, phase):
                 )
             else:
                 continue
-            _guard._warn(msg, UserWarning)
+            warn_at_user(msg, UserWarning)
     return changed
 
 
@@ -209,11 +215,11 @@ def initialize(net, X):
     dtype = _inputs.input_dtype(net.module_, X.dtype)
     rows = probe_rows(net, X)
     rows = to_tensor(_inputs.rows_as_input(rows, dtype), device=net.device)
-    if _layers.has_lazy(net.module_):  # sized by a first forward, before transfer
+    if _probe.has_lazy(net.module_):  # sized by a first forward, before transfer
         try:
-            _layers.materialize(net.module_, rows)
+            _probe.materialize(net.module_, rows)
         except Exception as exc:  # noqa: BLE001 (any error of the user's module)
-            raise ValueError(_layers.failed_on(net.module_, rows, exc)) from exc
+            raise ValueError(_probe.failed_on(net.module_, rows, exc)) from exc
     return rows
 
 
@@ -236,10 +242,10 @@ def load_weights(estimator, net, head, n_outputs):
                 "that it is rebuilt for the target."
             )
             raise ValueError(msg)
-        _layers.transfer_weights(module, pretrained.state_dict, skip=head)
+        _transfer.transfer_weights(module, pretrained.state_dict, skip=head)
     elif not estimator.pretrained and not isinstance(net.module, type):
-        kept = _layers.reset_all(module)  # the instance's weights: unused
-        _layers.warn_not_reset(kept, type(estimator).__name__)
+        kept = _transfer.reset_all(module)  # the instance's weights: unused
+        _transfer.warn_not_reset(kept, type(estimator).__name__)
 
 
 def init_head(estimator, module, head):
@@ -255,7 +261,7 @@ def init_head(estimator, module, head):
     """
     with torch.random.fork_rng(devices=[]):
         _reseed(estimator.random_state, "head")
-        _layers.reset_head(module, head)
+        _transfer.reset_head(module, head)
 
 
 def check_network(estimator, net, rows, head, n_outputs, *, phase, resized):
@@ -263,7 +269,7 @@ def check_network(estimator, net, rows, head, n_outputs, *, phase, resized):
 
     Runs the probe batch ``rows`` (the first training batch, on the net's
     device) once, as a training step would but without side effects
-    (:func:`sktransfer._torch._layers.training_conditions`): the head must be called
+    (:func:`sktransfer._torch._probe.training_conditions`): the head must be called
     by ``forward``, the output must have shape ``(n_outputs,)`` per sample,
     and of the kind the criterion expects
     (:func:`sktransfer._fit._outputs.check_probe`). An error of the module itself
@@ -271,8 +277,8 @@ def check_network(estimator, net, rows, head, n_outputs, *, phase, resized):
     """
     module = net.module_
     try:
-        with _layers.recording_calls(module, head) as called:
-            out = _layers.run_in_training_conditions(module, rows, net.device)
+        with _probe.recording_calls(module, head) as called:
+            out = _probe.run_in_training_conditions(module, rows, net.device)
     except ValueError as exc:
         if not resized:
             raise
@@ -283,12 +289,12 @@ def check_network(estimator, net, rows, head, n_outputs, *, phase, resized):
             "name the head's submodules with head=..."
         )
         raise ValueError(msg) from exc.__cause__
-    _layers.check_head_runs(head, called, estimator.head)
+    _probe.check_head_runs(head, called, estimator.head)
     if isinstance(out, tuple) and out and isinstance(out[0], torch.Tensor):
         # Auxiliary outputs in training mode (torchvision's InceptionOutputs),
         # which a get_loss of the user's takes; the first is the prediction.
         out = out[0]
-    shape = _layers.per_sample_shape(out)
+    shape = _probe.per_sample_shape(out)
     if shape == () and n_outputs == 1:
         msg = (
             "The network's output has shape () per sample (one number, as after "
@@ -334,13 +340,11 @@ def prepare_target(estimator, net, frozen, head):
             module, _layers.check_patterns(estimator.frozen, "frozen")
         ),
         hold_norm=estimator.freeze_bn_stats,
-        callbacks=(UNFREEZE_CALLBACK,),
-        stacklevel=6,  # prepare_target, build_net, _build_net, fit, _fit_context
     )
     schedule = _finetune.check_schedule(estimator.unfreeze, module)
     if schedule:
-        callback = _finetune.Unfreeze(schedule, module).initialize()
-        net.callbacks_.append((UNFREEZE_CALLBACK, callback))
+        callback = _finetune.Unfreeze(schedule, module)
+        _frozen.on_exit(install_callback(net, UNFREEZE_CALLBACK, callback))
     shared, specific = split_parameters(module, head)
     warn_idle_settings(estimator, net, shared, schedule)
     _finetune.initialize_scaled_optimizer(
@@ -401,7 +405,7 @@ def warn_idle_settings(estimator, net, shared, schedule):
                     f"{name}({setting}={value!r}) {does}, but {why}. Unfreeze "
                     f"some shared layers or leave {setting} at {neutral!r}."
                 )
-                _guard._warn(msg, UserWarning)
+                warn_at_user(msg, UserWarning)
     if not partial:
         for epoch, _ in schedule:
             if epoch > net.max_epochs:
@@ -410,7 +414,7 @@ def warn_idle_settings(estimator, net, shared, schedule):
                     f"last one (max_epochs={net.max_epochs}), so that step never "
                     "runs. Give it an earlier epoch or raise max_epochs."
                 )
-                _guard._warn(msg, UserWarning)
+                warn_at_user(msg, UserWarning)
 
 
 def split_parameters(module, head):

@@ -25,9 +25,7 @@ import copy
 import inspect
 import math
 import signal
-import sys
 import threading
-import warnings
 from contextlib import contextmanager
 
 import numpy as np
@@ -37,8 +35,9 @@ from skorch import NeuralNet, NeuralNetClassifier
 from skorch.callbacks import Callback, EarlyStopping
 from skorch.utils import to_tensor
 
+from .._common import install_callback, warn_at_user
 from .._skorch._finetune import L2SPLoss
-from .._torch._layers import evaluating
+from .._torch._probe import evaluating
 from ._outputs import SOFTMAX, output_kind
 from ._progress import reporting, why_stopped
 
@@ -60,8 +59,8 @@ class NonFiniteLoss(Callback):
         ``"fine-tuning"``.
     """
 
-    # It only reads the history: safe while the frozen-stage cache is used.
-    _sktransfer_cache_safe = True
+    # It only reads the history, once an epoch (see sktransfer._skorch._safety).
+    sktransfer_safe = True
 
     def __init__(self, phase):
         self.phase = phase
@@ -80,17 +79,6 @@ class NonFiniteLoss(Callback):
             f"({type(net.criterion_).__name__} on the module's raw output)."
         )
         raise ValueError(msg)
-
-
-def _warn(msg, category):
-    """Warn with the location of the user's call into sktransfer."""
-    frame, level = sys._getframe(0), 1
-    inside = ("sktransfer.", "contextlib", "sklearn.base")
-    while frame.f_back is not None and (
-        frame.f_globals.get("__name__", "").startswith(inside)
-    ):
-        frame, level = frame.f_back, level + 1
-    warnings.warn(msg, category, stacklevel=level)
 
 
 def _overridden(estimator, net):
@@ -139,7 +127,7 @@ def check_template(estimator):
             f"The net template sets {name}={value!r}, which "
             f"{type(estimator).__name__} does not use: {why}."
         )
-        _warn(msg, UserWarning)
+        warn_at_user(msg, UserWarning)
 
 
 def _continues(estimator, net):
@@ -247,23 +235,11 @@ def _continue_optimizer_and_history(previous, net):
             f"partial_fit could not continue the optimizer's state ({exc}); it "
             "restarts for this call."
         )
-        _warn(msg, UserWarning)
+        warn_at_user(msg, UserWarning)
     else:
         for group, option in zip(net.optimizer_.param_groups, options, strict=True):
             group.update(option)
     net.history_ = copy.deepcopy(previous.history_)
-
-
-def _install_callback(net, name, callback):
-    """Insert ``callback`` after skorch's ``train_loss`` scoring; return its undo."""
-    names = [n for n, _ in net.callbacks_]
-    at = names.index("train_loss") + 1 if "train_loss" in names else 0
-    net.callbacks_.insert(at, (name, callback.initialize()))
-
-    def remove():
-        net.callbacks_[:] = [(n, cb) for n, cb in net.callbacks_ if cb is not callback]
-
-    return remove
 
 
 @contextmanager
@@ -411,7 +387,7 @@ def _warn_if_diverged(net, start, what):
         f"too high (the optimizer's lr={lr!r}), inputs that are not scaled, or "
         "no gradient clipping."
     )
-    _warn(msg, ConvergenceWarning)
+    warn_at_user(msg, ConvergenceWarning)
     return True
 
 
@@ -453,7 +429,9 @@ def training(estimator, net, phase, sample_shape=None, fitted=None, probe=None):
         if partial:
             net.set_params(max_epochs=1)
     what = "pretraining" if phase == "source" else "fine-tuning"
-    remove = _install_callback(net, _NONFINITE_CALLBACK, NonFiniteLoss(what))
+    remove = install_callback(
+        net, _NONFINITE_CALLBACK, NonFiniteLoss(what), after=("train_loss",)
+    )
     epochs_before = len(net.history)
     try:
         with (
@@ -480,4 +458,4 @@ def training(estimator, net, phase, sample_shape=None, fitted=None, probe=None):
             "(max_epochs or net__max_epochs, or source_params={'max_epochs': ...} for "
             "pretraining)."
         )
-        _warn(msg, ConvergenceWarning)
+        warn_at_user(msg, ConvergenceWarning)

@@ -9,7 +9,6 @@ about the sample shapes, and the fitted state that ``fit_source`` clears.
 
 from __future__ import annotations
 
-import warnings
 from contextlib import contextmanager
 
 import numpy as np
@@ -18,9 +17,9 @@ from scipy import sparse
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch.utils.data import Dataset
 
-from .._common import _CHECK_X, _writable
+from .._common import _CHECK_X, _writable, warn_at_user
 from .._compat import _get_feature_names
-from .._torch._layers import takes_indices
+from .._torch._probe import takes_indices
 
 # Private fitted attributes of ``fit`` (the public ones end in "_").
 _PRIVATE_FITTED = (
@@ -238,7 +237,7 @@ def check_feature_names(estimator, record):
             f"X does not have valid feature names, but {name} was pretrained with "
             "feature names"
         )
-        warnings.warn(msg, UserWarning, stacklevel=4)
+        warn_at_user(msg, UserWarning)
         return
     if len(source) == len(target) and np.all(source == target):
         return

@@ -20,7 +20,7 @@ import torch
 from skorch import NeuralNet, NeuralNetClassifier
 from torch import nn
 
-from .._torch import _layers
+from .._torch import _probe
 
 __all__ = [
     "PROBABILITIES",
@@ -208,7 +208,7 @@ def _argmax_fault(out: torch.Tensor, proba: torch.Tensor) -> bool:
 
 def _probe_outputs(module: nn.Module, X: torch.Tensor) -> torch.Tensor:
     """Return ``module(X)`` computed in eval mode without gradients, no side effects."""
-    with _layers.evaluating(module):
+    with _probe.evaluating(module):
         out = module(X)
     return out[0] if isinstance(out, tuple) else out
 

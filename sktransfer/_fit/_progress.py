@@ -24,6 +24,8 @@ from contextlib import contextmanager
 from skorch.callbacks import EarlyStopping, PrintLog, ProgressBar
 from skorch.utils import Ansi
 
+from .._common import install_callback
+
 # The name of the progress bar among the net's callbacks while training.
 _PROGRESS_CALLBACK = "sktransfer_progress_bar"
 
@@ -31,8 +33,8 @@ _PROGRESS_CALLBACK = "sktransfer_progress_bar"
 class PlainPrintLog(PrintLog):
     """skorch's ``PrintLog`` without colour codes, for output that is not a terminal."""
 
-    # Prints the history only: safe while the frozen-stage cache is used.
-    _sktransfer_cache_safe = True
+    # Prints the history only (see sktransfer._skorch._safety).
+    sktransfer_safe = True
 
     def format_row(self, row, key, color):
         """Format a value as ``PrintLog`` does, without the colour of best values."""
@@ -127,10 +129,9 @@ def reporting(net, what, verbose, partial=False):
         yield
         return
     swapped = [] if _is_terminal() else _plain_print_logs(net)
-    bar = None
+    remove_bar = None
     if verbose >= 2:
-        bar = ProgressBar().initialize()
-        net.callbacks_.append((_PROGRESS_CALLBACK, bar))
+        remove_bar = install_callback(net, _PROGRESS_CALLBACK, ProgressBar())
     epochs_before, start = len(net.history), time.perf_counter()
     completed = False
     try:
@@ -140,8 +141,8 @@ def reporting(net, what, verbose, partial=False):
         for i, name, original, plain in swapped:
             if net.callbacks_[i][1] is plain:
                 net.callbacks_[i] = (name, original)
-        if bar is not None:
-            net.callbacks_[:] = [(n, cb) for n, cb in net.callbacks_ if cb is not bar]
+        if remove_bar is not None:
+            remove_bar()
     if completed:
         seconds = time.perf_counter() - start
         print(summary(net, what, epochs_before, seconds, partial), flush=True)

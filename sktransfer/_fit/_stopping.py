@@ -22,8 +22,7 @@ from sklearn.base import clone, is_classifier
 from skorch.callbacks import EarlyStopping
 from skorch.dataset import ValidSplit
 
-from .._common import derive_seed
-from . import _guard
+from .._common import derive_seed, warn_at_user
 
 # The name of the stopping callback in the fine-tuning net (as in the defaults).
 CALLBACK = "early_stopping"
@@ -40,11 +39,12 @@ class RestoreBest(EarlyStopping):
 
     The copy of the best weights is dropped once they are restored, so that
     the fitted net does not carry a second network. Safe with the frozen-stage
-    cache (``_sktransfer_cache_safe``): it copies and restores ``net.module_``,
-    which is what trains (the rest of the network when a stage is cached).
+    cache (``sktransfer_safe``): it copies and restores ``net.module_``, which
+    is what trains (the rest of the network when a stage is cached), and has
+    no per-batch hook.
     """
 
-    _sktransfer_cache_safe = True
+    sktransfer_safe = True
 
     def on_train_end(self, net, **kwargs):
         super().on_train_end(net, **kwargs)
@@ -105,7 +105,7 @@ def net_params(estimator, net, defaults):
                     "early_stopping=True, or the patience of the template's "
                     "EarlyStopping."
                 )
-                _guard._warn(msg, UserWarning)
+                warn_at_user(msg, UserWarning)
             return {}
         callbacks = [
             (CALLBACK, _with_patience(item[1], patience))

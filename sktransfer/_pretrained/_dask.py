@@ -44,7 +44,6 @@ import asyncio
 import hashlib
 import pickle
 import threading
-import warnings
 import weakref
 from collections import Counter, OrderedDict
 
@@ -56,6 +55,7 @@ try:
 except ImportError:  # only pytest's doctest collection imports this without Dask
     distributed = None
 
+from .._common import warn_at_user
 from ._record import _Pretrained
 
 # Seconds to wait for the scatter, and on a worker for the weights.
@@ -162,7 +162,7 @@ def ship(record):
                 "Could not send the pretrained weights to the Dask cluster once "
                 f"({type(exc).__name__}: {exc}); every task carries them instead."
             )
-            warnings.warn(msg, UserWarning, stacklevel=5)  # to clone's caller
+            warn_at_user(msg, UserWarning)  # at clone's caller
             return
         shipments[client.id] = (future, _DIGESTS[record])
 

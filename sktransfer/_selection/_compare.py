@@ -1,499 +1,49 @@
-"""Does pretraining help? ``compare_transfer`` and its result.
+"""Does pretraining help? ``compare_transfer`` scores scratch against transfer.
 
 :func:`compare_transfer` cross-validates training from scratch, fine-tuning
 from the pretrained weights, and any other fine-tuning settings on the same
 splits, and tests whether every transferred setting is worse than scratch
-(negative transfer).
+(negative transfer); its result is a
+:class:`~sktransfer._selection._comparison.TransferComparison`.
 """
 
 from __future__ import annotations
 
 import numbers
 import time
-import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from scipy import stats
 from sklearn.base import clone, is_classifier, is_regressor
 from sklearn.model_selection import check_cv, cross_val_score
-from sklearn.pipeline import Pipeline
 
-from .._common import derive_seed
+from .._common import derive_seed, warn_at_user
 from .._compat import _check_sample_weight
-from .._estimators._base import _SCRATCH_PARAMS, _BaseTransfer
-from .._estimators._pipeline import WeightedPipeline, transfer_step
-from ._plot import _plot_comparison
-from ._select import linear_probe
+from .._estimators._pipeline import transfer_step
+from ._candidates import (
+    PROBE,
+    SCRATCH,
+    TRANSFER,
+    check_settings,
+    check_steps,
+    from_scratch,
+    probe_pipeline,
+    seeded,
+    weighted,
+    with_params,
+)
+from ._comparison import (
+    ALPHA,
+    NegativeTransferWarning,
+    TransferComparison,
+    format_number,
+)
 
 if TYPE_CHECKING:
-    from matplotlib.axes import Axes
     from numpy.typing import ArrayLike
 
-__all__ = ["NegativeTransferWarning", "TransferComparison", "compare_transfer"]
-
-# Level of the one-sided paired t-test that declares a setting worse than scratch.
-_ALPHA = 0.05
-
-# The names of the two settings every comparison has.
-_SCRATCH = "scratch"
-_TRANSFER = "transfer"
-_PROBE = "linear probe"
-
-
-class NegativeTransferWarning(UserWarning):
-    """Warning that every transferred setting scores worse than training from scratch.
-
-    Raised by :func:`compare_transfer` when, for each fine-tuning setting, the
-    per-fold scores are lower than those of the same network trained from
-    scratch on the same splits, beyond fold-to-fold noise (a one-sided paired
-    t-test at the 5% level). The source task then hurts the target task.
-
-    Read more in the :ref:`User Guide <fine_tuning>`.
-    """
-
-
-def _paired_worse(scores, reference):
-    """Test whether ``scores`` are lower than ``reference``, fold by fold.
-
-    A one-sided paired t-test on the per-fold differences. Differences with
-    no spread (all equal) have no t statistic: the scores are then worse if
-    and only if the difference is negative. A single fold cannot be tested.
-
-    Returns
-    -------
-    p_value : float
-        The one-sided p-value; 0 or 1 for differences without spread, NaN for
-        a single fold.
-    worse : bool
-        Whether ``p_value`` is below the 5% level.
-    """
-    diff = scores - reference
-    if len(diff) < 2:
-        return np.nan, False
-    mean = diff.mean()
-    if np.ptp(diff) <= 1e-12 * max(1.0, np.abs(diff).max()):
-        return (0.0 if mean < 0 else 1.0), bool(mean < 0)
-    p_value = float(stats.ttest_rel(scores, reference, alternative="less").pvalue)
-    return p_value, p_value < _ALPHA
-
-
-def _p_higher(scores, reference):
-    """Return the p-value that ``scores`` are higher than ``reference``, fold by fold.
-
-    As :func:`_paired_worse`, the other way round: 0 or 1 for differences
-    without spread, NaN for a single fold.
-    """
-    diff = scores - reference
-    if len(diff) < 2:
-        return np.nan
-    if np.ptp(diff) <= 1e-12 * max(1.0, np.abs(diff).max()):
-        return 0.0 if diff.mean() > 0 else 1.0
-    return float(stats.ttest_rel(scores, reference, alternative="greater").pvalue)
-
-
-def _p(value):
-    """Format a p-value for a sentence: two significant digits, or "< 0.001"."""
-    if not np.isfinite(value):
-        return "no p-value (one fold)"
-    return "p < 0.001" if value < 1e-3 else f"p = {value:.2g}"
-
-
-def _format_number(value, scale, sign=""):
-    """Format a score with three decimals, or four significant digits if large.
-
-    ``scale`` is the largest absolute score of the table; ``sign="+"`` shows
-    the sign of positive numbers too.
-    """
-    if not np.isfinite(value):
-        return str(value)
-    return f"{value:{sign}.3f}" if scale < 1000 else f"{value:{sign}.4g}"
-
-
-class TransferComparison:
-    """Cross-validated scores of training from scratch and of transfer settings.
-
-    Returned by :func:`compare_transfer`. The first setting, ``"scratch"``, is
-    the network trained from freshly initialised weights; every other setting
-    fine-tunes from pretrained weights and is compared with it fold by fold.
-
-    Read more in the :ref:`User Guide <fine_tuning>`.
-
-    Parameters
-    ----------
-    scores : dict of str to array-like of shape (n_splits,)
-        The test score of each fold for each setting, the reference
-        (training from scratch) first; every setting scored on the same
-        folds, in the same order.
-    scoring : str, default="score"
-        Name of the score, for the table and the plot. Higher is better, as
-        for every scikit-learn scorer.
-
-    Attributes
-    ----------
-    scores : dict of str to ndarray of shape (n_splits,)
-        The test score of each fold for each setting: ``"scratch"``,
-        ``"transfer"``, then the named settings, in this order.
-    scoring : str
-        Name of the score.
-    n_splits : int
-        Number of cross-validation folds.
-    p_values : dict of str to float
-        For each transferred setting, the p-value of the one-sided paired
-        t-test that it scores lower than scratch (see Notes).
-    best : str
-        The transferred setting with the highest mean score.
-    gain : float
-        Mean score of ``best`` minus mean score of scratch; negative when no
-        transferred setting beats scratch on average.
-    negative_transfer : bool
-        True when every transferred setting scores significantly lower than
-        scratch (p-value below 0.05).
-    verdict : str
-        One sentence a user can act on: whether transfer beat scratch on
-        these data, the best transferred setting's mean score against
-        scratch's, and the p-value of the paired test that decides it (that
-        it is higher, or that it is lower); the last line of the printed
-        table.
-
-    See Also
-    --------
-    compare_transfer : Compute a comparison.
-
-    Notes
-    -----
-    A transferred setting scores lower than scratch when a one-sided paired
-    t-test on the per-fold differences of scores (setting minus scratch,
-    :func:`scipy.stats.ttest_rel` with ``alternative="less"``) gives a p-value
-    below 0.05. Pairing by fold removes what the folds have in common (an
-    easy or a hard test fold). When the differences are all equal the test is
-    undefined; the setting then scores lower if and only if the difference is
-    negative (p-value 0, otherwise 1). With a single fold nothing is tested:
-    the p-value is NaN and the setting does not count as lower. The folds of
-    cross-validation share training samples, so the test is approximate (it
-    tends to be optimistic about differences); treat a verdict near the
-    threshold as undecided.
-    """
-
-    def __init__(self, scores: Mapping[str, ArrayLike], *, scoring: str = "score"):
-        self.scores = {
-            str(name): np.asarray(values, dtype=float)
-            for name, values in scores.items()
-        }
-        self.scoring = scoring
-        names = list(self.scores)
-        if len(names) < 2:
-            msg = (
-                "A TransferComparison needs the scores of scratch and of at least "
-                f"one transferred setting; got settings {names}."
-            )
-            raise ValueError(msg)
-        lengths = {name: values.shape for name, values in self.scores.items()}
-        if len(set(lengths.values())) != 1 or len(lengths[names[0]]) != 1:
-            msg = f"Every setting needs one score per fold; got shapes {lengths}."
-            raise ValueError(msg)
-        reference = self.scores[names[0]]
-        self.n_splits = len(reference)
-        transferred = names[1:]
-        tests = {
-            name: _paired_worse(self.scores[name], reference) for name in transferred
-        }
-        self.p_values = {name: p_value for name, (p_value, _) in tests.items()}
-        self.negative_transfer = all(worse for _, worse in tests.values())
-        means = {name: self.scores[name].mean() for name in transferred}
-        self.best = max(transferred, key=means.__getitem__)
-        self.gain = float(means[self.best] - reference.mean())
-
-    @property
-    def verdict(self) -> str:
-        """One sentence a user can act on: did transfer beat scratch, by what test."""
-        scratch = self._reference
-        best = self.best
-        ours = self.scores[best].mean()
-        theirs = self.scores[scratch].mean()
-        scale = self._scale
-        versus = (
-            f"best transfer setting {best!r}, {self.scoring} "
-            f"{_format_number(ours, scale)} vs {_format_number(theirs, scale)} "
-            f"for {scratch}"
-        )
-        test = f"over {self.n_splits} folds, one-sided paired t-test"
-        if self.negative_transfer:
-            return (
-                f"Transfer hurt on these data: every transferred setting scored "
-                f"lower than {scratch} ({versus}, {_p(self.p_values[best])} "
-                f"that it is lower, {test}); train from {scratch}, or try another "
-                "source task or fewer frozen layers."
-            )
-        p_higher = _p_higher(self.scores[best], self.scores[scratch])
-        if self.gain > 0 and p_higher < _ALPHA:
-            return (
-                f"Transfer beat {scratch} on these data: {versus}, "
-                f"{_p(p_higher)} that it is higher ({test}); use {best!r}."
-            )
-        if self.gain > 0:
-            return (
-                f"Transfer did not clearly beat {scratch} on these data: {versus}, "
-                f"{_p(p_higher)} that it is higher ({test}), not below "
-                f"{_ALPHA}; more folds or more target data would tell them apart."
-            )
-        return (
-            f"Transfer did not beat {scratch} on these data: {versus}, "
-            f"{_p(self.p_values[best])} that it is lower ({test}); train "
-            f"from {scratch}, or try another source task or other settings."
-        )
-
-    @property
-    def _scale(self):
-        return max(np.abs(values).max() for values in self.scores.values())
-
-    @property
-    def _reference(self):
-        return next(iter(self.scores))
-
-    def __repr__(self) -> str:
-        names = list(self.scores)
-        reference = self.scores[names[0]].mean()
-        scale = self._scale
-        header = f"{self.scoring} mean ± std", f"vs {names[0]}", "p (lower)"
-        rows = [("setting", *header)]
-        for name in names:
-            values = self.scores[name]
-            mean = _format_number(values.mean(), scale)
-            std = _format_number(values.std(), scale)
-            if name == names[0]:
-                diff = p_value = "-"
-            else:
-                diff = _format_number(values.mean() - reference, scale, "+")
-                p_value = f"{self.p_values[name]:.3g}"
-            rows.append((name, f"{mean} ± {std}", diff, p_value))
-        widths = [max(len(row[i]) for row in rows) for i in range(4)]
-        lines = [
-            f"TransferComparison({self.n_splits}-fold cross-validation, "
-            f"scoring={self.scoring!r})"
-        ]
-        for row in rows:
-            cells = [row[0].ljust(widths[0])]
-            cells += [
-                cell.rjust(width)
-                for cell, width in zip(row[1:], widths[1:], strict=True)
-            ]
-            lines.append("  ".join(cells).rstrip())
-        lines.append(f"Verdict: {self.verdict}")
-        return "\n".join(lines)
-
-    __str__ = __repr__
-
-    def to_frame(self) -> Any:
-        """Return the scores as a pandas DataFrame, one row per fold.
-
-        Returns
-        -------
-        frame : pandas.DataFrame of shape (n_splits, n_settings)
-            One column per setting, in the order of :attr:`scores` (the
-            columns' name is ``"setting"``), one row per fold (the index,
-            named ``"fold"``, counts from 0). For the tidy (long) form, one
-            row per fold and setting, use
-            ``frame.melt(ignore_index=False, value_name="score")``.
-
-        Raises
-        ------
-        ImportError
-            If pandas is not installed.
-        """
-        try:
-            import pandas as pd
-        except ImportError as exc:
-            msg = "TransferComparison.to_frame requires pandas: pip install pandas."
-            raise ImportError(msg) from exc
-        frame = pd.DataFrame(self.scores, index=pd.RangeIndex(self.n_splits))
-        frame.index.name = "fold"
-        frame.columns.name = "setting"
-        return frame
-
-    def plot(self, ax: Axes | None = None) -> Axes:
-        """Plot the score of every fold for every setting.
-
-        Settings are along the x axis, scratch first and in black. Each
-        setting's fold scores are points, its mean a short bar; the scores of
-        one fold are joined across settings by a thin grey line, so that a
-        fold where transfer helps shows as a rising line. Equal fold scores
-        within a setting are spread sideways and counted (``×3``). A dashed
-        line marks the mean score of scratch, and each transferred setting's
-        p-value (:attr:`p_values`) is written above it.
-
-        Parameters
-        ----------
-        ax : matplotlib Axes, default=None
-            The axes to draw on; ``None`` draws on a new figure.
-
-        Returns
-        -------
-        ax : matplotlib Axes
-            The axes drawn on, with one scatter (``ax.collections``) per
-            setting.
-
-        Raises
-        ------
-        ImportError
-            If matplotlib is not installed.
-        """
-        return _plot_comparison(self.scores, self.scoring, ax, self.p_values)
-
-
-def _from_scratch(estimator):
-    """Return an unfitted copy of ``estimator`` that trains from fresh weights.
-
-    The public switch ``pretrained=False``, with nothing frozen and no other
-    fine-tuning method, on the transfer estimator (the last step of a
-    pipeline).
-    """
-    params = dict(_SCRATCH_PARAMS)
-    if isinstance(estimator, Pipeline):
-        name = estimator.steps[-1][0]
-        params = {f"{name}__{key}": value for key, value in params.items()}
-    return clone(estimator).set_params(**params)
-
-
-def _linear_probe(estimator):
-    """Return the linear probe: a linear model on the pretrained features.
-
-    Standardised head inputs of the pretrained network
-    (:class:`PretrainedFeatures`), then :class:`LogisticRegressionCV` for a
-    classifier or :class:`RidgeCV` otherwise, each choosing its L2 strength
-    by cross-validation on the training labels (:func:`linear_probe`); a
-    pipeline's earlier steps come first, under their own names (the probe's
-    steps take names no earlier step has).
-    """
-    steps = list(estimator.steps[:-1]) if isinstance(estimator, Pipeline) else []
-    probe = linear_probe(transfer_step(estimator, "compare_transfer"))
-    taken = {name for name, _ in steps}
-    for name, step in zip(
-        ("pretrainedfeatures", "standardscaler", "probe"), probe, strict=True
-    ):
-        steps.append((_free_name(name, taken), step))
-        taken.add(steps[-1][0])
-    return type(probe)(steps)
-
-
-def _weighted(candidate):
-    """Return a pipeline ``candidate`` as a :class:`WeightedPipeline`, else as is."""
-    if isinstance(candidate, Pipeline) and not isinstance(candidate, WeightedPipeline):
-        return WeightedPipeline(**candidate.get_params(deep=False))
-    return candidate
-
-
-def _free_name(name, taken):
-    """Return ``name``, or ``name`` with the first free suffix ``-2``, ``-3``, ..."""
-    if name not in taken:
-        return name
-    suffix = 2
-    while f"{name}-{suffix}" in taken:
-        suffix += 1
-    return f"{name}-{suffix}"
-
-
-def _seed(estimator, seed):
-    """Set the ``random_state`` of the transfer estimator in ``estimator``.
-
-    The linear probe (a pipeline whose last step is not a transfer
-    estimator) is left as it is: its folds are its own.
-    """
-    if seed is None:
-        return estimator
-    if isinstance(estimator, Pipeline):
-        name, step = estimator.steps[-1]
-        if not isinstance(step, _BaseTransfer):
-            return estimator
-        return estimator.set_params(**{f"{name}__random_state": seed})
-    return estimator.set_params(random_state=seed)
-
-
-def _check_steps(name, candidate):
-    """Raise a ValueError before any fit if a pipeline's step names clash.
-
-    scikit-learn checks a pipeline's names only when it is fitted, which in
-    ``compare_transfer`` would be after every earlier setting had run.
-    """
-    if not isinstance(candidate, Pipeline):
-        return
-    names = [step for step, _ in candidate.steps]
-    repeated = sorted({step for step in names if names.count(step) > 1})
-    bad = [step for step in names if "__" in step]
-    if repeated or bad:
-        msg = (
-            f"The pipeline of the setting {name!r} has step names "
-            f"{names}, of which {repeated or bad} are "
-            + ("repeated" if repeated else "not valid (they contain '__')")
-            + "; a pipeline's step names must be unique and free of '__'."
-        )
-        raise ValueError(msg)
-
-
-def _check_settings(settings):
-    """Check the ``settings`` of compare_transfer; return them as a dict."""
-    if settings is None:
-        return {}
-    if not isinstance(settings, Mapping):
-        msg = (
-            "settings must be a dict mapping a setting's name to a dict of "
-            f"parameters, e.g. {{'frozen backbone': {{'frozen': 'features.*'}}}}; "
-            f"got {type(settings).__name__}: {settings!r}."
-        )
-        raise TypeError(msg)
-    seen = {_SCRATCH: _SCRATCH, _TRANSFER: _TRANSFER, _PROBE: _PROBE}
-    for name, params in settings.items():
-        if not isinstance(name, str):
-            msg = (
-                f"Setting names must be strings; got {name!r} of type "
-                f"{type(name).__name__}."
-            )
-            raise TypeError(msg)
-        key = name.strip().casefold()
-        if not key:
-            msg = f"Setting names must not be empty; got {name!r}."
-            raise ValueError(msg)
-        if key in seen:
-            if seen[key] in (_SCRATCH, _TRANSFER, _PROBE):
-                msg = (
-                    f"The setting name {name!r} is reserved: every comparison has "
-                    f"{_SCRATCH!r} (training from scratch), {_TRANSFER!r} "
-                    "(fine-tuning with the estimator's own parameters) and "
-                    f"{_PROBE!r} (a linear model on the pretrained features). "
-                    "Name it otherwise."
-                )
-            else:
-                msg = (
-                    f"The setting names {seen[key]!r} and {name!r} are duplicates "
-                    "(names are compared ignoring case and surrounding spaces)."
-                )
-            raise ValueError(msg)
-        seen[key] = name
-        if not isinstance(params, Mapping):
-            msg = (
-                f"The setting {name!r} must be a dict of parameters to set on the "
-                f"estimator, e.g. {{'frozen': 'features.*'}}; got "
-                f"{type(params).__name__}: {params!r}."
-            )
-            raise TypeError(msg)
-    return dict(settings)
-
-
-def _with_params(estimator, name, params, seed):
-    """Return a clone of ``estimator`` seeded and with a setting's ``params``."""
-    candidate = _seed(clone(estimator), seed)
-    try:
-        candidate.set_params(**params)
-        transfer_step(candidate, "compare_transfer")._validate_params()
-    except (TypeError, ValueError) as exc:
-        msg = f"Invalid parameters {dict(params)!r} in the setting {name!r}: {exc}"
-        if isinstance(candidate, Pipeline) and any("__" not in k for k in params):
-            step = candidate.steps[-1][0]
-            prefixed = {f"{step}__{key}": value for key, value in params.items()}
-            msg += f" On a pipeline, name the transfer estimator's step: {prefixed!r}."
-        raise type(exc)(msg) from exc
-    return candidate
+__all__ = ["compare_transfer"]
 
 
 def _progress_line(name, scores, scoring_name, start):
@@ -501,8 +51,8 @@ def _progress_line(name, scores, scoring_name, start):
     scale = np.abs(scores).max()
     return (
         f"[sktransfer] compare_transfer: {name!r} done: {scoring_name} "
-        f"{_format_number(scores.mean(), scale)} ± "
-        f"{_format_number(scores.std(), scale)} over {len(scores)} folds "
+        f"{format_number(scores.mean(), scale)} ± "
+        f"{format_number(scores.std(), scale)} over {len(scores)} folds "
         f"({time.perf_counter() - start:.1f} s)"
     )
 
@@ -699,7 +249,7 @@ def compare_transfer(
             "0.0}, 'dann': {'adapt': 'dann'}})."
         )
         raise ValueError(msg)
-    settings = _check_settings(settings)
+    settings = check_settings(settings)
     scoring_name = _scoring_name(scoring, estimator)
     seed = None
     if random_state is not None:
@@ -709,15 +259,15 @@ def compare_transfer(
             seed = derive_seed(random_state)
 
     candidates = {
-        _SCRATCH: _seed(_from_scratch(estimator), seed),
-        _TRANSFER: _seed(clone(estimator), seed),
+        SCRATCH: seeded(from_scratch(estimator), seed),
+        TRANSFER: seeded(clone(estimator), seed),
     }
     if linear_probe:
-        candidates[_PROBE] = _linear_probe(estimator)
+        candidates[PROBE] = probe_pipeline(estimator)
     for name, params in settings.items():
-        candidates[name] = _with_params(estimator, name, params, seed)
+        candidates[name] = with_params(estimator, name, params, seed)
     for name, candidate in candidates.items():
-        _check_steps(name, candidate)
+        check_steps(name, candidate)
 
     splitter = check_cv(cv, y, classifier=is_classifier(estimator))
     if seed is not None and isinstance(cv, numbers.Integral):
@@ -740,7 +290,7 @@ def compare_transfer(
             )
         try:
             scores[name] = cross_val_score(
-                _weighted(candidate) if sample_weight is not None else candidate,
+                weighted(candidate) if sample_weight is not None else candidate,
                 X,
                 y,
                 cv=splits,
@@ -758,19 +308,19 @@ def compare_transfer(
             print(_progress_line(name, scores[name], scoring_name, start), flush=True)
     comparison = TransferComparison(scores, scoring=scoring_name)
     if comparison.negative_transfer:
-        scratch = _format_number(scores[_SCRATCH].mean(), comparison._scale)
+        scratch = format_number(scores[SCRATCH].mean(), comparison._scale)
         means = ", ".join(
-            f"{name!r} {_format_number(scores[name].mean(), comparison._scale)} "
+            f"{name!r} {format_number(scores[name].mean(), comparison._scale)} "
             f"(p={comparison.p_values[name]:.2g})"
             for name in list(scores)[1:]
         )
         msg = (
             "Negative transfer: every transferred setting scores lower than "
             f"training from scratch over {comparison.n_splits} folds (one-sided "
-            f"paired t-test, p < {_ALPHA}). Mean {scoring_name}: {means}, against "
+            f"paired t-test, p < {ALPHA}). Mean {scoring_name}: {means}, against "
             f"{scratch} for 'scratch'. The pretrained "
             "weights hurt this target task; consider another source task, fewer "
             "frozen layers, or training from scratch."
         )
-        warnings.warn(msg, NegativeTransferWarning, stacklevel=2)
+        warn_at_user(msg, NegativeTransferWarning)
     return comparison

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812 (PyTorch's name)
 
+from .._common import warn_at_user
 from .._compat import _safe_indexing
 from .._torch import _layers
 from . import _frozen
@@ -164,8 +165,6 @@ def warn_minus_one_class(estimator, y):
     ``-1`` among the labels 0, 1, ... is scikit-learn's unlabelled marker,
     which only ``adapt`` reads.
     """
-    import warnings
-
     y = np.asarray(y)
     if y.ndim != 1 or y.dtype.kind not in "iu" or not (y == -1).any():
         return
@@ -177,7 +176,7 @@ def warn_minus_one_class(estimator, y):
         "unlabelled rows (scikit-learn's semi-supervised convention), set adapt "
         "to one of 'coral', 'mmd', 'dann' or 'self_training'."
     )
-    warnings.warn(msg, UserWarning, stacklevel=3)
+    warn_at_user(msg, UserWarning)
 
 
 def split_rows(estimator, y):

@@ -16,7 +16,7 @@ import torch
 from skorch.callbacks import Callback
 
 from .._compat import _NormBase
-from .._torch import _layers, _lora
+from .._torch import _held, _layers, _lora
 from . import _frozen
 
 # The name of the unfreezing schedule's callback in the fine-tuning net.
@@ -230,12 +230,13 @@ class Unfreeze(Callback):
         frozen train again once a parameter of theirs unfreezes.
 
     ``fit`` adds it to the net's callbacks for its own training and removes it
-    when it ends, with the ``requires_grad`` flags it set. It is safe with the
-    frozen-stage cache (``_sktransfer_cache_safe``): it holds the whole
-    module, and a stage that it unfreezes is not cached.
+    when it ends, with the ``requires_grad`` flags it set. It declares itself
+    safe (``sktransfer_safe``): it holds the whole module, a stage that it
+    unfreezes is not cached, and it acts when an epoch begins, before skorch
+    puts the modules in training mode, never between two batches.
     """
 
-    _sktransfer_cache_safe = True
+    sktransfer_safe = True
 
     def __init__(self, schedule, module):
         self.schedule = schedule
@@ -250,7 +251,7 @@ class Unfreeze(Callback):
         params = dict(module.named_parameters())
         for name in names:
             params[name].requires_grad_(True)
-        _layers.release_norm_layers(module)
+        _held.release_norm_layers(module)
 
     def __getstate__(self):
         # The module is the net's own ``module_``, which skorch pickles (moving

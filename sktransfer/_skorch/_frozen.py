@@ -5,7 +5,7 @@ A parameter is frozen for fine-tuning when it matches the estimator's
 by hand, as in PyTorch's fine-tuning tutorial), except in the head, which
 ``fit`` initialises afresh and trains. Frozen layers run in evaluation mode
 by that same definition (normalisation on running statistics, dropout and
-stochastic depth off: :func:`~sktransfer._torch._layers.hold_frozen_layers`), as a
+stochastic depth off: :func:`~sktransfer._torch._held.hold_frozen_layers`), as a
 feature extractor does, unless ``freeze_bn_stats=False``.
 
 What ``fit`` installs on the net for training (``requires_grad=False`` on the
@@ -20,11 +20,11 @@ sktransfer's, every parameter with the ``requires_grad`` it arrived with, and
 
 from __future__ import annotations
 
-import warnings
 from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
 
-from .._torch import _layers
+from .._common import warn_at_user
+from .._torch import _held, _layers, _transfer
 
 # The undo stack of the fit running in this thread (None outside fit).
 _UNDO: ContextVar[ExitStack | None] = ContextVar("sktransfer_undo", default=None)
@@ -111,8 +111,6 @@ def freeze_for_fit(
     *,
     hold_norm,
     layers=(),
-    callbacks=(),
-    stacklevel=2,
 ):
     """Freeze ``net.module_`` for one fit; undone by :func:`fit_scope` at its end.
 
@@ -129,15 +127,10 @@ def freeze_for_fit(
     hold_norm : bool
         Hold the frozen layers in evaluation mode (the estimator's
         ``freeze_bn_stats``: normalisation on running statistics, dropout and
-        stochastic depth off; :func:`~sktransfer._torch._layers.hold_frozen_layers`).
+        stochastic depth off; :func:`~sktransfer._torch._held.hold_frozen_layers`).
     layers : sequence of str, default=()
         The submodules that ``frozen`` patterns name; everything inside them is
         held too, including layers without parameters.
-    callbacks : sequence of str, default=()
-        Names of callbacks that ``fit`` adds to ``net.callbacks_`` for
-        training; they are removed at the end.
-    stacklevel : int, default=2
-        Of the warning about a frozen head, so that it points at ``fit``.
 
     Returns
     -------
@@ -174,26 +167,20 @@ def freeze_for_fit(
             f"({', '.join(in_head)}), which fit initialises afresh: they keep "
             "random values. Leave the head out of frozen to train it."
         )
-        warnings.warn(msg, UserWarning, stacklevel=stacklevel + 1)
+        warn_at_user(msg, UserWarning)
     arrived = {name: param.requires_grad for name, param in params.items()}
-    on_exit(_restore, net, module, arrived, tuple(callbacks))
+    on_exit(_restore, module, arrived)
     for name in trainable:
         params[name].requires_grad_(True)  # a head frozen by hand: reset, trained
-    _layers.freeze(module, frozen)
+    _transfer.freeze(module, frozen)
     if hold_norm:
-        _layers.hold_frozen_layers(module, frozen, layers)
+        _held.hold_frozen_layers(module, frozen, layers)
     return frozen
 
 
-def _restore(net, module, arrived, callbacks):
+def _restore(module, arrived):
     """Undo :func:`freeze_for_fit`: the module as it arrived, its hooks removed."""
-    _layers.release_norm_layers(module, every=True)
+    _held.release_norm_layers(module, every=True)
     for name, param in module.named_parameters():
         if name in arrived:
             param.requires_grad_(arrived[name])
-    if callbacks and getattr(net, "callbacks_", None) is not None:
-        net.callbacks_ = [
-            (name, callback)
-            for name, callback in net.callbacks_
-            if name not in callbacks
-        ]

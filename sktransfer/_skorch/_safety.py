@@ -10,8 +10,11 @@ instances of the class:
   frozen layers, so the frozen-stage cache (``cache_frozen="auto"``) may stay
   on while it is installed (the network it sees as ``net.module_`` is then only
   the trainable rest);
-- never switch a module between training and evaluation mode, so the lean
-  training step may skip re-entering training mode before each batch.
+- never switch a module between training and evaluation mode between two
+  training batches (in a per-batch hook, or as the ``get_loss`` wrapper), so
+  the lean training step may skip re-entering training mode before each batch.
+
+sktransfer's own callbacks and losses declare themselves this way.
 
 The private markers of earlier versions, ``_sktransfer_cache_safe`` and
 ``_sktransfer_step_safe``, are still honoured for their own path.

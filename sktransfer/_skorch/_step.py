@@ -27,7 +27,8 @@ documented overridable methods, and drops only what provably changes nothing:
   batch only when something that ran since may have changed a mode: a callback
   with a per-batch hook that is not known to leave modes alone, or a method of
   the net replaced on the instance (a ``get_loss`` wrapper counts as safe when
-  its class says so with ``_sktransfer_step_safe = True`` in its own body).
+  its class says so with ``sktransfer_safe = True`` in its own body, see
+  :mod:`._safety`).
 
 Everything else is skorch's own code: the epoch and batch loops, the
 optimizer's closure, the history, ``self.get_loss`` (the instance's, possibly

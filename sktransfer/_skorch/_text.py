@@ -17,7 +17,6 @@ Any other input passes through unchanged.
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Mapping
 
 import numpy as np
@@ -25,6 +24,7 @@ import torch
 from scipy import sparse
 from torch import nn
 
+from .._common import warn_at_user
 from .._torch import _hf
 
 # The keys of a tokenizer's output that the network reads.
@@ -158,7 +158,7 @@ def encode_inputs(estimator, X, *, fitting=False):
             f"{max_length}; set net__max_length (HuggingFaceNet(max_length=...)) "
             "to keep more."
         )
-        warnings.warn(msg, UserWarning, stacklevel=3)
+        warn_at_user(msg, UserWarning)
     if fitting:
         estimator.n_truncated_ = n_truncated
     return packed

@@ -19,8 +19,6 @@ rows likewise. All are installed for one fit only
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import torch
 from sklearn.utils.class_weight import compute_sample_weight
@@ -28,6 +26,8 @@ from skorch.callbacks import Callback
 from skorch.dataset import unpack_data
 from torch.utils.data import Subset
 
+from .._common import install_callback, warn_at_user
+from .._common import reduction as _reduction
 from .._compat import _check_sample_weight
 from . import _frozen
 from ._data import ArrayLoader, WeightedTarget
@@ -165,11 +165,8 @@ class WeightedLoss:
             # for bit (times the weight under reduction="sum").
             loss = self.get_loss(y_pred, y_true.y, X=X, training=training)
             return loss * weights[0].item() if reduction == "sum" else loss
-        criterion.reduction = "none"
-        try:
+        with _reduction(criterion, "none"):
             loss = self.get_loss(y_pred, y_true.y, X=X, training=training)
-        finally:
-            criterion.reduction = reduction
         weights = weights.to(device=loss.device, dtype=loss.dtype)
         if loss.ndim == 0 or loss.shape[0] != len(weights):
             msg = (
@@ -265,15 +262,8 @@ def install(net, weights):
 def _install_valid_loss(net, weights):
     """Put :class:`WeightedValidLoss` right after skorch's default callbacks."""
     defaults = {name for name, _ in net.get_default_callbacks()} - {"print_log"}
-    names = [name for name, _ in net.callbacks_]
-    position = max((i + 1 for i, n in enumerate(names) if n in defaults), default=0)
-    callback = WeightedValidLoss(weights).initialize()
-    net.callbacks_.insert(position, (_VALID_CALLBACK, callback))
-    _frozen.on_exit(_remove_callback, net, callback)
-
-
-def _remove_callback(net, callback):
-    net.callbacks_ = [item for item in net.callbacks_ if item[1] is not callback]
+    callback = WeightedValidLoss(weights)
+    _frozen.on_exit(install_callback(net, _VALID_CALLBACK, callback, after=defaults))
 
 
 class WeightedValidLoss(Callback):
@@ -303,8 +293,7 @@ class WeightedValidLoss(Callback):
     """
 
     # Reads predictions and targets only: no module, no mode, no data path.
-    _sktransfer_cache_safe = True
-    _sktransfer_step_safe = True
+    sktransfer_safe = True
 
     def __init__(self, weights):
         self.weights = weights
@@ -329,7 +318,7 @@ class WeightedValidLoss(Callback):
                 "order the sample weights cannot follow; the validation loss is "
                 "unweighted. Leave iterator_valid__shuffle at False."
             )
-            warnings.warn(msg, UserWarning, stacklevel=2)
+            warn_at_user(msg, UserWarning)
             return
         indices = np.asarray(dataset_valid.indices)
         self.valid_weights_ = torch.as_tensor(self.weights[indices])
@@ -342,13 +331,8 @@ class WeightedValidLoss(Callback):
         weights = self.valid_weights_[self.offset_ : self.offset_ + n]
         self.offset_ += n
         criterion = net.criterion_
-        reduction = criterion.reduction
-        criterion.reduction = "none"
-        try:
-            with torch.no_grad():
-                loss = net.get_loss(y_pred, yi, X=Xi, training=False)
-        finally:
-            criterion.reduction = reduction
+        with _reduction(criterion, "none"), torch.no_grad():
+            loss = net.get_loss(y_pred, yi, X=Xi, training=False)
         per_sample, norm = per_sample_losses(criterion, loss.detach(), yi)
         weights = weights.double()
         self.batches_.append(
@@ -378,7 +362,7 @@ class WeightedValidLoss(Callback):
                     "some validation samples a positive weight, or a larger "
                     "validation_fraction."
                 )
-                warnings.warn(msg, UserWarning, stacklevel=2)
+                warn_at_user(msg, UserWarning)
                 self.warned_ = True
             return
         history = net.history

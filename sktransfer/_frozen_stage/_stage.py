@@ -1,0 +1,169 @@
+"""The split network: a frozen stage, the trainable rest, and the stage's outputs."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from scipy import sparse
+from torch import nn
+
+from .._torch._probe import modes_restored
+from . import _store
+
+
+@dataclass(frozen=True)
+class FrozenStage:
+    """A network split at the end of its frozen leading stage.
+
+    Attributes
+    ----------
+    stage : torch.fx.GraphModule or torch.nn.Module
+        The frozen stage: the network's input to the cut's output (a traced
+        graph, or the network's own ``forward_features`` for a declared cut).
+    rest : torch.fx.GraphModule or torch.nn.Module
+        The trainable rest: the cut's output to the network's output (or the
+        network's ``forward_head``). Its layers and parameters are the
+        original module's own objects.
+    cut : str
+        The traced node the network is cut after, e.g. ``"features_4"``, or
+        ``"forward_features"`` for a cut the network declares.
+    sample_shape : tuple of int
+        The shape of the stage's output for one sample.
+    dtype : torch.dtype
+        The dtype of the stage's output.
+    reuse : tuple or None
+        ``(owner, settings)`` of :func:`sktransfer._frozen_stage._store.key` when the
+        stage's weights are a pretrained record's: its outputs are shared
+        with the other fits from that record (:meth:`outputs`).
+    """
+
+    stage: nn.Module
+    rest: nn.Module
+    cut: str
+    sample_shape: tuple[int, ...]
+    dtype: torch.dtype
+    reuse: tuple | None = field(default=None, compare=False, repr=False)
+
+    def nbytes(self, n_samples):
+        """Return the size of the cached outputs of ``n_samples`` samples."""
+        per_sample = torch.Size(self.sample_shape).numel()
+        return n_samples * per_sample * self.dtype.itemsize
+
+    def transform(self, X, *, batch_size, device, keep_on="cpu"):
+        """Return the stage's output for ``X``, computed in batches on ``device``.
+
+        The outputs are kept on ``keep_on`` (see :func:`cache_device`). The
+        stage runs in evaluation mode without gradients; the modes of its
+        layers are restored afterwards.
+        """
+        is_sparse = sparse.issparse(X)
+        X = X if is_sparse else torch.as_tensor(X)
+        n_samples = X.shape[0]
+        with modes_restored(self.stage), torch.no_grad():
+            self.stage.eval()
+            out = None
+            for start in range(0, n_samples, batch_size):
+                rows = X[start : start + batch_size]
+                if is_sparse:  # densified a batch at a time
+                    rows = torch.from_numpy(rows.toarray())
+                chunk = self.stage(rows.to(device))
+                if out is None:
+                    out = torch.empty(
+                        (n_samples, *chunk.shape[1:]),
+                        dtype=chunk.dtype,
+                        device=keep_on,
+                    )
+                out[start : start + len(chunk)] = chunk
+        return out
+
+    def outputs(self, X, *, batch_size, device, keep_on="cpu", report=None):
+        """Return the stage's output for ``X``, reused from the store if it is there.
+
+        As :meth:`transform`. With ``reuse`` set (the stage's weights are
+        those of a pretrained record), outputs computed by an earlier fit of
+        this process from the same record, settings, stage and rows, run the
+        same way, are returned as they are (never written to); others are computed and
+        stored when they fit in its bound. ``report`` (a dict), when given,
+        receives ``outputs`` (``"computed"`` or ``"reused"``), ``digest_seconds``
+        (the time spent on the key), ``compute_seconds`` (on the stage's pass;
+        0 when reused) and ``store`` (:func:`sktransfer.frozen_store_info`).
+        """
+        out, how, seconds, key = None, "computed", 0.0, None
+        if self.reuse is not None and _store.STORE.max_bytes > 0:
+            start = time.perf_counter()
+            owner, settings = self.reuse
+            key = _store.key(
+                self.stage,
+                X,
+                owner=owner,
+                settings=settings,
+                batch_size=batch_size,
+                device=device,
+                keep_on=keep_on,
+            )
+            seconds = time.perf_counter() - start
+            out = None if key is None else _store.STORE.get(key)
+            if out is not None and not self._first_batch_agrees(
+                out, X, batch_size=batch_size, device=device, keep_on=keep_on
+            ):
+                out = None  # the stage computes otherwise now: computed afresh
+        compute = 0.0
+        if out is None:
+            start = time.perf_counter()
+            out = self.transform(
+                X, batch_size=batch_size, device=device, keep_on=keep_on
+            )
+            compute = time.perf_counter() - start
+            if key is not None:
+                _store.STORE.put(key, out)
+        else:
+            how = "reused"
+        if report is not None:
+            report.update(
+                outputs=how,
+                digest_seconds=seconds,
+                compute_seconds=compute,
+                store=_store.STORE.info(),
+            )
+        return out
+
+    def _first_batch_agrees(self, out, X, *, batch_size, device, keep_on):
+        """Whether the stage, run now on the first rows of ``X``, gives ``out``'s rows.
+
+        The store's key names the weights, layers, rows and how the stage runs,
+        but not what the stage's code calls at run time (a torch function
+        replaced by monkeypatching, say). The first 8 rows, run again, must
+        reproduce the stored ones to float32 rounding (a batch of 8 may round
+        differently from the batch they were stored from) before the outputs
+        are reused.
+        """
+        n = min(8, batch_size, X.shape[0])
+        fresh = self.transform(X[:n], batch_size=n, device=device, keep_on=keep_on)
+        return torch.allclose(fresh, out[:n], rtol=1e-4, atol=1e-6)
+
+    @contextmanager
+    def training_rest(self, net):
+        """Let the skorch ``net`` train the rest, on cached stage outputs, inside."""
+        module = net.module_
+        net.module_ = self.rest
+        try:
+            yield
+        finally:
+            net.module_ = module
+
+
+def cache_device(device, nbytes):
+    """Where to keep a cache of ``nbytes`` for a network on ``device``.
+
+    On a GPU when it takes at most half of the GPU's free memory, so that no
+    epoch copies it from the host; otherwise on the CPU.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        if nbytes <= free // 2:
+            return device
+    return torch.device("cpu")
