@@ -16,7 +16,7 @@ from torch import nn
 import sktransfer
 from sktransfer import TransferClassifier, TransferRegressor
 from sktransfer._selection import _unsupervised
-from sktransfer._skorch import _adapt
+from sktransfer._skorch import _adapt, _adapt_terms
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -72,7 +72,7 @@ def test_coral_equals_hand_computation():
 
     d = 4
     expected = ((covariance(source) - covariance(target)) ** 2).sum() / (4 * d * d)
-    got = _adapt.coral_loss(torch.tensor(source), torch.tensor(target))
+    got = _adapt_terms.coral_loss(torch.tensor(source), torch.tensor(target))
     assert float(got) == pytest.approx(expected, rel=1e-10)
 
 
@@ -93,7 +93,7 @@ def test_mmd_equals_hand_computation():
     expected = (
         mean_k(source, source) + mean_k(target, target) - 2 * mean_k(source, target)
     )
-    got = _adapt.mmd_loss(torch.tensor(source), torch.tensor(target))
+    got = _adapt_terms.mmd_loss(torch.tensor(source), torch.tensor(target))
     assert float(got) == pytest.approx(expected, rel=1e-8)
 
 
@@ -109,7 +109,7 @@ def test_training_loss_is_supervised_plus_weighted_term(shifted, method, weight)
         logits = module.out(features)
     labelled = torch.as_tensor(y_marked != -1)
     ce = nn.functional.cross_entropy(logits[labelled], torch.as_tensor(y)[labelled])
-    term = getattr(_adapt, f"{method}_loss")(features[labelled], features[~labelled])
+    term = getattr(_adapt_terms, f"{method}_loss")(features[labelled], features[~labelled])
     _, loss = _one_batch(method, weight, X, y_marked)
     assert float(weight * term) > 0.1  # visible beside the cross-entropy
     assert loss == pytest.approx(float(ce + weight * term), rel=1e-5)
@@ -118,13 +118,13 @@ def test_training_loss_is_supervised_plus_weighted_term(shifted, method, weight)
 def test_gradient_reversal_flips_the_domain_gradient_on_shared_layers():
     torch.manual_seed(0)
     shared = nn.Linear(4, 5)
-    classifier = _adapt.DomainClassifier(5)
+    classifier = _adapt_terms.DomainClassifier(5)
     source, target = torch.randn(6, 4), torch.randn(3, 4) + 1
 
     def grads(reverse):
         shared.zero_grad()
         classifier.zero_grad()
-        loss = _adapt.domain_loss(
+        loss = _adapt_terms.domain_loss(
             classifier(shared(source), reverse=reverse),
             classifier(shared(target), reverse=reverse),
         )
@@ -151,15 +151,15 @@ def test_domain_loss_is_balanced_bce_with_one_logit():
         return -np.mean(np.log(p) if label else np.log(1 - p))
 
     expected = (bce(s, 0) + bce(t, 1)) / 2
-    assert float(_adapt.domain_loss(s, t)) == pytest.approx(expected, rel=1e-6)
+    assert float(_adapt_terms.domain_loss(s, t)) == pytest.approx(expected, rel=1e-6)
 
 
 def test_pseudo_labels_respect_the_threshold():
     proba = torch.tensor([[0.95, 0.05], [0.6, 0.4], [0.1, 0.9], [0.2, 0.8]])
-    labels, confident = _adapt.pseudo_labels(proba, 0.85)
+    labels, confident = _adapt_terms.pseudo_labels(proba, 0.85)
     assert confident.tolist() == [True, False, True, False]
     assert labels.tolist() == [0, 1]
-    labels, confident = _adapt.pseudo_labels(proba, 0.8)  # at the threshold: kept
+    labels, confident = _adapt_terms.pseudo_labels(proba, 0.8)  # at the threshold: kept
     assert confident.tolist() == [True, False, True, True]
 
 
