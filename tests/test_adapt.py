@@ -109,7 +109,9 @@ def test_training_loss_is_supervised_plus_weighted_term(shifted, method, weight)
         logits = module.out(features)
     labelled = torch.as_tensor(y_marked != -1)
     ce = nn.functional.cross_entropy(logits[labelled], torch.as_tensor(y)[labelled])
-    term = getattr(_adapt_terms, f"{method}_loss")(features[labelled], features[~labelled])
+    term = getattr(_adapt_terms, f"{method}_loss")(
+        features[labelled], features[~labelled]
+    )
     _, loss = _one_batch(method, weight, X, y_marked)
     assert float(weight * term) > 0.1  # visible beside the cross-entropy
     assert loss == pytest.approx(float(ce + weight * term), rel=1e-5)
