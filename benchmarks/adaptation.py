@@ -242,6 +242,9 @@ def run_pair(pair, seed, *, sizes, epochs, source_epochs, weights, skada):
     data = _split(rng, pair, sizes)
     _, kind, layer = PAIRS[pair]
     n_classes = len(np.unique(data["pretrain"][1]))
+    # The module instance's initial weights are given weights (random_state
+    # seeds what the estimator draws, not an instance made outside it).
+    torch.manual_seed(seed)
     template = NeuralNetClassifier(_module(kind, n_classes), **_net_params(epochs))
     base = TransferClassifier(
         template,
