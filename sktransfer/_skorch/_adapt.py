@@ -7,9 +7,9 @@ convention: rows with ``y == -1`` (:class:`~sktransfer.TransferClassifier`, as
 the source domain (typically a sample of the rows :meth:`fit_source` learnt
 from, with their labels), the unlabelled rows the target domain. Both travel
 in every training batch (:class:`DomainBalancedLoader`), so that no domain
-marker is needed anywhere and
-scikit-learn's splitters divide both kinds of row between folds (a
-``StratifiedKFold`` stratifies on ``-1`` as on any label).
+marker is needed anywhere and scikit-learn's splitters divide both kinds of
+row between folds (a ``StratifiedKFold`` stratifies on ``-1`` as on any
+label).
 
 Everything else is installed on the skorch net for one fit, through the
 package's one training-time scope (:func:`sktransfer._skorch._frozen.on_exit`),
@@ -21,9 +21,10 @@ Normalisation layers see mixed batches, source and target rows together, as
 TLlib's DANN, DAN and CORAL implementations concatenate the two domains'
 batches: their batch statistics are shared between the domains, not kept per
 domain, and their running statistics, which prediction uses, are those of
-the mix of training rows. Keeping the target's statistics for prediction
-(AdaBN, Li et al. 2016) would need a domain marker at prediction, which
-sktransfer does not take.
+the mix of training rows (prediction takes no domain marker to choose
+per-domain statistics by). ``adapt="adabn"`` instead gives them the
+unlabelled rows' statistics when training ends (AdaBN, Li et al. 2016), for
+a network that will predict on the target domain.
 """
 
 from __future__ import annotations
