@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812 (PyTorch's name)
 
+from .._compat import _NormBase
+
 # The bandwidth multipliers of the multi-kernel MMD: sigma^2 = m * the mean
 # squared distance of the batch, m in 2^-2 .. 2^2 (as DAN, Long et al. 2015,
 # and TLlib's GaussianKernel(alpha=...) family).
@@ -162,8 +164,9 @@ def target_statistics(module, X, batch_size, device="cpu"):
     """Recompute the running statistics of ``module``'s normalisation layers on ``X``.
 
     AdaBN (Li, Wang, Shi, Liu & Hou, "Revisiting batch normalization for
-    practical domain adaptation", 2016): every ``BatchNorm`` layer that
-    tracks running statistics gets the statistics of the target rows ``X``,
+    practical domain adaptation", 2016): every normalisation layer that
+    tracks running statistics (``BatchNorm``, ``InstanceNorm`` with
+    ``track_running_stats=True``) gets the statistics of the target rows ``X``,
     as the cumulative average over batches of ``batch_size`` rows
     (``momentum=None``), with the other layers in evaluation mode (no
     dropout) and no gradient. Modes and momenta are restored afterwards.
@@ -179,8 +182,7 @@ def target_statistics(module, X, batch_size, device="cpu"):
     norms = [
         layer
         for layer in module.modules()
-        if isinstance(layer, nn.modules.batchnorm._BatchNorm)
-        and layer.track_running_stats
+        if isinstance(layer, _NormBase) and layer.track_running_stats
     ]
     if not norms or len(X) == 0:
         return
