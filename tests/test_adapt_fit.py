@@ -129,6 +129,21 @@ def test_valid_acc_scores_labelled_rows_only(shifted):
     assert int((seen != -1).sum()) == 120 - 30
 
 
+def test_validation_loss_counts_labelled_rows_only(shifted):
+    # With a validation split, the weighted validation loss (sample_weight)
+    # and skorch's own (no weights) agree: unlabelled rows count in neither.
+    X, _, y_marked = shifted
+    kwargs = {"adapt": "coral", "early_stopping": True, "max_epochs": 2}
+    kwargs["hidden_layer_sizes"] = (8,)
+    plain = TransferClassifier(**kwargs, random_state=0).fit(X, y_marked)
+    weighted = TransferClassifier(**kwargs, random_state=0).fit(
+        X, y_marked, sample_weight=np.ones(len(X))
+    )
+    a = plain.net_.history[:, "valid_loss"]
+    b = weighted.net_.history[:, "valid_loss"]
+    np.testing.assert_allclose(a, b, rtol=1e-5)
+
+
 def test_valid_split_of_unlabelled_rows_only_is_refused(shifted):
     X, _, y_marked = shifted
 
