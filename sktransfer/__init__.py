@@ -20,6 +20,7 @@ from ._selection._comparison import NegativeTransferWarning, TransferComparison
 from ._selection._plot import plot_history
 from ._selection._select import linear_probe, make_transfer_search
 from ._selection._unsupervised import (
+    adaptation_refit,
     deep_embedded_validation_scorer,
     importance_weighted_scorer,
     prediction_entropy_scorer,
@@ -47,6 +48,7 @@ __all__ = [
     "default_net",
     "fit_source",
     "frozen_store_info",
+    "adaptation_refit",
     "importance_weighted_scorer",
     "linear_probe",
     "make_transfer_search",

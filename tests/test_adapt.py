@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from nets import ConvNet, equal_weights, tiny_classifier_net, tiny_regressor_net
-from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.base import clone
 from sklearn.datasets import make_classification
 from sklearn.metrics import accuracy_score
 from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_score
@@ -15,8 +15,7 @@ from torch import nn
 
 import sktransfer
 from sktransfer import TransferClassifier, TransferRegressor
-from sktransfer._selection import _unsupervised
-from sktransfer._skorch import _adapt
+from sktransfer._skorch import _adapt, _adapt_terms
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -72,7 +71,7 @@ def test_coral_equals_hand_computation():
 
     d = 4
     expected = ((covariance(source) - covariance(target)) ** 2).sum() / (4 * d * d)
-    got = _adapt.coral_loss(torch.tensor(source), torch.tensor(target))
+    got = _adapt_terms.coral_loss(torch.tensor(source), torch.tensor(target))
     assert float(got) == pytest.approx(expected, rel=1e-10)
 
 
@@ -93,7 +92,7 @@ def test_mmd_equals_hand_computation():
     expected = (
         mean_k(source, source) + mean_k(target, target) - 2 * mean_k(source, target)
     )
-    got = _adapt.mmd_loss(torch.tensor(source), torch.tensor(target))
+    got = _adapt_terms.mmd_loss(torch.tensor(source), torch.tensor(target))
     assert float(got) == pytest.approx(expected, rel=1e-8)
 
 
@@ -109,7 +108,9 @@ def test_training_loss_is_supervised_plus_weighted_term(shifted, method, weight)
         logits = module.out(features)
     labelled = torch.as_tensor(y_marked != -1)
     ce = nn.functional.cross_entropy(logits[labelled], torch.as_tensor(y)[labelled])
-    term = getattr(_adapt, f"{method}_loss")(features[labelled], features[~labelled])
+    term = getattr(_adapt_terms, f"{method}_loss")(
+        features[labelled], features[~labelled]
+    )
     _, loss = _one_batch(method, weight, X, y_marked)
     assert float(weight * term) > 0.1  # visible beside the cross-entropy
     assert loss == pytest.approx(float(ce + weight * term), rel=1e-5)
@@ -118,13 +119,13 @@ def test_training_loss_is_supervised_plus_weighted_term(shifted, method, weight)
 def test_gradient_reversal_flips_the_domain_gradient_on_shared_layers():
     torch.manual_seed(0)
     shared = nn.Linear(4, 5)
-    classifier = _adapt.DomainClassifier(5)
+    classifier = _adapt_terms.DomainClassifier(5)
     source, target = torch.randn(6, 4), torch.randn(3, 4) + 1
 
     def grads(reverse):
         shared.zero_grad()
         classifier.zero_grad()
-        loss = _adapt.domain_loss(
+        loss = _adapt_terms.domain_loss(
             classifier(shared(source), reverse=reverse),
             classifier(shared(target), reverse=reverse),
         )
@@ -151,15 +152,15 @@ def test_domain_loss_is_balanced_bce_with_one_logit():
         return -np.mean(np.log(p) if label else np.log(1 - p))
 
     expected = (bce(s, 0) + bce(t, 1)) / 2
-    assert float(_adapt.domain_loss(s, t)) == pytest.approx(expected, rel=1e-6)
+    assert float(_adapt_terms.domain_loss(s, t)) == pytest.approx(expected, rel=1e-6)
 
 
 def test_pseudo_labels_respect_the_threshold():
     proba = torch.tensor([[0.95, 0.05], [0.6, 0.4], [0.1, 0.9], [0.2, 0.8]])
-    labels, confident = _adapt.pseudo_labels(proba, 0.85)
+    labels, confident = _adapt_terms.pseudo_labels(proba, 0.85)
     assert confident.tolist() == [True, False, True, False]
     assert labels.tolist() == [0, 1]
-    labels, confident = _adapt.pseudo_labels(proba, 0.8)  # at the threshold: kept
+    labels, confident = _adapt_terms.pseudo_labels(proba, 0.8)  # at the threshold: kept
     assert confident.tolist() == [True, False, True, True]
 
 
@@ -426,139 +427,6 @@ def test_grid_search_chooses_adapt_weight_without_labels(shifted):
     search.fit(X, y_marked)
     assert np.isfinite(search.cv_results_["mean_test_entropy"]).all()
     assert np.isfinite(search.cv_results_["mean_test_iwv"]).all()
-
-
-# ------------------------------------------------------------------ scorers
-
-
-class Fixed(ClassifierMixin, BaseEstimator):
-    """Predicts fixed probabilities, one row per sample (X holds row indices)."""
-
-    def __init__(self, proba=None, features=None):
-        self.proba = proba
-        self.features = features
-
-    def fit(self, X, y):
-        return self
-
-    @property
-    def classes_(self):
-        return np.arange(self.proba.shape[1])
-
-    def predict_proba(self, X):
-        return self.proba[np.asarray(X, dtype=int)[:, 0]]
-
-    def predict(self, X):
-        return self.predict_proba(X).argmax(axis=1)
-
-    def transform(self, X):
-        return self.features[np.asarray(X, dtype=int)[:, 0]]
-
-
-def test_prediction_entropy_on_hand_made_predictions():
-    proba = np.array([[0.5, 0.5], [1.0, 0.0], [0.9, 0.1], [0.2, 0.8]])
-    est = Fixed(proba)
-    X = np.arange(4)[:, None]
-    h = [np.log(2), 0.0, -(0.9 * np.log(0.9) + 0.1 * np.log(0.1))]
-    assert sktransfer.prediction_entropy_scorer(est, X[:3]) == pytest.approx(
-        -np.mean(h)
-    )
-    # With y, only the unlabelled rows (-1) are scored.
-    y = np.array([-1, 0, -1, 1])
-    assert sktransfer.prediction_entropy_scorer(est, X, y) == pytest.approx(
-        -(h[0] + h[2]) / 2
-    )
-    with pytest.raises(ValueError, match="y marks none"):
-        sktransfer.prediction_entropy_scorer(est, X, np.array([0, 1, 0, 1]))
-
-
-def test_importance_weighted_on_hand_made_weights(monkeypatch):
-    proba = np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3], [0.5, 0.5], [0.5, 0.5]])
-    est = Fixed(proba)
-    X = np.arange(5)[:, None]
-    y = np.array([0, 0, 1, -1, -1])  # predictions 0, 1, 0: correct, wrong, wrong
-    monkeypatch.setattr(
-        _unsupervised, "_importance", lambda s, t: np.array([3, 1, 1.0])
-    )
-    score = sktransfer.importance_weighted_scorer(est, X, y)
-    assert score == pytest.approx(3 / 5)
-
-
-def test_importance_weighted_is_accuracy_without_shift():
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(40, 3))
-    X = np.vstack([X, X])  # the unlabelled rows are the labelled rows again
-    y = np.r_[(X[:40, 0] > 0).astype(int), -np.ones(40, int)]
-
-    class Sign(ClassifierMixin, BaseEstimator):
-        classes_ = np.array([0, 1])
-
-        def predict(self, X):
-            return (X[:, 1] > 0).astype(int)
-
-    est = Sign()
-    plain = accuracy_score(y[:40], est.predict(X[:40]))
-    assert sktransfer.importance_weighted_scorer(est, X, y) == pytest.approx(
-        plain, abs=1e-6
-    )
-
-
-def test_importance_weighted_follows_the_target():
-    # Source rows at x=0 (all predicted wrong) and x=1 (all right); the
-    # target lies near x=1, so the weighted accuracy is far above the plain 0.5.
-    X = np.r_[np.zeros(20), np.ones(20), np.ones(20) + 0.1][:, None]
-    y = np.r_[np.zeros(20, int), np.ones(20, int), -np.ones(20, int)]
-
-    class One(ClassifierMixin, BaseEstimator):
-        classes_ = np.array([0, 1])
-
-        def predict(self, X):
-            return np.ones(len(X), int)
-
-    assert sktransfer.importance_weighted_scorer(One(), X, y) > 0.8
-
-
-def test_deep_embedded_validation_on_hand_made_weights(monkeypatch):
-    proba = np.array([[0.8, 0.2], [0.4, 0.6], [0.5, 0.5], [0.5, 0.5], [0.5, 0.5]])
-    est = Fixed(proba, features=np.arange(10.0).reshape(5, 2))
-    X = np.arange(5)[:, None]
-    y = np.array([0, 0, 1, -1, -1])
-    w = np.array([2.0, 1.0, 0.5])
-    monkeypatch.setattr(_unsupervised, "_importance", lambda s, t: w)
-    loss = -np.log([0.8, 0.4, 0.5])
-    weighted = w * loss
-    eta = -np.cov(weighted, w)[0, 1] / np.var(w, ddof=1)
-    risk = weighted.mean() + eta * w.mean() - eta
-    assert sktransfer.deep_embedded_validation_scorer(est, X, y) == pytest.approx(-risk)
-    # Equal weights: no control variate, the mean log-loss.
-    monkeypatch.setattr(_unsupervised, "_importance", lambda s, t: np.ones(3))
-    assert sktransfer.deep_embedded_validation_scorer(est, X, y) == pytest.approx(
-        -loss.mean()
-    )
-
-
-def test_scorers_need_both_kinds_of_row():
-    est = Fixed(np.full((3, 2), 0.5))
-    X = np.arange(3)[:, None]
-    with pytest.raises(ValueError, match="Both kinds are needed"):
-        sktransfer.importance_weighted_scorer(est, X, np.array([0, 1, 0]))
-    with pytest.raises(TypeError, match="no predict_proba"):
-        sktransfer.prediction_entropy_scorer(BaseEstimator(), X)
-
-
-def test_validation_loss_counts_labelled_rows_only(shifted):
-    # With a validation split, the weighted validation loss (sample_weight)
-    # and skorch's own (no weights) agree: unlabelled rows count in neither.
-    X, _, y_marked = shifted
-    kwargs = {"adapt": "coral", "early_stopping": True, "max_epochs": 2}
-    kwargs["hidden_layer_sizes"] = (8,)
-    plain = TransferClassifier(**kwargs, random_state=0).fit(X, y_marked)
-    weighted = TransferClassifier(**kwargs, random_state=0).fit(
-        X, y_marked, sample_weight=np.ones(len(X))
-    )
-    a = plain.net_.history[:, "valid_loss"]
-    b = weighted.net_.history[:, "valid_loss"]
-    np.testing.assert_allclose(a, b, rtol=1e-5)
 
 
 def test_cached_frozen_stage_below_adapt_layer(digit_images):

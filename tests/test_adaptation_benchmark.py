@@ -26,3 +26,6 @@ def test_quick_run_gives_every_column():
     text = out.getvalue()
     assert "| tabular |" in text
     assert "chosen (entropy)" in text
+    assert row["chosen (agreed) name"] in text
+    assert "best in hindsight (target labels)" in text
+    assert "goal 1, chosen (agreed) never loses more than 1 point" in text

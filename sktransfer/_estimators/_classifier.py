@@ -68,7 +68,7 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         single-label classes: use ``CrossEntropyLoss`` with two outputs. See
         :ref:`networks`.
     ${shared_parameters}
-    adapt : {"coral", "mmd", "dann", "self_training"} or None, default=None
+    adapt : {"coral", "mmd", "dann", "self_training", "adabn"} or None, default=None
         Use unlabelled rows of ``fit``'s data, marked by ``y == -1`` (as
         :class:`~sklearn.semi_supervised.SelfTrainingClassifier`): the labelled rows
         (typically a sample of the source's, with their labels, after
@@ -80,8 +80,10 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         trained through a gradient reversal layer (Ganin et al. 2016), and
         ``"self_training"`` trains on the unlabelled rows whose most probable class
         reaches ``adapt_threshold`` with that class as label (pseudo-labels, recomputed
-        on every batch). The unlabelled rows never reach the supervised loss; prediction
-        needs no domain marker. ``None``: ``-1`` is an ordinary class label, as in every
+        on every batch); ``"adabn"`` adds no term and gives the normalisation layers
+        the unlabelled rows' statistics when training ends (AdaBN, Li et al. 2016).
+        The unlabelled rows never reach the supervised loss; prediction needs no domain
+        marker. ``None``: ``-1`` is an ordinary class label, as in every
         supervised scikit-learn classifier (a warning says so when ``-1`` appears beside
         the labels 0, 1, ...). See :ref:`adaptation`.
     adapt_weight : float, default=1.0

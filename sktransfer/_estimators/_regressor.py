@@ -57,7 +57,7 @@ class TransferRegressor(RegressorMixin, _BaseTransfer):
         A module class whose constructor takes ``n_features_in`` or
         ``n_outputs`` gets them from the data of each task.
     ${shared_parameters}
-    adapt : {"coral", "mmd", "dann", "self_training"} or None, default=None
+    adapt : {"coral", "mmd", "dann", "self_training", "adabn"} or None, default=None
         Use unlabelled rows of ``fit``'s data, marked by NaN targets (every target of
         the row): the labelled rows (typically a sample of the source's, with their
         labels, after :meth:`fit_source`) train the supervised loss, and ``adapt`` adds
@@ -65,7 +65,9 @@ class TransferRegressor(RegressorMixin, _BaseTransfer):
         batch at ``adapt_layer``: ``"coral"`` matches the features' covariances (Deep
         CORAL, Sun & Saenko 2016), ``"mmd"`` their multi-kernel maximum mean discrepancy
         (DAN, Long et al. 2015), ``"dann"`` makes them indistinguishable to a domain
-        classifier trained through a gradient reversal layer (Ganin et al. 2016)
+        classifier trained through a gradient reversal layer (Ganin et al. 2016),
+        ``"adabn"`` adds no term and gives the normalisation layers the unlabelled
+        rows' statistics when training ends (AdaBN, Li et al. 2016)
         (``"self_training"`` needs class probabilities: classifier only). The unlabelled
         rows never reach the supervised loss; prediction needs no domain marker.
         ``None``: NaN targets are refused, as in every scikit-learn regressor. See

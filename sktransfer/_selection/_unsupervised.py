@@ -20,6 +20,11 @@ target, the labelled rows the source.
   al., ICML 2019): the importance-weighted loss with the density ratio
   estimated on the network's features (``transform``, the head's input) and
   a control variate that lowers its variance.
+
+:func:`adaptation_refit` is a ``refit`` callable for scikit-learn's searches
+that reads those scores: it keeps "no adaptation" unless every scorer says,
+fold by fold, that an adapted candidate beats it by more than the scores'
+fold-to-fold spread.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from .._compat import _safe_indexing
 from .._skorch._adapt import unlabelled_rows
 
 __all__ = [
+    "adaptation_refit",
     "deep_embedded_validation_scorer",
     "importance_weighted_scorer",
     "prediction_entropy_scorer",
@@ -265,3 +271,145 @@ def deep_embedded_validation_scorer(estimator, X, y, sample_weight=None):
         eta = 0.0
     risk = weighted.mean() + eta * weights.mean() - eta
     return -float(risk)
+
+
+def _no_adaptation(params):
+    """Whether a candidate's parameters say "no adaptation"."""
+    return ("adapt" in params and params["adapt"] is None) or (
+        "adapt_weight" in params and params["adapt_weight"] == 0
+    )
+
+
+def _split_scores(cv_results, metric, n_candidates):
+    """Return the per-split scores of ``metric``, shape (n_candidates, n_splits)."""
+    prefix, suffix = "split", f"_test_{metric}"
+    splits = sorted(
+        int(key[len(prefix) : -len(suffix)])
+        for key in cv_results
+        if key.startswith(prefix)
+        and key.endswith(suffix)
+        and key[len(prefix) : -len(suffix)].isdigit()
+    )
+    scores = np.array(
+        [np.asarray(cv_results[f"split{k}{suffix}"], dtype=float) for k in splits]
+    )
+    return scores.T.reshape(n_candidates, len(splits))
+
+
+def adaptation_refit(cv_results, *, metrics=None, baseline=None):
+    """Return the candidate to refit: "no adaptation" unless the scorers agree.
+
+    Read more in the :ref:`User Guide <adaptation>`.
+
+    A ``refit`` callable for :class:`~sklearn.model_selection.GridSearchCV`
+    and :class:`~sklearn.model_selection.RandomizedSearchCV`, for a search
+    scored without target labels (``scoring=`` a dict of unsupervised
+    scorers, e.g. :func:`importance_weighted_scorer` and
+    :func:`deep_embedded_validation_scorer`). It returns the index of the
+    best "no adaptation" candidate (``adapt=None`` or ``adapt_weight=0`` in
+    its parameters) unless some adapted candidate beats it on *every* metric
+    by more than the spread over the splits: for each metric, the per-split
+    differences ``d_k = score_k(candidate) - score_k(no adaptation)`` (the
+    same rows score both) must have a mean above their standard deviation
+    (``ddof=1``). Among the candidates that pass, the one with the highest
+    mean score on the first metric is returned.
+
+    The rule follows the literature's warnings: unsupervised validation
+    scores are noisy and often disagree with target accuracy (Musgrave et
+    al., "Benchmarking validation methods for unsupervised domain
+    adaptation", 2022; Saito et al., "Tune it the right way", ICCV 2021), and
+    adaptation can lose to the source-only model; importance-weighted
+    estimates of the target risk (Sugiyama et al. 2007; You et al. 2019) are
+    unbiased but of high variance. So the source-only model is the default,
+    and a change needs two estimates of the target risk to agree, each by
+    more than its own noise. Prediction entropy should not be one of the
+    metrics: it rewards confident predictions, right or wrong, and picks
+    collapsed self-training.
+
+    Parameters
+    ----------
+    cv_results : dict of numpy arrays
+        A search's ``cv_results_``: ``params`` and ``split<k>_test_<metric>``
+        for at least 2 splits.
+    metrics : sequence of str, default=None
+        The scorer names to agree (the keys of the ``scoring`` dict); None
+        uses every metric of the search (``"score"`` for a single scorer).
+    baseline : callable, default=None
+        ``baseline(params) -> bool``, true for the "no adaptation"
+        candidates; None: ``adapt`` is None or ``adapt_weight`` is 0.
+
+    Returns
+    -------
+    index : int
+        The index of the chosen candidate in ``cv_results["params"]``.
+
+    Raises
+    ------
+    ValueError
+        When no candidate is "no adaptation", a metric is unknown, or there
+        are fewer than 2 splits.
+
+    Examples
+    --------
+    >>> from functools import partial
+    >>> import numpy as np
+    >>> results = {
+    ...     "params": [{"adapt_weight": 0.0}, {"adapt_weight": 1.0}],
+    ...     "split0_test_iwv": np.array([0.60, 0.70]),
+    ...     "split1_test_iwv": np.array([0.62, 0.71]),
+    ...     "split0_test_dev": np.array([-1.0, -0.8]),
+    ...     "split1_test_dev": np.array([-1.0, -1.1]),
+    ... }
+    >>> adaptation_refit(results)  # DEV disagrees on split 1
+    0
+    >>> adaptation_refit(results, metrics=["iwv"])
+    1
+    """
+    params = list(cv_results["params"])
+    n = len(params)
+    is_baseline = _no_adaptation if baseline is None else baseline
+    base = [i for i, p in enumerate(params) if is_baseline(p)]
+    if not base:
+        msg = (
+            "adaptation_refit keeps 'no adaptation' unless the scorers agree, but "
+            "no candidate is 'no adaptation': add adapt_weight=0 (or adapt=None) "
+            f"to the grid, or pass baseline=. Candidates: {params}."
+        )
+        raise ValueError(msg)
+    found = [
+        key[len("mean_test_") :] for key in cv_results if key.startswith("mean_test_")
+    ]
+    if not found:  # a dict made by hand, without the means
+        found = sorted(
+            {key.split("_test_", 1)[1] for key in cv_results if "_test_" in key}
+        )
+    metrics = found if metrics is None else list(metrics)
+    unknown = [m for m in metrics if m not in found]
+    if unknown or not metrics:
+        msg = f"adaptation_refit: metrics {unknown or metrics} not among {found}."
+        raise ValueError(msg)
+    scores = {m: _split_scores(cv_results, m, n) for m in metrics}
+    n_splits = scores[metrics[0]].shape[1]
+    if n_splits < 2:
+        msg = (
+            f"adaptation_refit compares candidates by their spread over splits; "
+            f"cv_results has {n_splits} split(s). Use cv >= 2."
+        )
+        raise ValueError(msg)
+    first = np.nanmean(scores[metrics[0]], axis=1)
+    b = max(base, key=lambda i: (np.nan_to_num(first[i], nan=-np.inf), -i))
+    passed = []
+    for i in range(n):
+        if i in base:
+            continue
+        ok = True
+        for m in metrics:
+            d = scores[m][i] - scores[m][b]
+            if not np.all(np.isfinite(d)) or not d.mean() > d.std(ddof=1):
+                ok = False
+                break
+        if ok:
+            passed.append(i)
+    if not passed:
+        return int(b)
+    return int(max(passed, key=lambda i: (first[i], -i)))

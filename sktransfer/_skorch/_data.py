@@ -303,25 +303,36 @@ class ArrayLoader:
             torch.empty((), dtype=torch.int64).random_(generator=self.generator)
         return self._batches()
 
-    def _batches(self):
+    def _order_generator(self):
+        """Return the generator of this epoch's order (seeded from torch's stream)."""
+        generator = self.generator
+        if generator is None:
+            with STREAM_LOCK:
+                seed = int(torch.empty((), dtype=torch.int64).random_().item())
+            generator = torch.Generator()
+            generator.manual_seed(seed)
+        return generator
+
+    def _index_batches(self):
+        """Yield each batch's rows: a slice (in order) or a tensor of row indices."""
         n, size = self._n_samples(), self.batch_size
         order = self._indices
         if self.shuffle:
-            generator = self.generator
-            if generator is None:
-                with STREAM_LOCK:
-                    seed = int(torch.empty((), dtype=torch.int64).random_().item())
-                generator = torch.Generator()
-                generator.manual_seed(seed)
-            perm = torch.randperm(n, generator=generator)
+            perm = torch.randperm(n, generator=self._order_generator())
             order = perm if order is None else order[perm]
         stop = n - n % size if self.drop_last else n
         for start in range(0, stop, size):
             if order is None:
-                Xb = _rows(self._X, slice(start, start + size))
-                yb = None if self._y is None else self._y[start : start + size]
+                yield slice(start, start + size)
             else:
-                idx = order[start : start + size]
+                yield order[start : start + size]
+
+    def _batches(self):
+        for idx in self._index_batches():
+            if isinstance(idx, slice):
+                Xb = _rows(self._X, idx)
+                yb = None if self._y is None else self._y[idx]
+            else:
                 Xb = _rows(self._X, idx)
                 yb = None if self._y is None else _rows(self._y, idx)
             if yb is None:
@@ -334,8 +345,8 @@ class ArrayLoader:
                 Xb, yb = (_pinned(t) for t in (Xb, yb))
             if self._weights is not None:
                 wb = (
-                    self._weights[start : start + size]
-                    if order is None
+                    self._weights[idx]
+                    if isinstance(idx, slice)
                     else self._weights.index_select(0, idx)
                 )
                 yb = WeightedTarget(yb, wb)
