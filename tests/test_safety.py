@@ -9,6 +9,7 @@ from sktransfer import TransferClassifier
 from sktransfer._fit._guard import NonFiniteLoss
 from sktransfer._fit._progress import PlainPrintLog
 from sktransfer._fit._stopping import RestoreBest
+from sktransfer._skorch._adapt_fit import AdaptLoss, TargetStatistics
 from sktransfer._skorch._finetune import Unfreeze
 from sktransfer._skorch._weights import WeightedValidLoss
 
@@ -121,7 +122,16 @@ def test_the_lean_step_still_trusts_the_old_private_marker(digit_images):
 
 
 @pytest.mark.parametrize(
-    "cls", [RestoreBest, NonFiniteLoss, PlainPrintLog, WeightedValidLoss, Unfreeze]
+    "cls",
+    [
+        RestoreBest,
+        NonFiniteLoss,
+        PlainPrintLog,
+        WeightedValidLoss,
+        Unfreeze,
+        AdaptLoss,
+        TargetStatistics,
+    ],
 )
 def test_the_package_declares_its_own_callbacks_through_the_public_protocol(cls):
     own = vars(cls)

@@ -310,7 +310,7 @@ class AdaptLoss:
     """
 
     # Changes no module's mode (for the lean step).
-    _sktransfer_step_safe = True
+    sktransfer_safe = True
 
     def __init__(self, net, method, weight, features, threshold):
         self.net = net
@@ -437,8 +437,7 @@ class TargetStatistics(Callback):
     target's statistics. Installed by ``fit`` for one fit.
     """
 
-    _sktransfer_cache_safe = True
-    _sktransfer_step_safe = True
+    sktransfer_safe = True
 
     def on_train_end(self, net, X=None, y=None, **kwargs):
         if X is None or y is None:
