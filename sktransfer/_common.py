@@ -159,12 +159,21 @@ def warn_at_user(msg, category=UserWarning):
     """Warn with the location of the user's call into sktransfer.
 
     The one way the package places a warning: the ``stacklevel`` is counted
-    at run time, out to the first frame outside sktransfer (and outside
+    at run time, out to the caller of the outermost sktransfer frame (past
     ``contextlib`` and ``sklearn.base``, through which ``fit`` and ``clone``
-    enter it), so it needs no count of the call chain. From a skorch callback,
-    that frame is skorch's loop.
+    enter it), so it needs no count of the call chain. A warning raised under
+    skorch's loop or an optimizer's closure points at the user's ``fit`` too.
     """
+    # The outermost frame of the package, then out past the frames between it
+    # and the user (a warning raised under skorch's loop or an optimizer's
+    # closure still points at the user's ``fit``).
     frame, level = sys._getframe(0), 1
+    outermost = (frame, level)
+    while frame is not None:
+        if frame.f_globals.get("__name__", "").startswith(_INSIDE[0]):
+            outermost = (frame, level)
+        frame, level = frame.f_back, level + 1
+    frame, level = outermost
     while frame.f_back is not None and (
         frame.f_globals.get("__name__", "").startswith(_INSIDE)
     ):

@@ -1,5 +1,7 @@
 """What one adapting fit installs: balanced batches, labelled validation, BatchNorm."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -205,3 +207,54 @@ def test_adabn_keeps_the_target_statistics(shifted):
     np.testing.assert_array_equal(clf.predict(X[120:]), expected.numpy())
     names = [name for name, _ in clf.net_.callbacks_]
     assert "adapt_target_statistics" not in names
+
+
+@pytest.mark.parametrize("method", ["coral", "mmd", "dann"])
+def test_an_alignment_term_that_can_move_no_weight_is_said(method):
+    # With every layer before adapt_layer frozen, the term has no gradient to
+    # give: the fit equals adapt_weight=0 and a search over it ties. Said.
+    X, y = make_classification(
+        120, 6, n_informative=4, n_redundant=0, n_classes=3, random_state=0
+    )
+    X = X.astype(np.float32)
+    y[80:] = -1
+
+    def fit(frozen, weight):
+        torch.manual_seed(0)
+        net = tiny_classifier_net(_TwoStage(), max_epochs=2, batch_size=40)
+        clf = TransferClassifier(
+            net,
+            head=("out",),
+            frozen=frozen,
+            adapt=method,
+            adapt_weight=weight,
+            cache_frozen=False,
+            random_state=0,
+        )
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            clf.fit(X, y)
+        said = [w for w in record if "cannot act" in str(w.message)]
+        return clf.predict_proba(X), said
+
+    frozen_10, said = fit(("body.*",), 10.0)
+    frozen_0, _ = fit(("body.*",), 0.0)
+    np.testing.assert_array_equal(frozen_10, frozen_0)  # the term moved nothing
+    assert len(said) == 1
+    assert f"adapt={method!r} cannot act" in str(said[0].message)
+    assert "adapt_layer" in str(said[0].message)
+    assert said[0].filename == __file__
+    trainable_10, said = fit((), 10.0)
+    trainable_0, _ = fit((), 0.0)
+    assert np.abs(trainable_10 - trainable_0).max() > 1e-4  # here it acts
+    assert said == []
+
+
+class _TwoStage(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(6, 8), nn.Tanh())
+        self.out = nn.Linear(8, 3)
+
+    def forward(self, X):
+        return self.out(self.body(X))

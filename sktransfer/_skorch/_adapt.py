@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._common import warn_at_user
+from .._common import install_callback, warn_at_user
 from .._compat import _safe_indexing
 from . import _frozen
 from ._adapt_fit import (
@@ -42,7 +42,6 @@ from ._adapt_fit import (
     check_iterator,
     labelled_validation,
 )
-from ._data import ArrayLoader
 
 METHODS = ("coral", "mmd", "dann", "self_training", "adabn")
 
@@ -321,25 +320,18 @@ def install(estimator, net, head, split=None):
                 "stage's outputs. Set cache_frozen=False."
             )
             raise ValueError(msg)
-        _add_callback(net, TargetStatistics().initialize())
+        _frozen.on_exit(
+            install_callback(net, "adapt_target_statistics", TargetStatistics())
+        )
     return loss
-
-
-def _add_callback(net, callback):
-    """Append ``callback`` to the net's callbacks until the fit ends."""
-    net.callbacks_.append(("adapt_target_statistics", callback))
-
-    def undo():
-        net.callbacks_ = [item for item in net.callbacks_ if item[1] is not callback]
-
-    _frozen.on_exit(undo)
 
 
 def _use_balanced_batches(net):
     """Make the net's training batches domain-balanced until the fit ends."""
+    own = net.iterator_train
     net.iterator_train = DomainBalancedLoader
 
     def undo():
-        net.iterator_train = ArrayLoader
+        net.iterator_train = own
 
     _frozen.on_exit(undo)

@@ -24,6 +24,7 @@ from skorch.callbacks import Callback
 from torch import nn
 from torch.utils.data import Subset, TensorDataset
 
+from .._common import warn_at_user
 from .._torch import _layers
 from . import _frozen
 from ._adapt_terms import (
@@ -321,6 +322,23 @@ class AdaptLoss:
         self.threshold = threshold
         self.domain_classifier = None
         self.last_term = None
+        self.checked = False
+
+    def _check_it_can_act(self, features):
+        """Warn when the alignment term can move no weight (first batch only)."""
+        if (
+            self.method in ("coral", "mmd", "dann")
+            and self.weight != 0
+            and not features.requires_grad
+        ):
+            warn_at_user(
+                f"adapt={self.method!r} cannot act: the features at adapt_layer="
+                f"{self.features.where} depend on no trainable parameter (every "
+                "layer before it is frozen), so the alignment term moves no weight "
+                "and the fit equals adapt_weight=0. Leave some shared layers "
+                "trainable (frozen=...), or choose an adapt_layer after a "
+                "trainable one."
+            )
 
     def __call__(self, y_pred, y_true, X=None, training=False):
         if not torch.is_tensor(y_pred):
@@ -354,6 +372,9 @@ class AdaptLoss:
                 "cache_frozen=False, or choose a layer after the frozen ones."
             )
             raise ValueError(msg)
+        if not self.checked:
+            self.checked = True
+            self._check_it_can_act(features)
         term = self.term(features, y_pred, labelled, unlabelled)
         self.last_term = None if term is None else float(term.detach())
         return loss if term is None else loss + self.weight * term
