@@ -186,8 +186,10 @@ def tokenize(tokenizer, texts, max_length):
     """Tokenize ``texts`` and pack them; return the array and the truncated count.
 
     Each text is encoded with its special tokens and cut to ``max_length``
-    tokens; the ids and the attention mask (1 on tokens) are padded on the
-    right with the tokenizer's padding id up to ``max_length``.
+    tokens exactly as ``tokenizer(text, truncation=True,
+    max_length=max_length)`` cuts it (the tokenizer's own special tokens
+    kept, if it adds any); the ids and the attention mask (1 on tokens) are
+    padded on the right with the tokenizer's padding id up to ``max_length``.
 
     Returns
     -------
@@ -195,17 +197,21 @@ def tokenize(tokenizer, texts, max_length):
     n_truncated : int
         How many texts had more than ``max_length`` tokens.
     """
-    encoded = tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
+    # verbose=False: no "sequence length is longer" warning; cut just below.
+    encoded = tokenizer(texts, truncation=False, verbose=False)["input_ids"]
+    long = [i for i, ids in enumerate(encoded) if len(ids) > max_length]
+    if long:  # cut as the tokenizer cuts (its closing special token, if any)
+        cut = tokenizer(
+            [texts[i] for i in long], truncation=True, max_length=max_length
+        )
+        for i, ids in zip(long, cut["input_ids"], strict=True):
+            encoded[i] = ids
     pad = tokenizer.pad_token_id
     pad = 0 if pad is None else int(pad)
-    n_truncated = 0
+    n_truncated = len(long)
     packed = np.zeros((len(texts), 2, max_length), dtype=np.int64)
     packed[:, 0] = pad
     for i, ids in enumerate(encoded):
-        if len(ids) > max_length:
-            n_truncated += 1
-            # Keep the closing special token, as truncation=True does.
-            ids = list(ids[: max_length - 1]) + [ids[-1]]
         packed[i, 0, : len(ids)] = ids
         packed[i, 1, : len(ids)] = 1
     return packed, n_truncated
