@@ -178,3 +178,69 @@ def test_texts_and_token_dicts_are_never_mixed(bert_dir, as_dict):
     with pytest.raises(ValueError, match=r"mixup_alpha=0.4: .*Token ids cannot be"):
         clf.fit(X, Y)
     assert not hasattr(clf, "net_")
+
+
+# ------------------------------------------------------------- sentence pairs
+
+
+def _pairs(path):
+    """Tokenized sentence pairs: token_type_ids are 1 on the second text."""
+    tok = _tokenizer(path)
+    enc = tok(
+        TEXTS[:6],
+        TEXTS[6:],
+        truncation=True,
+        max_length=32,
+        padding="max_length",
+        return_token_type_ids=True,
+    )
+    return {key: np.asarray(value) for key, value in enc.items()}
+
+
+def test_token_type_ids_of_sentence_pairs_reach_the_model(bert_dir):
+    enc = _pairs(bert_dir)
+    assert enc["token_type_ids"].any()
+    clf = TransferClassifier(HuggingFaceNet(bert_dir, max_length=32), random_state=0)
+    features = PretrainedFeatures(clf).fit(enc).transform(enc)
+    tensors = {key: torch.as_tensor(value) for key, value in enc.items()}
+    np.testing.assert_allclose(features, _mean_pooled(bert_dir, tensors), atol=1e-5)
+    tensors.pop("token_type_ids")
+    assert np.abs(features - _mean_pooled(bert_dir, tensors)).max() > 1e-2
+
+
+def test_cached_frozen_encoder_on_sentence_pairs(bert_dir):
+    # The frozen encoder computed once (cached) with the pairs' token types:
+    # the fitted head on the model's own pooled states, by hand, gives the
+    # probabilities; each batch is still cut to its longest pair.
+    enc, y = _pairs(bert_dir), np.arange(6) % 2
+    frozen = ("embeddings.*", "encoder.*", "pooler.*")
+    clf = TransferClassifier(
+        HuggingFaceNet(bert_dir, max_length=32), frozen=frozen, max_epochs=2, lr=0.1
+    ).fit(enc, y)
+    assert clf.frozen_cache_["cached"]
+    head = clf.net_.module_.head
+    tensors = {key: torch.as_tensor(value) for key, value in enc.items()}
+    with torch.no_grad():
+        logits = head(torch.as_tensor(_mean_pooled(bert_dir, tensors)))
+    expected = torch.softmax(logits, 1).numpy()
+    np.testing.assert_allclose(clf.predict_proba(enc), expected, atol=1e-5)
+    # Without token types (all zeros), as the model takes a missing one.
+    single = {key: enc[key] for key in ("input_ids", "attention_mask")}
+    tensors.pop("token_type_ids")
+    with torch.no_grad():
+        logits = head(torch.as_tensor(_mean_pooled(bert_dir, tensors)))
+    expected = torch.softmax(logits, 1).numpy()
+    np.testing.assert_allclose(clf.predict_proba(single), expected, atol=1e-5)
+
+
+def test_token_types_a_fit_or_model_never_saw_are_refused(bert_dir, tmp_path):
+    enc = _pairs(bert_dir)
+    single = {key: enc[key] for key in ("input_ids", "attention_mask")}
+    clf = TransferClassifier(HuggingFaceNet(bert_dir, max_length=32), max_epochs=1)
+    clf.fit(single, np.arange(6) % 2)
+    with pytest.raises(ValueError, match="token_type_ids with non-zero .* fitted wit"):
+        clf.predict(enc)
+    one_type = _bert(tmp_path, type_vocab_size=1)  # as RoBERTa's
+    clf = TransferClassifier(HuggingFaceNet(one_type, max_length=32), max_epochs=1)
+    with pytest.raises(ValueError, match="token_type_ids up to 1 .* takes 1 type"):
+        clf.fit(enc, np.arange(6) % 2)

@@ -151,6 +151,16 @@ def encode_inputs(estimator, X, *, fitting=False):
         packed, n_truncated = tokenize(tokenizer, _as_list(X), max_length)
     else:
         packed, n_truncated = pack_token_dict(X, max_length)
+    rows = getattr(estimator, "_sample_shape", (None,))[0] if not fitting else None
+    if rows == 3 and packed.shape[1] == 2:  # no token types: all zeros, as fit's
+        packed = np.concatenate([packed, np.zeros_like(packed[:, :1])], axis=1)
+    elif rows == 2 and packed.shape[1] == 3:
+        msg = (
+            "X has token_type_ids with non-zero values (sentence pairs), but "
+            f"{type(estimator).__name__} was fitted without them; fit on "
+            "sentence pairs too, or leave token_type_ids out."
+        )
+        raise ValueError(msg)
     if n_truncated:
         msg = (
             f"{n_truncated} of {len(packed)} texts have more than "
@@ -167,7 +177,7 @@ def encode_inputs(estimator, X, *, fitting=False):
 def _looks_like_packed(X):
     """Already packed tokens (the estimators' own arrays, e.g. from a cache)."""
     shape = getattr(X, "shape", None)
-    return shape is not None and len(shape) == 3 and shape[1] == 2
+    return shape is not None and len(shape) == 3 and shape[1] in (2, 3)
 
 
 def _as_list(X):
@@ -224,16 +234,21 @@ def pack_token_dict(tokens, max_length):
     different lengths); a missing ``attention_mask`` means every token counts.
     Rows longer than ``max_length`` are a ValueError (a dict holds ids that
     were tokenized already; cutting them would drop the closing token).
+    ``token_type_ids`` with a non-zero value (sentence pairs) become a third
+    row, which the network passes to the model; all zeros are the model's
+    default and are dropped.
     """
     unknown = sorted(set(tokens) - {*_TOKEN_KEYS, "token_type_ids"})
     if unknown:
         msg = (
             f"The dict of token arrays has keys {unknown} that the Hugging Face "
-            f"net does not read; it takes {list(_TOKEN_KEYS)} (and ignores "
-            "token_type_ids)."
+            f"net does not read; it takes {list(_TOKEN_KEYS)} and "
+            "token_type_ids."
         )
         raise ValueError(msg)
     ids = [np.asarray(row).ravel() for row in _rows(tokens["input_ids"])]
+    types = tokens.get("token_type_ids")
+    types = None if types is None else [np.ravel(row) for row in _rows(types)]
     masks = tokens.get("attention_mask")
     masks = (
         [np.ones_like(row) for row in ids]
@@ -246,14 +261,18 @@ def pack_token_dict(tokens, max_length):
             "they must be the same texts."
         )
         raise ValueError(msg)
-    packed = np.zeros((len(ids), 2, max_length), dtype=np.int64)
+    packed = np.zeros((len(ids), 3, max_length), dtype=np.int64)
     for i, (row, mask) in enumerate(zip(ids, masks, strict=True)):
-        if row.shape != mask.shape:
-            msg = (
-                f"Row {i} of input_ids has {row.size} tokens but its "
-                f"attention_mask {mask.size}."
-            )
-            raise ValueError(msg)
+        given = {"attention_mask": mask}
+        if types is not None:
+            given["token_type_ids"] = types[i] if i < len(types) else None
+        for key, other in given.items():
+            if other is None or row.shape != other.shape:
+                size = "no row" if other is None else other.size
+                msg = (
+                    f"Row {i} of input_ids has {row.size} tokens but its {key} {size}."
+                )
+                raise ValueError(msg)
         if row.dtype.kind not in "iub" and not np.array_equal(row, np.round(row)):
             msg = f"input_ids must be integer token ids; row {i} has {row[:5]}."
             raise ValueError(msg)
@@ -274,7 +293,9 @@ def pack_token_dict(tokens, max_length):
             raise ValueError(msg)
         packed[i, 0, :n_tokens] = row[:n_tokens]
         packed[i, 1, :n_tokens] = 1
-    return packed, 0
+        if types is not None:
+            packed[i, 2, :n_tokens] = types[i][:n_tokens]
+    return (packed if packed[:, 2].any() else packed[:, :2]), 0
 
 
 def _rows(value):

@@ -15,6 +15,7 @@ used (``pip install ".[text]"`` from a clone).
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import os
 import re
@@ -353,9 +354,9 @@ class TransformerNet(nn.Module):
 
     def encode(self, X):
         """Return the pooled hidden states of packed tokens ``X`` (batch, hidden)."""
-        ids, mask = _unpack(X)
-        out = self.__dict__["model"](input_ids=ids, attention_mask=mask)
-        states = out.last_hidden_state
+        inputs = _model_inputs(self.__dict__["model"], X)
+        mask = inputs["attention_mask"]
+        states = self.__dict__["model"](**inputs).last_hidden_state
         if self.pooling == "mean":
             weights = mask.unsqueeze(-1).to(states.dtype)
             return (states * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
@@ -364,8 +365,8 @@ class TransformerNet(nn.Module):
     def forward(self, X):
         """Return the head's outputs (the logits of a classifier) for ``X``."""
         if self.sequence_classifier:
-            ids, mask = _unpack(X)
-            return self.__dict__["model"](input_ids=ids, attention_mask=mask).logits
+            model = self.__dict__["model"]
+            return model(**_model_inputs(model, X)).logits
         return self.forward_head(self.forward_features(X))
 
     def forward_features(self, X):
@@ -440,6 +441,26 @@ def _unpack(X):
     length = int(mask.sum(1).max().item()) if len(mask) else 1
     length = max(length, 1)
     return ids[:, :length], mask[:, :length]
+
+
+def _model_inputs(model, X):
+    """Return the keyword inputs of ``model`` for packed ``X`` (row 3: token types)."""
+    ids, mask = _unpack(X)
+    inputs = {"input_ids": ids, "attention_mask": mask}
+    if X.shape[1] > 2:  # sentence pairs' token_type_ids (_text.pack_token_dict)
+        inputs["token_type_ids"] = types = X[:, 2, : ids.shape[1]].long()
+        n_types = getattr(model.config, "type_vocab_size", None)
+        if "token_type_ids" not in inspect.signature(model.forward).parameters or (
+            n_types is not None and int(types.max()) >= n_types
+        ):
+            msg = (
+                f"The token dict has token_type_ids up to {int(types.max())} "
+                f"(sentence pairs), but {type(model).__name__} takes "
+                + ("none" if n_types is None else f"{n_types} type(s)")
+                + ": tokenize for this model (without token_type_ids)."
+            )
+            raise ValueError(msg)
+    return inputs
 
 
 def as_spec(net):
