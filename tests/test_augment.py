@@ -398,3 +398,53 @@ def test_kornia_pipeline_augments_and_pickles(digit_images):
     for view in drawn:
         total += views.predict_proba(view)
     np.testing.assert_allclose(clf.predict_proba(X), total / 3, rtol=1e-6)
+
+
+class IdBag(nn.Module):
+    """Mean of token embeddings, then a linear head: takes integer token ids."""
+
+    def __init__(self, n_outputs=2):
+        super().__init__()
+        self.emb = nn.EmbeddingBag(50, 4)
+        self.head = nn.Linear(4, n_outputs)
+
+    def forward(self, X):
+        return self.head(self.emb(X))
+
+
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [
+        ({"mixup_alpha": 0.4}, "mixup_alpha=0.4"),
+        ({"cutmix_alpha": 1.0}, "cutmix_alpha=1.0"),
+        ({"mixup_alpha": 0.2, "cutmix_alpha": 1.0}, "mixup_alpha=0.2 and cutmix"),
+    ],
+)
+def test_token_ids_are_never_mixed(params, named):
+    # A mix of two token ids is no token id: MixUp/CutMix on integer samples
+    # that the network takes as ids (an nn.EmbeddingBag here) is refused with
+    # the settings named, and a fitted estimator is left as it was.
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1, 50, (32, 6)).astype(np.int64)
+    y = (ids[:, 0] > 25).astype(int)
+    clf = TransferClassifier(IdBag, head="head", max_epochs=2, random_state=0)
+    clf.fit(ids, y)
+    net, proba = clf.net_, clf.predict_proba(ids)
+    with pytest.raises(ValueError, match=rf"{named}.*Token ids cannot be mixed"):
+        clf.set_params(**params).fit(ids, y)
+    assert clf.net_ is net
+    np.testing.assert_array_equal(clf.predict_proba(ids), proba)
+
+
+def test_integer_features_of_a_float_network_are_still_mixed():
+    # Integer samples that the network takes as floats (no embedding) are
+    # numbers, which MixUp mixes: the check reads the network's input dtype.
+    Recorder.seen = []
+    X = np.random.default_rng(0).integers(0, 9, (20, 1, 8, 8)).astype(np.int64)
+    y = np.arange(20) % 2
+    TransferClassifier(
+        Recorder, head="out", mixup_alpha=0.4, max_epochs=1, batch_size=20
+    ).fit(X, y)
+    training = [x for mode, x in Recorder.seen if mode]
+    assert training[-1].dtype == torch.float32
+    assert not torch.equal(training[-1], training[-1].round())  # mixed

@@ -9,17 +9,14 @@ that the fast :class:`~sktransfer.ArrayLoader` path stays fast:
   callable, then MixUp (Zhang et al., "mixup: Beyond Empirical Risk
   Minimization", ICLR 2018) or CutMix (Yun et al., "CutMix: Regularization
   Strategy to Train Strong Classifiers with Localizable Features", ICCV 2019),
-  drawing its random numbers from a stream of its own, seeded by
-  ``random_state``: the training stream (initialisation, shuffling, dropout)
-  is the same with or without augmentation.
+  from a random stream of its own seeded by ``random_state``: the training
+  stream (initialisation, shuffling, dropout) is the same without them.
 - :class:`MixedLoss` wraps the net's *current* ``get_loss`` for mixed
-  batches: ``lam * loss(y_a) + (1 - lam) * loss(y_b)``. For
-  ``CrossEntropyLoss`` with mean reduction that equals the cross-entropy
-  against the mixed one-hot targets; for ``MSELoss`` it has the same gradient
-  as the squared error against the mixed targets.
+  batches: ``lam * loss(y_a) + (1 - lam) * loss(y_b)`` (for mean
+  ``CrossEntropyLoss``, the cross-entropy against the mixed one-hot targets).
 - :class:`ViewedStage` precomputes ``cache_views`` augmented views of the
-  training set (through the frozen stage when that is cached) and
-  :class:`TrainingBatches` draws one view per sample per batch.
+  training set (through the frozen stage when that is cached), of which
+  :class:`TrainingBatches` draws one per sample per batch.
 - :func:`tta_average` averages the predictions over the plain input and
   ``tta_views`` augmented views.
 """
@@ -87,11 +84,24 @@ def check_settings(estimator, X, net):
     Raises
     ------
     ValueError
-        For ``cutmix_alpha`` on samples that are not images, and for
+        For MixUp/CutMix on samples the network takes as integers (token
+        ids), ``cutmix_alpha`` on samples that are not images, and
         ``cache_views`` without ``augment``, with MixUp/CutMix or with a
         validation split of the net.
     """
     name = type(estimator).__name__
+    names = ("mixup_alpha", "cutmix_alpha")
+    values = {key: getattr(estimator, key) for key in names}
+    mixing = " and ".join(f"{key}={value!r}" for key, value in values.items() if value)
+    if mixing and X.dtype.kind in "biu":  # X as the network takes it (int64)
+        msg = (
+            f"{mixing}: MixUp and CutMix mix samples as floats, but the network takes "
+            f"integer samples ({X.dtype}: the token ids of texts or a token dict, or "
+            "ids for an nn.Embedding). Token ids cannot be mixed (a mix of two ids "
+            "is no token; mixing embeddings is not supported): set mixup_alpha=0 "
+            "and cutmix_alpha=0."
+        )
+        raise ValueError(msg)
     if estimator.cutmix_alpha and X.ndim < 3:
         msg = (
             f"cutmix_alpha={estimator.cutmix_alpha!r} cuts boxes out of images of "
@@ -143,9 +153,7 @@ def _own_stream(state):
 
 
 def _seeded_state(seed):
-    generator = torch.Generator()
-    generator.manual_seed(seed)
-    return [generator.get_state()]
+    return [torch.Generator().manual_seed(seed).get_state()]
 
 
 # ---------------------------------------------------------------- mixing
@@ -158,9 +166,7 @@ class MixedTarget:
     """
 
     def __init__(self, a, b, lam):
-        self.a = a
-        self.b = b
-        self.lam = float(lam)
+        self.a, self.b, self.lam = a, b, float(lam)
 
     def __len__(self):
         return len(self.a)
@@ -295,13 +301,8 @@ def install(estimator, net, seed, views=None):
             "mixup_alpha and cutmix_alpha would replace; use one or the other."
         )
         raise ValueError(msg)
-    transform = TrainingBatches(
-        estimator.augment,
-        estimator.mixup_alpha,
-        estimator.cutmix_alpha,
-        seed,
-        views=views,
-    )
+    alphas = (estimator.mixup_alpha, estimator.cutmix_alpha)
+    transform = TrainingBatches(estimator.augment, *alphas, seed, views=views)
     # skorch reads iterator_train__ settings from the instance (get_params_for).
     net.iterator_train__transform = transform
     _frozen.on_exit(vars(net).pop, "iterator_train__transform", None)
@@ -383,12 +384,10 @@ def plan(estimator, net, X, *, plan_stage, limit):
 
     Parameters
     ----------
-    estimator : _BaseTransfer
-        The estimator that fits.
-    net : skorch.NeuralNet
-        Its initialised, frozen net.
+    estimator, net : _BaseTransfer, skorch.NeuralNet
+        The estimator that fits and its initialised, frozen net.
     X : ndarray of shape (n_samples, ...)
-        The training samples.
+        The training samples, in the dtype the network takes.
     plan_stage : callable
         ``plan_stage(cache_frozen, limit)`` returns the frozen stage's split
         and report (:func:`sktransfer._frozen_stage._cache.plan`).

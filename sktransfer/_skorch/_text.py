@@ -25,7 +25,7 @@ from scipy import sparse
 from torch import nn
 
 from .._common import warn_at_user
-from .._torch import _hf
+from .._torch import _hf, _hf_inputs
 
 # The keys of a tokenizer's output that the network reads.
 _TOKEN_KEYS = ("input_ids", "attention_mask")
@@ -61,6 +61,15 @@ def _is_dict(X):
 
 def _text_error(estimator, X):
     what = "a dict of token arrays" if is_token_dict(X) else "texts"
+    module = getattr(estimator.net, "module", None)
+    if _hf.as_spec(module) is not None:  # a skorch net around a Hugging Face one
+        msg = (
+            f"{type(estimator).__name__} got {what} and a "
+            f"{type(estimator.net).__name__} around a Hugging Face model; give the "
+            "model itself as net (a directory or HuggingFaceNet), which takes "
+            f"texts. {_hf_inputs.not_a_skorch_net(_hf.as_spec(module), ['optimizer'])}"
+        )
+        return TypeError(msg)
     msg = (
         f"{type(estimator).__name__} got {what}, but its net "
         f"({type(estimator.net).__name__}) takes numeric arrays. For texts, "
@@ -142,8 +151,9 @@ def encode_inputs(estimator, X, *, fitting=False):
     if text:
         if tokenizer is None:
             msg = (
-                f"{type(estimator).__name__} got texts, but its Hugging Face "
-                f"model {spec.model!r} comes without a tokenizer. Pass one: "
+                f"{type(estimator).__name__} got texts, but "
+                f"{_hf_inputs.describe(spec.model)} comes without a tokenizer. "
+                "Pass one: "
                 "HuggingFaceNet(model, tokenizer=tokenizer_or_directory), or "
                 "give token ids as a dict of 'input_ids' and 'attention_mask'."
             )
@@ -151,6 +161,16 @@ def encode_inputs(estimator, X, *, fitting=False):
         packed, n_truncated = tokenize(tokenizer, _as_list(X), max_length)
     else:
         packed, n_truncated = pack_token_dict(X, max_length)
+    rows = getattr(estimator, "_sample_shape", (None,))[0] if not fitting else None
+    if rows == 3 and packed.shape[1] == 2:  # no token types: all zeros, as fit's
+        packed = np.concatenate([packed, np.zeros_like(packed[:, :1])], axis=1)
+    elif rows == 2 and packed.shape[1] == 3:
+        msg = (
+            "X has token_type_ids with non-zero values (sentence pairs), but "
+            f"{type(estimator).__name__} was fitted without them; fit on "
+            "sentence pairs too, or leave token_type_ids out."
+        )
+        raise ValueError(msg)
     if n_truncated:
         msg = (
             f"{n_truncated} of {len(packed)} texts have more than "
@@ -167,7 +187,7 @@ def encode_inputs(estimator, X, *, fitting=False):
 def _looks_like_packed(X):
     """Already packed tokens (the estimators' own arrays, e.g. from a cache)."""
     shape = getattr(X, "shape", None)
-    return shape is not None and len(shape) == 3 and shape[1] == 2
+    return shape is not None and len(shape) == 3 and shape[1] in (2, 3)
 
 
 def _as_list(X):
@@ -186,8 +206,10 @@ def tokenize(tokenizer, texts, max_length):
     """Tokenize ``texts`` and pack them; return the array and the truncated count.
 
     Each text is encoded with its special tokens and cut to ``max_length``
-    tokens; the ids and the attention mask (1 on tokens) are padded on the
-    right with the tokenizer's padding id up to ``max_length``.
+    tokens exactly as ``tokenizer(text, truncation=True,
+    max_length=max_length)`` cuts it (the tokenizer's own special tokens
+    kept, if it adds any); the ids and the attention mask (1 on tokens) are
+    padded on the right with the tokenizer's padding id up to ``max_length``.
 
     Returns
     -------
@@ -195,17 +217,21 @@ def tokenize(tokenizer, texts, max_length):
     n_truncated : int
         How many texts had more than ``max_length`` tokens.
     """
-    encoded = tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
+    # verbose=False: no "sequence length is longer" warning; cut just below.
+    encoded = tokenizer(texts, truncation=False, verbose=False)["input_ids"]
+    long = [i for i, ids in enumerate(encoded) if len(ids) > max_length]
+    if long:  # cut as the tokenizer cuts (its closing special token, if any)
+        cut = tokenizer(
+            [texts[i] for i in long], truncation=True, max_length=max_length
+        )
+        for i, ids in zip(long, cut["input_ids"], strict=True):
+            encoded[i] = ids
     pad = tokenizer.pad_token_id
     pad = 0 if pad is None else int(pad)
-    n_truncated = 0
+    n_truncated = len(long)
     packed = np.zeros((len(texts), 2, max_length), dtype=np.int64)
     packed[:, 0] = pad
     for i, ids in enumerate(encoded):
-        if len(ids) > max_length:
-            n_truncated += 1
-            # Keep the closing special token, as truncation=True does.
-            ids = list(ids[: max_length - 1]) + [ids[-1]]
         packed[i, 0, : len(ids)] = ids
         packed[i, 1, : len(ids)] = 1
     return packed, n_truncated
@@ -218,16 +244,21 @@ def pack_token_dict(tokens, max_length):
     different lengths); a missing ``attention_mask`` means every token counts.
     Rows longer than ``max_length`` are a ValueError (a dict holds ids that
     were tokenized already; cutting them would drop the closing token).
+    ``token_type_ids`` with a non-zero value (sentence pairs) become a third
+    row, which the network passes to the model; all zeros are the model's
+    default and are dropped.
     """
     unknown = sorted(set(tokens) - {*_TOKEN_KEYS, "token_type_ids"})
     if unknown:
         msg = (
             f"The dict of token arrays has keys {unknown} that the Hugging Face "
-            f"net does not read; it takes {list(_TOKEN_KEYS)} (and ignores "
-            "token_type_ids)."
+            f"net does not read; it takes {list(_TOKEN_KEYS)} and "
+            "token_type_ids."
         )
         raise ValueError(msg)
     ids = [np.asarray(row).ravel() for row in _rows(tokens["input_ids"])]
+    types = tokens.get("token_type_ids")
+    types = None if types is None else [np.ravel(row) for row in _rows(types)]
     masks = tokens.get("attention_mask")
     masks = (
         [np.ones_like(row) for row in ids]
@@ -240,14 +271,18 @@ def pack_token_dict(tokens, max_length):
             "they must be the same texts."
         )
         raise ValueError(msg)
-    packed = np.zeros((len(ids), 2, max_length), dtype=np.int64)
+    packed = np.zeros((len(ids), 3, max_length), dtype=np.int64)
     for i, (row, mask) in enumerate(zip(ids, masks, strict=True)):
-        if row.shape != mask.shape:
-            msg = (
-                f"Row {i} of input_ids has {row.size} tokens but its "
-                f"attention_mask {mask.size}."
-            )
-            raise ValueError(msg)
+        given = {"attention_mask": mask}
+        if types is not None:
+            given["token_type_ids"] = types[i] if i < len(types) else None
+        for key, other in given.items():
+            if other is None or row.shape != other.shape:
+                size = "no row" if other is None else other.size
+                msg = (
+                    f"Row {i} of input_ids has {row.size} tokens but its {key} {size}."
+                )
+                raise ValueError(msg)
         if row.dtype.kind not in "iub" and not np.array_equal(row, np.round(row)):
             msg = f"input_ids must be integer token ids; row {i} has {row[:5]}."
             raise ValueError(msg)
@@ -268,7 +303,9 @@ def pack_token_dict(tokens, max_length):
             raise ValueError(msg)
         packed[i, 0, :n_tokens] = row[:n_tokens]
         packed[i, 1, :n_tokens] = 1
-    return packed, 0
+        if types is not None:
+            packed[i, 2, :n_tokens] = types[i][:n_tokens]
+    return (packed if packed[:, 2].any() else packed[:, :2]), 0
 
 
 def _rows(value):

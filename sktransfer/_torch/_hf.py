@@ -25,6 +25,7 @@ from sklearn.base import BaseEstimator
 from torch import nn
 
 from .._compat import StrOptions
+from ._hf_inputs import model_inputs, not_a_skorch_net, resolve_max_length
 
 _POOLING = ("mean", "first", "cls")
 _INSTALL = (
@@ -89,7 +90,10 @@ class HuggingFaceNet(BaseEstimator):
     max_length : int or None, default=None
         The most tokens of a text, special tokens included; longer texts are
         truncated, with a warning giving how many. None: the tokenizer's
-        ``model_max_length``, at most 512.
+        ``model_max_length``, at most 512, at most the model's positions
+        (``max_position_embeddings``) and a sentence-transformers
+        directory's ``max_seq_length``; more than the model's positions is
+        a ValueError.
     pooling : {"mean", "first", "cls"}, default="mean"
         How the token states become one vector per text: their mean over the
         attention mask (sentence-transformers' mean pooling), or the first
@@ -148,6 +152,29 @@ class HuggingFaceNet(BaseEstimator):
         self.pooling = pooling
         self.local_files_only = local_files_only
 
+    def set_params(self, **params):
+        """Set the spec's parameters (``max_length``, ``pooling``, ...).
+
+        Parameters
+        ----------
+        **params : dict
+            The spec's parameters by name.
+
+        Returns
+        -------
+        self : HuggingFaceNet
+
+        Raises
+        ------
+        ValueError
+            For any other name, e.g. a skorch setting (``optimizer``), with the
+            estimator parameters that set training instead.
+        """
+        unknown = sorted(set(params) - set(self.get_params(deep=False)))
+        if unknown:
+            raise ValueError(not_a_skorch_net(self, unknown))
+        return super().set_params(**params)
+
     def _check(self):
         if self.pooling not in _POOLING:
             msg = f"pooling must be one of {_POOLING}; got {self.pooling!r}."
@@ -186,24 +213,28 @@ class HuggingFaceNet(BaseEstimator):
         )
 
     def resolved_max_length(self, tokenizer):
-        """Return ``max_length``, or the tokenizer's limit (at most 512).
+        """Return ``max_length``, or the default: the most tokens the model takes.
 
         Parameters
         ----------
         tokenizer : transformers.PreTrainedTokenizerBase or None
-            Its ``model_max_length`` is the limit when ``max_length`` is None.
+            Its ``model_max_length`` is a limit when ``max_length`` is None.
 
         Returns
         -------
         max_length : int
-            The number of tokens texts are truncated to.
+            The number of tokens texts are truncated to. None gives the
+            smallest of 512, the tokenizer's ``model_max_length``, the
+            ``max_seq_length`` of a sentence-transformers directory
+            (``sentence_bert_config.json``) and the model's position limit
+            (``max_position_embeddings``, less RoBERTa's padding offset).
+
+        Raises
+        ------
+        ValueError
+            If ``max_length`` is more than the model's position limit.
         """
-        if self.max_length is not None:
-            return self.max_length
-        limit = getattr(tokenizer, "model_max_length", None) if tokenizer else None
-        if not isinstance(limit, int) or limit > 512:
-            limit = 512
-        return limit
+        return resolve_max_length(self, tokenizer)
 
     def build(self):
         """Return a fresh :class:`TransformerNet` holding a copy of the weights.
@@ -353,9 +384,9 @@ class TransformerNet(nn.Module):
 
     def encode(self, X):
         """Return the pooled hidden states of packed tokens ``X`` (batch, hidden)."""
-        ids, mask = _unpack(X)
-        out = self.__dict__["model"](input_ids=ids, attention_mask=mask)
-        states = out.last_hidden_state
+        inputs = model_inputs(self.__dict__["model"], X, *_unpack(X))
+        mask = inputs["attention_mask"]
+        states = self.__dict__["model"](**inputs).last_hidden_state
         if self.pooling == "mean":
             weights = mask.unsqueeze(-1).to(states.dtype)
             return (states * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
@@ -364,8 +395,8 @@ class TransformerNet(nn.Module):
     def forward(self, X):
         """Return the head's outputs (the logits of a classifier) for ``X``."""
         if self.sequence_classifier:
-            ids, mask = _unpack(X)
-            return self.__dict__["model"](input_ids=ids, attention_mask=mask).logits
+            model = self.__dict__["model"]
+            return model(**model_inputs(model, X, *_unpack(X))).logits
         return self.forward_head(self.forward_features(X))
 
     def forward_features(self, X):
