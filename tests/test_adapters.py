@@ -412,3 +412,81 @@ def test_verbose_prints_the_adapter_report(data, pretrained, capsys):
         data.y_target,
     )
     assert plain.adapter_ is None
+
+
+class _BaseKept:
+    """Scorer: 1.0 when the fitted network's pretrained weights equal ``state``.
+
+    It holds a digest, not tensors, so that no weights travel with it.
+    """
+
+    def __init__(self, state):
+        from sktransfer._pretrained import _dask
+
+        self.digest = _dask.digest(state)
+
+    def __call__(self, estimator, X, y):
+        from sktransfer._pretrained import _dask
+
+        return float(_dask.digest(base_state(estimator.net_.module_)) == self.digest)
+
+
+def _on_a_dask_worker(estimator, X, y):
+    """Scorer: 1.0 when it runs in a Dask worker process."""
+    import distributed
+
+    try:
+        distributed.get_worker()
+    except ValueError:
+        return 0.0
+    return 1.0
+
+
+def test_grid_search_over_rank_on_dask_scores_as_the_local_search(data):
+    distributed = pytest.importorskip("distributed")
+    import joblib
+
+    torch.manual_seed(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        pretrained = lora(Net(), max_epochs=2).fit_source(data.X_source, data.y_source)
+    state = {
+        name: value.clone()
+        for name, value in pretrained.source_weights_.items()
+        if not name.startswith("head.")
+    }
+    grid = GridSearchCV(
+        pretrained,
+        {"lora_rank": [2, 4]},
+        scoring={
+            "accuracy": "accuracy",
+            "kept": _BaseKept(state),
+            "on_worker": _on_a_dask_worker,
+        },
+        refit="accuracy",
+        cv=2,
+        error_score="raise",
+    )
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    )
+    with cluster, distributed.Client(cluster) as client:
+        client.wait_for_workers(2)  # both worker processes take tasks
+        with joblib.parallel_backend("dask"):
+            fit_quiet(grid, data.X_target, data.y_target)
+    results = grid.cv_results_
+    assert (results["mean_test_on_worker"] == 1.0).all()
+    # Every fit on a worker kept the pretrained weights bit for bit.
+    assert (results["mean_test_kept"] == 1.0).all()
+    local = fit_quiet(
+        clone(grid).set_params(scoring="accuracy", refit=False),
+        data.X_target,
+        data.y_target,
+    )
+    np.testing.assert_array_equal(
+        results["mean_test_accuracy"], local.cv_results_["mean_test_score"]
+    )
+    assert results["param_lora_rank"].tolist() == [2, 4]
+    # The pretrained weights the search started from are unchanged.
+    for name, value in state.items():
+        assert torch.equal(pretrained.source_weights_[name], value), name

@@ -29,9 +29,9 @@ from .._torch._lora import (
     _base_name,
     adapted_layers,
     is_adapter_layer,
-    merged,
     summary,
 )
+from .._torch._lora_merge import merged
 
 _FORMAT = "sktransfer-adapter-1"
 # What fit learns from y, besides the weights (classifier and regressor).
