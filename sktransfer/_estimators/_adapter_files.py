@@ -337,7 +337,8 @@ class _Adapters:
     def merge(self) -> nn.Module:
         """Return the fitted network with its adapters merged into its layers.
 
-        A plain PyTorch module (no peft layer; Hu et al.'s ``W + BA``) that
+        A plain PyTorch module (no peft layer; each adapted weight becomes
+        ``W + (lora_alpha / lora_rank) B A``, Hu et al. 2021, eq. 3) that
         computes in evaluation mode what the adapted ``net_.module_``
         computes, within floating-point rounding, for ``nn.Linear``,
         ``nn.Conv2d`` and grouped ``nn.Conv2d`` (which peft cannot merge: it
@@ -346,7 +347,11 @@ class _Adapters:
         Returns
         -------
         module : torch.nn.Module
-            A merged copy of ``net_.module_``.
+            A merged copy of ``net_.module_``. It takes what ``net_.module_``
+            takes: for a :class:`~sktransfer.HuggingFaceNet`, the packed token
+            array of shape ``(n_samples, 2, sequence_length)`` (ids, then the
+            attention mask; a third row of token type ids for sentence pairs),
+            not raw texts; tokenize with the estimator's tokenizer first.
         """
         check_is_fitted(self)
         return merged(self.net_.module_)
