@@ -1,23 +1,29 @@
-"""Frozen-stage outputs shared by the fits that fine-tune from one pretrained record.
+"""Frozen-stage outputs shared, row by row, by the fits from one pretrained record.
 
 The candidates of a grid search, the folds of a cross-validation and the
 settings of :func:`~sktransfer.compare_transfer` are clones of one estimator:
 they share its pretrained record (:class:`sktransfer._pretrained._record._Pretrained`)
 by identity, and ``fit`` loads every weight of the network except the head's
 from it. When they freeze the same leading stage, each would compute the same
-stage outputs for the same rows. The store keeps those outputs, keyed by
-ownership rather than by the weights' content:
+stage outputs for the rows they share (a fold's training rows are most of the
+next fold's, and all of them are the refit's). The store keeps those outputs
+row by row, keyed by ownership rather than by the weights' content:
 
 - the record the stage's weights were loaded from (by identity: a record is
   never changed, and its entries are dropped when it is garbage-collected);
 - the frozen and head settings, and the traced stage (its generated code,
   each layer's class, settings and hooks: no weights);
-- a digest of the rows (their values, shape and dtype, in order) and how the
-  stage is run (batch size, device, autocast).
+- the rows' layout (dtype, sample shape) and how the stage is run (batch size,
+  device, autocast); under that key, each row by a digest of its values.
 
-A fit whose stage holds weights of no record (a module instance passed as
-``net``, ``pretrained=False``) computes its stage's outputs and keeps them for
-that fit only. No weight is hashed, and prediction never consults the store.
+A fit runs the stage only over the rows not stored yet, in batches of its
+batch size, and stores them. A row computed in another batch than a fresh pass
+would put it in may differ from that pass by float32 rounding (kernels may
+block a batch differently); a fit whose rows are all stored from one earlier
+fit on the same rows gets that fit's outputs bit for bit. A fit whose stage
+holds weights of no record (a module instance passed as ``net``,
+``pretrained=False``) computes its stage's outputs and keeps them for that fit
+only. No weight is hashed, and prediction never consults the store.
 
 The store lives in the process (each joblib or Dask worker has its own) and
 holds at most :func:`frozen_store_info`'s ``max_bytes`` (1 GiB by default,
@@ -29,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 import uuid
 import weakref
 from collections import OrderedDict
@@ -44,8 +51,20 @@ from .._compat import _get_current_dispatch_mode, _is_torch_function_mode_enable
 _DEFAULT_LIMIT = 2**30
 
 
+class _Rows:
+    """The stored stage outputs of single rows, found by each row's digest."""
+
+    __slots__ = ("index", "outputs")
+
+    def __init__(self, outputs, digests):
+        self.outputs = outputs
+        self.index = {}
+        for i, digest in enumerate(digests):
+            self.index.setdefault(digest, i)
+
+
 class _Store:
-    """A least-recently-used mapping of digests to tensors, bounded in bytes."""
+    """A least-recently-used mapping of stage keys to stored rows, bounded in bytes."""
 
     def __init__(self, max_bytes):
         self.max_bytes = max_bytes
@@ -54,41 +73,87 @@ class _Store:
         self.nbytes = 0
         self.hits = 0
         self.misses = 0
+        self.rows_reused = 0
+        self.rows_computed = 0
 
-    def get(self, key):
+    def lookup(self, key, digests):
+        """Return the positions of the stored rows among ``digests``, and those rows.
+
+        ``([], None)`` when none is stored. The rows are a view of the store
+        where they lie in order (a fit on the same rows), else a copy.
+        """
         with self._lock:
-            value = self._entries.get(key)
-            if value is None:
-                self.misses += 1
-                return None
+            entry = self._entries.get(key)
+            if entry is None:
+                return [], None
             self._entries.move_to_end(key)
-            self.hits += 1
-            return value
+            found, index = [], []
+            for position, digest in enumerate(digests):
+                i = entry.index.get(digest)
+                if i is not None:
+                    found.append(position)
+                    index.append(i)
+            if not found:
+                return [], None
+            return found, _gather(entry.outputs, index)
 
-    def put(self, key, value):
-        """Keep ``value`` under ``key`` if it fits; return whether it was kept."""
-        size = _nbytes(value)
+    def add(self, key, digests, outputs):
+        """Keep the rows ``outputs`` under ``key`` by their ``digests`` if they fit."""
         with self._lock:
-            if size > self.max_bytes:
-                return False
-            old = self._entries.pop(key, None)
-            if old is not None:
-                self.nbytes -= _nbytes(old)
-            self._entries[key] = value
-            self.nbytes += size
+            entry = self._entries.pop(key, None)
+            known = {} if entry is None else entry.index
+            new, seen = [], set()
+            for i, digest in enumerate(digests):
+                if digest not in known and digest not in seen:
+                    seen.add(digest)
+                    new.append(i)
+            if entry is not None:
+                self.nbytes -= _nbytes(entry.outputs)
+            if not new and entry is not None:
+                self._entries[key] = entry
+                self.nbytes += _nbytes(entry.outputs)
+                return True
+            rows = outputs if len(new) == len(outputs) else outputs[new]
+            if entry is None:
+                kept = _Rows(rows, [digests[i] for i in new])
+            else:
+                kept = _Rows(torch.cat([entry.outputs, rows]), [])
+                kept.index = dict(entry.index)
+                for j, i in enumerate(new, start=len(entry.outputs)):
+                    kept.index[digests[i]] = j
+            if _nbytes(kept.outputs) > self.max_bytes:
+                return False  # not even alone in the store: dropped
+            self._entries[key] = kept
+            self.nbytes += _nbytes(kept.outputs)
             self._shrink()
             return True
+
+    def count(self, *, reused, computed):
+        """Count a fit's lookup: a hit when no row was computed, else a miss."""
+        with self._lock:
+            if computed:
+                self.misses += 1
+            else:
+                self.hits += 1
+            self.rows_reused += reused
+            self.rows_computed += computed
+
+    def drop(self, key):
+        with self._lock:
+            entry = self._entries.pop(key, None)
+            if entry is not None:
+                self.nbytes -= _nbytes(entry.outputs)
 
     def _shrink(self):
         while self.nbytes > self.max_bytes and self._entries:
             _, dropped = self._entries.popitem(last=False)
-            self.nbytes -= _nbytes(dropped)
+            self.nbytes -= _nbytes(dropped.outputs)
 
     def drop_owner(self, owner):
         """Drop the entries of ``owner`` (the token of a collected record)."""
         with self._lock:
             for key in [k for k in self._entries if k[0] == owner]:
-                self.nbytes -= _nbytes(self._entries.pop(key))
+                self.nbytes -= _nbytes(self._entries.pop(key).outputs)
 
     def resize(self, max_bytes):
         with self._lock:
@@ -101,6 +166,8 @@ class _Store:
             self.nbytes = 0
             self.hits = 0
             self.misses = 0
+            self.rows_reused = 0
+            self.rows_computed = 0
 
     def info(self):
         with self._lock:
@@ -110,7 +177,17 @@ class _Store:
                 "max_bytes": self.max_bytes,
                 "hits": self.hits,
                 "misses": self.misses,
+                "rows_reused": self.rows_reused,
+                "rows_computed": self.rows_computed,
             }
+
+
+def _gather(table, index):
+    """Rows ``index`` of ``table``: a view where they are consecutive, else a copy."""
+    first = index[0]
+    if index == list(range(first, first + len(index))):
+        return table[first : first + len(index)]
+    return table.index_select(0, torch.as_tensor(index, device=table.device))
 
 
 STORE = _Store(_DEFAULT_LIMIT)
@@ -128,16 +205,18 @@ def frozen_store_info() -> dict:
     Returns
     -------
     info : dict
-        ``entries`` (stored outputs), ``nbytes`` (their size in bytes),
-        ``max_bytes`` (the bound), ``hits`` and ``misses`` (lookups that
-        reused stored outputs, and those that computed them, since the last
-        :func:`clear_frozen_store`).
+        ``entries`` (stored stages), ``nbytes`` (the size of their outputs in
+        bytes), ``max_bytes`` (the bound), ``hits`` and ``misses`` (fits that
+        found every row's outputs stored, and those that ran the stage over
+        some rows: the stage passes), ``rows_reused`` and ``rows_computed``
+        (rows found stored, and rows the stage ran on), since the last
+        :func:`clear_frozen_store`.
 
     Examples
     --------
     >>> from sktransfer import frozen_store_info
     >>> sorted(frozen_store_info())
-    ['entries', 'hits', 'max_bytes', 'misses', 'nbytes']
+    ['entries', 'hits', 'max_bytes', 'misses', 'nbytes', 'rows_computed', 'rows_reused']
     """
     return STORE.info()
 
@@ -286,23 +365,31 @@ def modes_active():
     return dispatch or bool(_is_torch_function_mode_enabled())
 
 
-def rows_digest(X):
-    """Return the digest of the rows of ``X``: values, shape, dtype, in order."""
-    h = hashlib.blake2b(digest_size=16)
+def row_digests(X):
+    """Return the digest of each row of ``X`` (its values), in order, as bytes."""
     if sparse.issparse(X):
         X = X.tocsr()
-        h.update(f"csr|{X.dtype.str}|{X.shape}|".encode())
-        for part in (X.data, X.indices, X.indptr):
-            h.update(np.ascontiguousarray(part).reshape(-1).view(np.uint8))
-        return h.hexdigest()
+        data, indices, indptr = X.data, X.indices, X.indptr
+        return [
+            hashlib.blake2b(
+                data[a:b].tobytes() + b"|" + indices[a:b].tobytes(), digest_size=16
+            ).digest()
+            for a, b in zip(indptr[:-1], indptr[1:], strict=True)
+        ]
     if isinstance(X, torch.Tensor):
-        h.update(f"torch|{X.dtype}|{tuple(X.shape)}|".encode())
-        h.update(_tensor_bytes(X))
+        X = _tensor_bytes(X).reshape(X.shape[0], -1)
     else:
-        X = np.ascontiguousarray(X)
-        h.update(f"numpy|{X.dtype.str}|{X.shape}|".encode())
-        h.update(X.reshape(-1).view(np.uint8))
-    return h.hexdigest()
+        X = np.ascontiguousarray(X).reshape(X.shape[0], -1).view(np.uint8)
+    return [hashlib.blake2b(row, digest_size=16).digest() for row in X]
+
+
+def _layout(X):
+    """Return what a row's digest leaves out: its kind, dtype and shape."""
+    if sparse.issparse(X):
+        return f"sparse|{X.dtype.str}|{X.shape[1:]}"
+    if isinstance(X, torch.Tensor):
+        return f"torch|{X.dtype}|{tuple(X.shape[1:])}"
+    return f"numpy|{np.dtype(X.dtype).str}|{tuple(X.shape[1:])}"
 
 
 def owner(record):
@@ -332,7 +419,7 @@ def key(stage, X, *, owner, settings, batch_size, device, keep_on):
         The frozen stage, every weight of which the record ``owner`` names
         holds.
     X : ndarray, sparse matrix or torch.Tensor
-        The rows.
+        The rows (their layout; each row is found by :func:`row_digests`).
     owner : str
         :func:`owner` of the pretrained record.
     settings : tuple
@@ -361,6 +448,103 @@ def key(stage, X, *, owner, settings, batch_size, device, keep_on):
         _settings(settings),
         names,
         structure_digest(stage),
-        rows_digest(X),
+        _layout(X),
         how,
     )
+
+
+def outputs(split, X, *, batch_size, device, keep_on="cpu", report=None):
+    """Return the frozen stage's outputs for ``X``, reusing the stored rows.
+
+    As ``split.transform``, over the rows not stored yet only (all of them
+    when ``split.reuse`` is None or the store is off), which are then stored.
+    Before stored rows are reused, the stage runs the first 8 of them again
+    and must reproduce them to float32 rounding (the key names the weights,
+    layers and rows, not what the stage's code calls at run time: a torch
+    function replaced by monkeypatching, say); otherwise every row is
+    computed afresh.
+
+    Parameters
+    ----------
+    split : sktransfer._frozen_stage._cache.FrozenStage
+        The split network; ``split.reuse`` is ``(owner, settings)`` or None.
+    X : ndarray, sparse matrix or torch.Tensor of shape (n_samples, ...)
+        The rows.
+    batch_size : int
+        Rows per pass of the stage.
+    device, keep_on : str or torch.device
+        Where the stage runs, and where its outputs are kept.
+    report : dict, default=None
+        Receives ``outputs`` (``"computed"``, ``"reused"`` or ``"partly
+        reused"``), ``digest_seconds`` (the time spent on the key and the
+        rows' digests), ``compute_seconds`` (on the stage's pass; 0 when
+        every row was reused) and ``store`` (:func:`frozen_store_info`).
+
+    Returns
+    -------
+    out : torch.Tensor of shape (n_samples, ...)
+        The outputs, on ``keep_on``; never to be written to.
+    """
+
+    def run(rows, size=batch_size):
+        return split.transform(rows, batch_size=size, device=device, keep_on=keep_on)
+
+    n, found, stored, store_key, digests = X.shape[0], [], None, None, None
+    seconds = 0.0
+    if split.reuse is not None and STORE.max_bytes > 0:
+        start = time.perf_counter()
+        owner_token, settings = split.reuse
+        store_key = key(
+            split.stage,
+            X,
+            owner=owner_token,
+            settings=settings,
+            batch_size=batch_size,
+            device=device,
+            keep_on=keep_on,
+        )
+        digests = None if store_key is None else row_digests(X)
+        seconds = time.perf_counter() - start
+        if store_key is not None:
+            found, stored = STORE.lookup(store_key, digests)
+        if found:
+            probe = found[: min(8, batch_size)]
+            fresh = run(_take(X, probe), len(probe))
+            if not torch.allclose(fresh, stored[: len(probe)], rtol=1e-4, atol=1e-6):
+                STORE.drop(store_key)  # the stage computes otherwise now
+                found, stored = [], None
+    start = time.perf_counter()
+    missing = None
+    if not found:
+        out = fresh = run(X)
+    elif len(found) == n:
+        out = stored
+    else:
+        missing = np.setdiff1d(np.arange(n), found)
+        fresh = run(_take(X, missing))
+        out = torch.empty((n, *fresh.shape[1:]), dtype=fresh.dtype, device=fresh.device)
+        out[torch.as_tensor(found, device=out.device)] = stored
+        out[torch.as_tensor(missing, device=out.device)] = fresh
+    compute = time.perf_counter() - start if len(found) < n else 0.0
+    if store_key is not None:
+        if len(found) < n:
+            new = digests if missing is None else [digests[i] for i in missing]
+            STORE.add(store_key, new, fresh)
+        STORE.count(reused=len(found), computed=n - len(found))
+    if report is not None:
+        how = "partly reused" if found else "computed"
+        report.update(
+            outputs="reused" if len(found) == n else how,
+            digest_seconds=seconds,
+            compute_seconds=compute,
+            store=STORE.info(),
+        )
+    return out
+
+
+def _take(X, positions):
+    """Rows ``positions`` (ascending) of an array, sparse matrix or tensor."""
+    positions = np.asarray(positions, dtype=np.int64)
+    if isinstance(X, torch.Tensor):
+        return X[torch.from_numpy(positions)]
+    return X[positions]
