@@ -124,6 +124,7 @@ def bench_reuse(sizes):
             stage_passes=passes["misses"],
             rows_computed=passes["rows_computed"],
             rows_reused=passes["rows_reused"],
+            n_samples=len(X),
         ),
         _row(
             "reuse",
