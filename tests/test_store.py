@@ -15,7 +15,7 @@ from torch import nn
 
 import sktransfer
 from sktransfer import TransferClassifier
-from sktransfer._frozen_stage import _store
+from sktransfer._frozen_stage import _digests, _store
 
 
 class LeakyConvNet(ConvNet):
@@ -139,7 +139,7 @@ def test_stored_rows_are_the_stage_outputs_of_each_row(source_weights, digit_ima
     (entry,) = _store.STORE._entries.values()
     assert entry.outputs.shape[0] == len(X)  # each row once
     by_hand = _stage_outputs(fitted, X)
-    digests = _store.row_digests(X)
+    digests = _digests.row_digests(X)
     stored = entry.outputs.numpy()[[entry.index[d] for d in digests]]
     np.testing.assert_allclose(stored, by_hand, rtol=1e-5, atol=1e-6)
 
@@ -220,16 +220,17 @@ def test_cross_validation_runs_the_stage_once_over_each_row(
 
 def test_key_parts_are_content_digests_of_rows_and_structure():
     a = torch.arange(12.0).reshape(3, 4)
-    digests = _store.row_digests(a.numpy())
-    assert digests == _store.row_digests(a.clone())  # tensor or array alike
+    digests = _digests.row_digests(a.numpy())
+    assert digests == _digests.row_digests(a.clone())  # tensor or array alike
     assert len(set(digests)) == 3
-    assert _store.row_digests(a.numpy()[::-1]) == digests[::-1]
+    assert _digests.row_digests(a.numpy()[::-1]) == digests[::-1]
     csr = sparse.csr_matrix(np.array([[0.0, 1.0], [1.0, 0.0], [0.0, 1.0]]))
-    rows = _store.row_digests(csr)
+    rows = _digests.row_digests(csr)
     assert rows[0] == rows[2] != rows[1]
     layer, twin = nn.Linear(4, 2), nn.Linear(4, 2)
-    assert _store.structure_digest(layer) == _store.structure_digest(twin)
-    assert _store.structure_digest(layer) != _store.structure_digest(nn.Linear(4, 3))
+    structure = _digests.structure_digest
+    assert structure(layer) == structure(twin)
+    assert structure(layer) != structure(nn.Linear(4, 3))
 
 
 class PadConvNet(ConvNet):
@@ -261,9 +262,10 @@ def test_settings_missing_from_extra_repr_are_part_of_the_key(
         mine = module.features(torch.as_tensor(X[:8]))
     assert not torch.allclose(other, mine)  # the two stages do compute differently
     pool = {f: nn.AvgPool2d(3, 1, 1, count_include_pad=f) for f in (True, False)}
-    assert _store.structure_digest(pool[True]) != _store.structure_digest(pool[False])
+    structure = _digests.structure_digest
+    assert structure(pool[True]) != structure(pool[False])
     twin = nn.AvgPool2d(3, 1, 1, count_include_pad=True)
-    assert _store.structure_digest(pool[True]) == _store.structure_digest(twin)
+    assert structure(pool[True]) == structure(twin)
 
 
 def test_nothing_is_shared_under_a_torch_function_mode(source_weights, digit_images):
