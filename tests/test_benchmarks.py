@@ -155,5 +155,8 @@ def test_search_sharing_frozen_outputs_scores_as_the_fits_one_by_one(quick_run):
     _, rows, _ = quick_run
     search, passes, _ = [row for row in rows if row["section"] == "reuse"]
     assert search["same_scores"]
-    # 3 runs of 5-fold cross-validation: each fold's training rows once.
-    assert passes["stage_passes"] == 5
+    # 3 runs of 5-fold cross-validation: the first fold's training rows, then
+    # the second fold's new rows (the first one's test rows); each row once.
+    assert passes["stage_passes"] == 2
+    # The search runs the stage once over each row.
+    assert search["rows_computed"] == search["n_samples"]

@@ -16,8 +16,10 @@ import pytest
 import torch
 from nets import ConvNet, tiny_classifier_net
 from sklearn.exceptions import ConvergenceWarning
+from skorch import NeuralNetClassifier
 
-from sktransfer import TransferClassifier
+from sktransfer import MLP, TransferClassifier
+from sktransfer._skorch import _predict
 
 
 class Noise:
@@ -114,3 +116,87 @@ def test_prediction_leaves_the_estimator_as_it_was(fitted, digit_images, kind):
         assert torch.equal(after["state"][name], tensor), name
     assert after["modes"] == before["modes"]
     assert after["hooks"] == before["hooks"]
+
+
+# ------------------------------------- the forward pass of prediction (_predict)
+
+
+class _TwoOutputs(torch.nn.Module):
+    """Returns (logits, features) of a fitted MLP, as some networks do."""
+
+    def __init__(self, mlp):
+        super().__init__()
+        self.mlp = mlp
+
+    def forward(self, X):
+        z = self.mlp.features(X)
+        return self.mlp.head(z), z
+
+
+class _DoublesInPlace(torch.nn.Module):
+    """Doubles its input in place before its layers, as some preprocessing does."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(64, 10)
+
+    def forward(self, X):
+        X *= 2.0
+        return self.layer(X)
+
+
+def _fitted_on_digits(digits, module, **net_params):
+    X, y = digits.X_source, digits.y_source
+    net = tiny_classifier_net(module, max_epochs=2, **net_params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return TransferClassifier(net, random_state=0).fit(X[:300], y[:300])
+
+
+@pytest.mark.parametrize("module", ["mlp", "two_outputs", "in_place"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_outputs_are_skorchs_forward_bit_for_bit(digits, module, dtype):
+    clf = _fitted_on_digits(digits, _DoublesInPlace if module == "in_place" else MLP)
+    if module == "two_outputs":  # predict takes the first of a tuple
+        clf.net_.module_ = _TwoOutputs(clf.net_.module_).eval()
+    X = np.ascontiguousarray(digits.X_test[:100], dtype=dtype)  # 4 batches of 32
+    given = X.copy()
+    # skorch's own forward pass (its iterator, evaluation_step and infer).
+    out = NeuralNetClassifier.forward(clf.net_, X.astype(np.float32), training=False)
+    logits = (out[0] if isinstance(out, tuple) else out).double()
+    np.testing.assert_array_equal(
+        clf.predict_proba(X), torch.softmax(logits, dim=1).numpy()
+    )
+    np.testing.assert_array_equal(clf.predict(X), clf.classes_[logits.argmax(1)])
+    np.testing.assert_array_equal(X, given)  # the user's array is untouched
+    np.testing.assert_array_equal(
+        clf.predict_proba(X), torch.softmax(logits, dim=1).numpy()
+    )
+
+
+def test_a_network_writing_its_input_in_place_never_changes_the_users_array(digits):
+    first = torch.nn.Sequential(torch.nn.ReLU(inplace=True), torch.nn.Linear(64, 10))
+    clf = _fitted_on_digits(digits, first)
+    X = np.ascontiguousarray(digits.X_test[:100], dtype=np.float32) - 8.0
+    given = X.copy()
+    expected = clf.net_.module_(torch.from_numpy(given.copy())).detach()
+    np.testing.assert_array_equal(clf.decision_function(X), expected.double().numpy())
+    np.testing.assert_array_equal(X, given)
+
+
+def test_only_torchs_reading_layers_run_on_the_users_rows_without_a_copy():
+    linear = torch.nn.Linear(4, 2)
+    assert _predict.reads_input(MLP(n_features_in=4, n_outputs=2))
+    assert _predict.reads_input(torch.nn.Sequential(torch.nn.Flatten(), linear))
+    assert not _predict.reads_input(
+        torch.nn.Sequential(torch.nn.ReLU(inplace=True), linear)
+    )
+    assert not _predict.reads_input(_DoublesInPlace())
+
+    class MyLinear(torch.nn.Linear):
+        pass
+
+    assert not _predict.reads_input(MyLinear(4, 2))
+    hooked = torch.nn.Linear(4, 2)
+    hooked.register_forward_pre_hook(lambda module, args: None)
+    assert not _predict.reads_input(torch.nn.Sequential(hooked))

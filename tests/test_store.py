@@ -1,4 +1,4 @@
-"""Frozen-stage outputs shared by the fits from one record: reused only when right."""
+"""Frozen-stage outputs shared row by row by the fits from one record, when right."""
 
 import gc
 import warnings
@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from nets import ConvNet, equal_weights, tiny_classifier_net
+from scipy import sparse
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV, cross_val_score
@@ -14,7 +15,7 @@ from torch import nn
 
 import sktransfer
 from sktransfer import TransferClassifier
-from sktransfer._frozen_stage import _store
+from sktransfer._frozen_stage import _digests, _store
 
 
 class LeakyConvNet(ConvNet):
@@ -69,7 +70,7 @@ def _perturbed(weights):
     return changed
 
 
-@pytest.mark.parametrize("change", ["record", "same weights", "stage", "row", "order"])
+@pytest.mark.parametrize("change", ["record", "same weights", "stage", "batches"])
 def test_nothing_is_reused_when_a_part_of_the_key_differs(
     source_weights, digit_images, change
 ):
@@ -83,16 +84,64 @@ def test_nothing_is_reused_when_a_part_of_the_key_differs(
         other = _estimator(source_weights)
     elif change == "stage":
         other = clone(template).set_params(net__module=LeakyConvNet)
-    elif change == "row":
-        X = X.copy()
-        X[3, 0, 2, 2] += 1e-3
-    else:
-        X, y = X[::-1].copy(), y[::-1].copy()
+    else:  # the stage run in other batches
+        other = clone(template).set_params(net__batch_size=16)
     got = _fit(other, X, y)
     assert got.frozen_cache_["outputs"] == "computed"
     sktransfer.set_frozen_store_limit(0)
     fresh = _fit(other, X, y)
     assert equal_weights(_weights(got), _weights(fresh))
+
+
+def _stage_outputs(estimator, X):
+    """The fitted estimator's frozen stage run by hand on ``X`` (a fresh pass)."""
+    module = estimator.net_.module_
+    with torch.no_grad():
+        return module.features(torch.as_tensor(X)).numpy()
+
+
+@pytest.mark.parametrize("change", ["row", "order", "more rows"])
+def test_the_stage_runs_only_over_rows_not_stored(source_weights, digit_images, change):
+    X, y = digit_images.X_target, digit_images.y_target
+    template = _estimator(source_weights)
+    _fit(template, X[:40], y[:40])
+    assert sktransfer.frozen_store_info()["rows_computed"] == 40
+    X, y = X[:40].copy(), y[:40]
+    if change == "row":
+        X[3, 0, 2, 2] += 1e-3
+        new, how = 1, "partly reused"
+    elif change == "order":
+        X, y = X[::-1].copy(), y[::-1].copy()
+        new, how = 0, "reused"
+    else:
+        X, y = digit_images.X_target, digit_images.y_target
+        new, how = 10, "partly reused"
+    got = _fit(template, X, y)
+    info = sktransfer.frozen_store_info()
+    assert got.frozen_cache_["outputs"] == how
+    assert info["rows_computed"] == 40 + new
+    assert info["rows_reused"] == len(X) - new
+    # What training saw: each row's stage output, equal to a fresh pass's to
+    # float32 rounding (a row may have been computed in another batch).
+    sktransfer.set_frozen_store_limit(0)
+    fresh = _fit(template, X, y)
+    np.testing.assert_allclose(
+        got.predict_proba(X), fresh.predict_proba(X), rtol=1e-5, atol=1e-6
+    )
+    assert _fit(template, X, y).frozen_cache_["outputs"] == "computed"
+
+
+def test_stored_rows_are_the_stage_outputs_of_each_row(source_weights, digit_images):
+    X, y = digit_images.X_target, digit_images.y_target
+    template = _estimator(source_weights)
+    fitted = _fit(template, X[:30], y[:30])
+    _fit(template, X[20:], y[20:])
+    (entry,) = _store.STORE._entries.values()
+    assert entry.outputs.shape[0] == len(X)  # each row once
+    by_hand = _stage_outputs(fitted, X)
+    digests = _digests.row_digests(X)
+    stored = entry.outputs.numpy()[[entry.index[d] for d in digests]]
+    np.testing.assert_allclose(stored, by_hand, rtol=1e-5, atol=1e-6)
 
 
 def test_a_network_of_no_record_keeps_its_outputs_to_its_fit(digit_images):
@@ -127,7 +176,8 @@ def test_store_holds_at_most_its_bound_dropping_the_oldest(
     size = first.frozen_cache_["nbytes"]
     sktransfer.set_frozen_store_limit(size + size // 2)  # room for one
     assert sktransfer.frozen_store_info()["entries"] == 1
-    _fit(template, X[:-2], y[:-2])  # smaller, evicts the first
+    other = _estimator(_perturbed(source_weights))  # another record
+    _fit(other, X, y)  # evicts the first
     info = sktransfer.frozen_store_info()
     assert info["entries"] == 1
     assert info["nbytes"] <= info["max_bytes"]
@@ -136,9 +186,16 @@ def test_store_holds_at_most_its_bound_dropping_the_oldest(
     assert sktransfer.frozen_store_info()["entries"] == 0
     _fit(template, X, y)
     assert sktransfer.frozen_store_info()["entries"] == 0
+    # Rows added to a stored stage count against the bound too.
+    _fit(template, X[:30], y[:30])
+    assert sktransfer.frozen_store_info()["entries"] == 1
+    _fit(template, X, y)  # the rows together no longer fit
+    assert sktransfer.frozen_store_info()["entries"] == 0
 
 
-def test_cross_validation_pays_one_stage_pass_per_fold(source_weights, digit_images):
+def test_cross_validation_runs_the_stage_once_over_each_row(
+    source_weights, digit_images
+):
     X, y = digit_images.X_target, digit_images.y_target
     clf = _estimator(source_weights)
     with warnings.catch_warnings():
@@ -146,26 +203,34 @@ def test_cross_validation_pays_one_stage_pass_per_fold(source_weights, digit_ima
         first = cross_val_score(clf, X, y, cv=5)
         again = cross_val_score(clf, X, y, cv=5)
         info = sktransfer.frozen_store_info()
-        # One stage pass per fold's training rows, the first time only
-        # (prediction runs the fitted network as it is).
-        assert (info["misses"], info["hits"]) == (5, 5)
+        # The first fold runs the stage over its training rows, the second
+        # over the first fold's test rows; the other folds, and every fold
+        # the second time, find all their rows stored (prediction runs the
+        # fitted network as it is).
+        assert (info["misses"], info["hits"]) == (2, 8)
+        assert info["rows_computed"] == len(X)
         np.testing.assert_array_equal(first, again)
         search = GridSearchCV(clf, {"net__lr": [0.01, 0.02]}, cv=5).fit(X, y)
     info = sktransfer.frozen_store_info()
-    # The search's 10 fits find their rows stored; the refit on all rows
-    # computes.
-    assert (info["misses"], info["hits"]) == (6, 15)
-    assert search.best_estimator_.frozen_cache_["outputs"] == "computed"
+    # The search's 10 fits and the refit on all rows find them stored.
+    assert (info["misses"], info["hits"]) == (2, 19)
+    assert info["rows_computed"] == len(X)
+    assert search.best_estimator_.frozen_cache_["outputs"] == "reused"
 
 
 def test_key_parts_are_content_digests_of_rows_and_structure():
     a = torch.arange(12.0).reshape(3, 4)
-    same = a.clone()
-    assert _store.rows_digest(a.numpy()) == _store.rows_digest(same.numpy())
-    assert _store.rows_digest(a.numpy()) != _store.rows_digest(a.numpy()[::-1])
+    digests = _digests.row_digests(a.numpy())
+    assert digests == _digests.row_digests(a.clone())  # tensor or array alike
+    assert len(set(digests)) == 3
+    assert _digests.row_digests(a.numpy()[::-1]) == digests[::-1]
+    csr = sparse.csr_matrix(np.array([[0.0, 1.0], [1.0, 0.0], [0.0, 1.0]]))
+    rows = _digests.row_digests(csr)
+    assert rows[0] == rows[2] != rows[1]
     layer, twin = nn.Linear(4, 2), nn.Linear(4, 2)
-    assert _store.structure_digest(layer) == _store.structure_digest(twin)
-    assert _store.structure_digest(layer) != _store.structure_digest(nn.Linear(4, 3))
+    structure = _digests.structure_digest
+    assert structure(layer) == structure(twin)
+    assert structure(layer) != structure(nn.Linear(4, 3))
 
 
 class PadConvNet(ConvNet):
@@ -197,9 +262,10 @@ def test_settings_missing_from_extra_repr_are_part_of_the_key(
         mine = module.features(torch.as_tensor(X[:8]))
     assert not torch.allclose(other, mine)  # the two stages do compute differently
     pool = {f: nn.AvgPool2d(3, 1, 1, count_include_pad=f) for f in (True, False)}
-    assert _store.structure_digest(pool[True]) != _store.structure_digest(pool[False])
+    structure = _digests.structure_digest
+    assert structure(pool[True]) != structure(pool[False])
     twin = nn.AvgPool2d(3, 1, 1, count_include_pad=True)
-    assert _store.structure_digest(pool[True]) == _store.structure_digest(twin)
+    assert structure(pool[True]) == structure(twin)
 
 
 def test_nothing_is_shared_under_a_torch_function_mode(source_weights, digit_images):

@@ -1,27 +1,16 @@
-"""The shared base of the transfer estimators.
-
-It owns the parameters, ``fit_source`` (pretraining), the ``fit``
-orchestration (validate → build net → load shared weights → rebuild head →
-freeze → train) and the clone protocol that carries pretrained weights into
-clones. Classification and regression specifics live in ``_classifier.py`` and
-``_regressor.py``.
-"""
+"""The shared base of the transfer estimators: parameters, fit, clone protocol."""
 
 from __future__ import annotations
 
-import copy
-import inspect
 import sys
 from collections.abc import Sequence
 from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from sklearn.base import BaseEstimator, clone
+from sklearn.base import BaseEstimator
 from sklearn.utils.validation import validate_data
 from skorch import NeuralNet
-from skorch.callbacks import EarlyStopping
 from torch import nn
 
 from .._common import (
@@ -39,8 +28,7 @@ from .._fit import _augment, _build, _guard, _inputs, _settings, _stopping, _val
 from .._frozen_stage import _cache
 from .._skorch import _adapt, _finetune, _frozen, _step, _text, _weights
 from .._torch import _hf, _layers, _lora
-from .._torch._modules import MLP, n_flat_features
-from . import _repr
+from . import _repr, _template
 from ._adapter_files import _Adapters
 from ._features import TransformMixin
 from ._partial import _PartialFit
@@ -415,73 +403,13 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, _Adapters, BaseEst
 
     def _default_net_params(self):
         """Return the settings of a net built around a module or the default MLP."""
-        return {
-            "criterion": self._default_criterion,
-            "optimizer": torch.optim.Adam,
-            "lr": 1e-3,
-            "max_epochs": 200,
-            "batch_size": 200,
-            "train_split": None,
-            "iterator_train__shuffle": True,
-            "callbacks": [
-                (
-                    "early_stopping",
-                    EarlyStopping(
-                        monitor="train_loss",
-                        patience=10,
-                        threshold=1e-4,
-                        threshold_mode="abs",
-                    ),
-                )
-            ],
-        }
+        return _template.default_net_params(self._default_criterion)
 
     def _template(self):
         """Return a fresh, unfitted skorch net built from ``net``."""
-        net = self._net_template()
+        net = _template.net_template(self)
         layout = getattr(self, "_keyword_layout", None)  # dict X: _text.py
         return net if layout is None else _text.keyword_net(net, layout)
-
-    def _net_template(self):
-        """Return a fresh, unfitted skorch net built from ``net`` as given."""
-        net, cls = self.net, self._net_class
-        if net is None:
-            return cls(MLP, **self._default_net_params())
-        if isinstance(net, NeuralNet):
-            if not isinstance(net, cls):
-                msg = (
-                    f"{type(self).__name__} needs net to be a skorch "
-                    f"{cls.__name__}, got a {type(net).__name__}."
-                )
-                raise TypeError(msg)
-            if getattr(net, "initialized_", False):
-                msg = (
-                    f"net is an initialized {type(net).__name__}; it is used as an "
-                    "unfitted template and its trained weights would be lost. To "
-                    "start from them, pass the trained module instead: "
-                    f"{type(self).__name__}(net.module_) or "
-                    f"{type(self).__name__}({cls.__name__}(net.module_, ...))."
-                )
-                raise ValueError(msg)
-            return clone(net)
-        spec = _hf.as_spec(net)  # a Hugging Face model (_hf.py)
-        if spec is not None:
-            return cls(spec.build(), **_hf.net_params(self._default_net_params()))
-        if isinstance(net, nn.Module):
-            return cls(copy.deepcopy(net), **self._default_net_params())
-        if (
-            isinstance(net, type)
-            and issubclass(net, nn.Module)
-            or _build.is_factory(net)
-        ):
-            return cls(net, **self._default_net_params())
-        msg = (
-            f"net must be None, a skorch {cls.__name__}, a torch.nn.Module class "
-            "or instance, or a function returning a module (a model factory such "
-            f"as torchvision.models.resnet18); got {net!r} of type "
-            f"{type(net).__name__}."
-        )
-        raise TypeError(msg)
 
     def _build_net(self, X, n_outputs, *, phase):
         """Build and initialise the skorch net for one phase (see ``_build``)."""
@@ -522,24 +450,8 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, _Adapters, BaseEst
 
     @staticmethod
     def _module_sizes(net, X, n_outputs):
-        """``module__n_features_in`` / ``module__n_outputs`` the module accepts.
-
-        Filled for a module class whose constructor takes them, unless the
-        template sets them already.
-        """
-        if not (isinstance(net.module, type) or _build.is_factory(net.module)):
-            return {}
-        try:
-            accepted = inspect.signature(net.module).parameters
-        except (TypeError, ValueError):  # a class without an inspectable signature
-            return {}
-        given = net.get_params(deep=False)
-        sizes = {"n_features_in": n_flat_features(X.shape[1:]), "n_outputs": n_outputs}
-        return {
-            f"module__{name}": value
-            for name, value in sizes.items()
-            if name in accepted and f"module__{name}" not in given
-        }
+        """``module__n_features_in`` / ``module__n_outputs`` the module accepts."""
+        return _template.module_sizes(net, X, n_outputs)
 
     def _announce(self, what, X, n_outputs):
         """Label the epoch table that skorch prints at ``verbose > 0``."""
@@ -552,3 +464,9 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, _Adapters, BaseEst
         """Check ``X`` for prediction against what ``fit`` saw."""
         X = _text.encode_inputs(self, X)  # texts: _text.py
         return _inputs.validated_rows(self, X)
+
+    def _predict_rows(self, X):
+        """Return ``X`` checked for prediction, and whether it is a copy of ``X``."""
+        rows = self._validate_X(X)
+        # Converted to the network's dtype, they are a copy already.
+        return rows, isinstance(X, np.ndarray) and X.dtype != rows.dtype

@@ -8,17 +8,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sklearn.base import ClassifierMixin
 from sklearn.utils.metaestimators import available_if
-from sklearn.utils.multiclass import check_classification_targets, type_of_target
-from sklearn.utils.validation import check_is_fitted, column_or_1d
+from sklearn.utils.validation import check_is_fitted
 from skorch import NeuralNetClassifier
 from torch import nn
 
 from .._compat import StrOptions
 from .._fit import _augment, _outputs
-from .._skorch import _adapt, _weights
+from .._skorch import _adapt, _predict, _weights
+from . import _labels
 from ._base import _BaseTransfer
 from ._docstrings import fill
-from ._partial import encode_partial_classes
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -312,59 +311,8 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         return self._get_pretrained().classes
 
     def _encode_y(self, y):
-        """Encode labels as 0..n_classes-1; return them, the count and ``classes_``.
-
-        A multilabel indicator matrix becomes float32 targets, one column per
-        label, for ``BCEWithLogitsLoss``; ``_multilabel_y`` (present only
-        then) tells the network about to be built.
-        """
-        check_classification_targets(y)
-        y = np.asarray(y)
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = column_or_1d(y, warn=True)  # with scikit-learn's warning
-        if y.ndim == 2:
-            return self._encode_multilabel(y)
-        self.__dict__.pop("_multilabel_y", None)
-        partial = getattr(self, "_partial", None)
-        if partial is not None:
-            return encode_partial_classes(self, y, partial["classes"])
-        classes, encoded = np.unique(y, return_inverse=True)
-        if len(classes) < 2:
-            msg = (
-                f"{type(self).__name__} needs at least 2 classes in y; got 1 class: "
-                f"{classes!r}."
-            )
-            raise ValueError(msg)
-        return encoded.astype(np.int64), len(classes), {"classes_": classes}
-
-    def _encode_multilabel(self, y):
-        """Return an indicator ``y`` as float32, its width and ``classes_``."""
-        kind = type_of_target(y)
-        if kind != "multilabel-indicator":
-            msg = (
-                f"{type(self).__name__} takes y of shape (n_samples,) or a "
-                "multilabel indicator matrix of shape (n_samples, n_labels) holding "
-                f"0 and 1; got a 2-D y of shape {y.shape} and type {kind!r} "
-                "(multiclass-multioutput is not supported)."
-            )
-            raise ValueError(msg)
-        if getattr(self, "_partial", None) is not None:
-            msg = (
-                f"{type(self).__name__}.partial_fit takes a y of class labels; a "
-                "multilabel y trains with fit."
-            )
-            raise ValueError(msg)
-        y = y.toarray() if hasattr(y, "toarray") else y
-        values = np.unique(y)
-        if not np.isin(values, (0, 1)).all():
-            msg = (
-                f"A multilabel y holds 0 and 1 (a label is absent or present); got "
-                f"the values {values!r}."
-            )
-            raise ValueError(msg)
-        self._multilabel_y = True  # for the network about to be built
-        # As MLPClassifier: the labels are the columns 0..n_labels-1.
-        return y.astype(np.float32), y.shape[1], {"classes_": np.arange(y.shape[1])}
+        """Encode labels as 0..n_classes-1; return them, the count and ``classes_``."""
+        return _labels.encode_labels(self, y)
 
     def _default_net_params(self):
         params = super()._default_net_params()
@@ -374,18 +322,7 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
 
     def _has_probabilities(self):
         """Whether the ``net`` parameter defines probabilities (for available_if)."""
-        try:
-            kind, criterion, nonlin = _outputs.template_kind(
-                self.net, self._default_criterion
-            )
-        except (TypeError, ValueError):
-            return True  # fit says what is wrong
-        if kind == _outputs.SCORES:
-            owner = type(self).__name__
-            raise AttributeError(
-                _outputs.no_probabilities_message(owner, criterion, nonlin)
-            )
-        return True
+        return _outputs.has_probabilities(self, self._default_criterion)
 
     @property
     def out_activation_(self) -> str:
@@ -407,11 +344,11 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
 
     def _outputs(self, X):
         """Return the network's raw outputs for ``X`` as a CPU tensor."""
-        return self._raw_outputs(self._validate_X(X))
+        return self._raw_outputs(*self._predict_rows(X))
 
-    def _raw_outputs(self, X):
+    def _raw_outputs(self, X, copied=False):
         """Return the network's raw outputs for validated ``X`` as a CPU tensor."""
-        out = self.net_.forward(X, training=False)
+        out = _predict.forward(self.net_, X, copied=copied)
         return out[0] if isinstance(out, tuple) else out
 
     def decision_function(self, X: ArrayLike) -> np.ndarray:
@@ -492,11 +429,14 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
             Probabilities in the order of ``classes_``; each row sums to one,
             and its largest is at the class ``predict`` gives.
         """
-        return _augment.tta_average(self, self._validate_X(X), self._probabilities)
+        X, copied = self._predict_rows(X)
+        if not self.tta_views:  # (the views would run on X after it)
+            return self._probabilities(X, copied=copied)
+        return _augment.tta_average(self, X, self._probabilities)
 
-    def _probabilities(self, X):
+    def _probabilities(self, X, copied=False):
         """Return ``predict_proba`` of validated ``X``, without test-time views."""
-        out = self._raw_outputs(X)
+        out = self._raw_outputs(X, copied=copied)
         return _outputs.probabilities(
             out, self.out_activation_, self.net_.predict_nonlinearity
         )

@@ -260,10 +260,11 @@ frozen_cache_ : dict
     ``"nbytes"`` (the size of the cached outputs, or of the precomputed views),
     ``"device"`` (where they were kept), ``"reason"`` (why they were not
     cached, or None), ``"views"`` (``cache_views`` when views were precomputed,
-    else None) and ``"outputs"``: ``"computed"``, or ``"reused"`` from an
-    earlier fit of this process that fine-tuned from the same pretrained record
-    (a clone's: a search's candidates and folds) with the same frozen stage and
-    rows (see :func:`sktransfer.frozen_store_info`), or None when not cached. A
+    else None) and ``"outputs"``: ``"computed"``, or ``"reused"`` (``"partly
+    reused"``: some rows) from earlier fits of this process that fine-tuned from
+    the same pretrained record (a clone's: a search's candidates and folds) with
+    the same frozen stage, row by row (see :func:`sktransfer.frozen_store_info`),
+    or None when not cached. A
     cached fit adds ``"digest_seconds"``, ``"compute_seconds"`` (0 when reused)
     and ``"store"`` (the store's report). Prediction runs the whole fitted
     network and changes nothing of the estimator. See

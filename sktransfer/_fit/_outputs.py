@@ -171,6 +171,22 @@ def no_probabilities_message(owner: str, criterion: Any, nonlin: Any) -> str:
     )
 
 
+def has_probabilities(estimator: Any, default_criterion: type) -> bool:
+    """Whether an estimator's ``net`` parameter defines probabilities.
+
+    For ``available_if``: True, or an AttributeError saying why not (an
+    invalid ``net`` is True here: ``fit`` says what is wrong).
+    """
+    try:
+        kind, criterion, nonlin = template_kind(estimator.net, default_criterion)
+    except (TypeError, ValueError):
+        return True
+    if kind == SCORES:
+        owner = type(estimator).__name__
+        raise AttributeError(no_probabilities_message(owner, criterion, nonlin))
+    return True
+
+
 def _distribution_fault(proba: torch.Tensor) -> str | None:
     """Return how ``proba`` (n, n_classes) fails to be a distribution, or None."""
     if not torch.is_tensor(proba) or proba.ndim != 2:

@@ -9,7 +9,7 @@ def new_report(reason=None, **values):
     ``cached`` (bool), ``stage`` (the traced node the network is cut after),
     ``nbytes``, ``device`` (where the cached outputs or views are kept),
     ``reason`` (why not cached), ``views`` (``cache_views``) and ``outputs``
-    (``"computed"``, ``"reused"`` or None); a cached fit's
+    (``"computed"``, ``"reused"``, ``"partly reused"`` or None); a cached fit's
     :meth:`~sktransfer._frozen_stage._stage.FrozenStage.outputs` adds
     ``digest_seconds``, ``compute_seconds`` and ``store``. The one place the
     report is made, on every path of ``fit``.

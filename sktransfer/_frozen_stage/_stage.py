@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -80,69 +79,12 @@ class FrozenStage:
         return out
 
     def outputs(self, X, *, batch_size, device, keep_on="cpu", report=None):
-        """Return the stage's output for ``X``, reused from the store if it is there.
+        """As :meth:`transform`, reusing the rows stored by earlier fits.
 
-        As :meth:`transform`. With ``reuse`` set (the stage's weights are
-        those of a pretrained record), outputs computed by an earlier fit of
-        this process from the same record, settings, stage and rows, run the
-        same way, are returned as they are (never written to); others are computed and
-        stored when they fit in its bound. ``report`` (a dict), when given,
-        receives ``outputs`` (``"computed"`` or ``"reused"``), ``digest_seconds``
-        (the time spent on the key), ``compute_seconds`` (on the stage's pass;
-        0 when reused) and ``store`` (:func:`sktransfer.frozen_store_info`).
+        See :func:`sktransfer._frozen_stage._store.outputs`.
         """
-        out, how, seconds, key = None, "computed", 0.0, None
-        if self.reuse is not None and _store.STORE.max_bytes > 0:
-            start = time.perf_counter()
-            owner, settings = self.reuse
-            key = _store.key(
-                self.stage,
-                X,
-                owner=owner,
-                settings=settings,
-                batch_size=batch_size,
-                device=device,
-                keep_on=keep_on,
-            )
-            seconds = time.perf_counter() - start
-            out = None if key is None else _store.STORE.get(key)
-            if out is not None and not self._first_batch_agrees(
-                out, X, batch_size=batch_size, device=device, keep_on=keep_on
-            ):
-                out = None  # the stage computes otherwise now: computed afresh
-        compute = 0.0
-        if out is None:
-            start = time.perf_counter()
-            out = self.transform(
-                X, batch_size=batch_size, device=device, keep_on=keep_on
-            )
-            compute = time.perf_counter() - start
-            if key is not None:
-                _store.STORE.put(key, out)
-        else:
-            how = "reused"
-        if report is not None:
-            report.update(
-                outputs=how,
-                digest_seconds=seconds,
-                compute_seconds=compute,
-                store=_store.STORE.info(),
-            )
-        return out
-
-    def _first_batch_agrees(self, out, X, *, batch_size, device, keep_on):
-        """Whether the stage, run now on the first rows of ``X``, gives ``out``'s rows.
-
-        The store's key names the weights, layers, rows and how the stage runs,
-        but not what the stage's code calls at run time (a torch function
-        replaced by monkeypatching, say). The first 8 rows, run again, must
-        reproduce the stored ones to float32 rounding (a batch of 8 may round
-        differently from the batch they were stored from) before the outputs
-        are reused.
-        """
-        n = min(8, batch_size, X.shape[0])
-        fresh = self.transform(X[:n], batch_size=n, device=device, keep_on=keep_on)
-        return torch.allclose(fresh, out[:n], rtol=1e-4, atol=1e-6)
+        how = {"batch_size": batch_size, "device": device, "keep_on": keep_on}
+        return _store.outputs(self, X, report=report, **how)
 
     @contextmanager
     def training_rest(self, net):

@@ -1,23 +1,29 @@
-"""Frozen-stage outputs shared by the fits that fine-tune from one pretrained record.
+"""Frozen-stage outputs shared, row by row, by the fits from one pretrained record.
 
 The candidates of a grid search, the folds of a cross-validation and the
 settings of :func:`~sktransfer.compare_transfer` are clones of one estimator:
 they share its pretrained record (:class:`sktransfer._pretrained._record._Pretrained`)
 by identity, and ``fit`` loads every weight of the network except the head's
 from it. When they freeze the same leading stage, each would compute the same
-stage outputs for the same rows. The store keeps those outputs, keyed by
-ownership rather than by the weights' content:
+stage outputs for the rows they share (a fold's training rows are most of the
+next fold's, and all of them are the refit's). The store keeps those outputs
+row by row, keyed by ownership rather than by the weights' content:
 
 - the record the stage's weights were loaded from (by identity: a record is
   never changed, and its entries are dropped when it is garbage-collected);
 - the frozen and head settings, and the traced stage (its generated code,
   each layer's class, settings and hooks: no weights);
-- a digest of the rows (their values, shape and dtype, in order) and how the
-  stage is run (batch size, device, autocast).
+- the rows' layout (dtype, sample shape) and how the stage is run (batch size,
+  device, autocast); under that key, each row by a digest of its values.
 
-A fit whose stage holds weights of no record (a module instance passed as
-``net``, ``pretrained=False``) computes its stage's outputs and keeps them for
-that fit only. No weight is hashed, and prediction never consults the store.
+A fit runs the stage only over the rows not stored yet, in batches of its
+batch size, and stores them. A row computed in another batch than a fresh pass
+would put it in may differ from that pass by float32 rounding (kernels may
+block a batch differently); a fit whose rows are all stored from one earlier
+fit on the same rows gets that fit's outputs bit for bit. A fit whose stage
+holds weights of no record (a module instance passed as ``net``,
+``pretrained=False``) computes its stage's outputs and keeps them for that fit
+only. No weight is hashed, and prediction never consults the store.
 
 The store lives in the process (each joblib or Dask worker has its own) and
 holds at most :func:`frozen_store_info`'s ``max_bytes`` (1 GiB by default,
@@ -27,25 +33,42 @@ first. Stored tensors are never written to: the fits only read them.
 
 from __future__ import annotations
 
-import hashlib
 import threading
-import uuid
+import time
 import weakref
 from collections import OrderedDict
 from numbers import Integral
 
 import numpy as np
 import torch
-import torch.fx
-from scipy import sparse
 
-from .._compat import _get_current_dispatch_mode, _is_torch_function_mode_enabled
+from ._digests import (
+    _TOKENS_LOCK,
+    _layout,
+    _settings,
+    _token,
+    modes_active,
+    row_digests,
+    structure_digest,
+)
 
 _DEFAULT_LIMIT = 2**30
 
 
+class _Rows:
+    """The stored stage outputs of single rows, found by each row's digest."""
+
+    __slots__ = ("index", "outputs")
+
+    def __init__(self, outputs, digests):
+        self.outputs = outputs
+        self.index = {}
+        for i, digest in enumerate(digests):
+            self.index.setdefault(digest, i)
+
+
 class _Store:
-    """A least-recently-used mapping of digests to tensors, bounded in bytes."""
+    """A least-recently-used mapping of stage keys to stored rows, bounded in bytes."""
 
     def __init__(self, max_bytes):
         self.max_bytes = max_bytes
@@ -54,41 +77,87 @@ class _Store:
         self.nbytes = 0
         self.hits = 0
         self.misses = 0
+        self.rows_reused = 0
+        self.rows_computed = 0
 
-    def get(self, key):
+    def lookup(self, key, digests):
+        """Return the positions of the stored rows among ``digests``, and those rows.
+
+        ``([], None)`` when none is stored. The rows are a view of the store
+        where they lie in order (a fit on the same rows), else a copy.
+        """
         with self._lock:
-            value = self._entries.get(key)
-            if value is None:
-                self.misses += 1
-                return None
+            entry = self._entries.get(key)
+            if entry is None:
+                return [], None
             self._entries.move_to_end(key)
-            self.hits += 1
-            return value
+            found, index = [], []
+            for position, digest in enumerate(digests):
+                i = entry.index.get(digest)
+                if i is not None:
+                    found.append(position)
+                    index.append(i)
+            if not found:
+                return [], None
+            return found, _gather(entry.outputs, index)
 
-    def put(self, key, value):
-        """Keep ``value`` under ``key`` if it fits; return whether it was kept."""
-        size = _nbytes(value)
+    def add(self, key, digests, outputs):
+        """Keep the rows ``outputs`` under ``key`` by their ``digests`` if they fit."""
         with self._lock:
-            if size > self.max_bytes:
-                return False
-            old = self._entries.pop(key, None)
-            if old is not None:
-                self.nbytes -= _nbytes(old)
-            self._entries[key] = value
-            self.nbytes += size
+            entry = self._entries.pop(key, None)
+            known = {} if entry is None else entry.index
+            new, seen = [], set()
+            for i, digest in enumerate(digests):
+                if digest not in known and digest not in seen:
+                    seen.add(digest)
+                    new.append(i)
+            if entry is not None:
+                self.nbytes -= _nbytes(entry.outputs)
+            if not new and entry is not None:
+                self._entries[key] = entry
+                self.nbytes += _nbytes(entry.outputs)
+                return True
+            rows = outputs if len(new) == len(outputs) else outputs[new]
+            if entry is None:
+                kept = _Rows(rows, [digests[i] for i in new])
+            else:
+                kept = _Rows(torch.cat([entry.outputs, rows]), [])
+                kept.index = dict(entry.index)
+                for j, i in enumerate(new, start=len(entry.outputs)):
+                    kept.index[digests[i]] = j
+            if _nbytes(kept.outputs) > self.max_bytes:
+                return False  # not even alone in the store: dropped
+            self._entries[key] = kept
+            self.nbytes += _nbytes(kept.outputs)
             self._shrink()
             return True
+
+    def count(self, *, reused, computed):
+        """Count a fit's lookup: a hit when no row was computed, else a miss."""
+        with self._lock:
+            if computed:
+                self.misses += 1
+            else:
+                self.hits += 1
+            self.rows_reused += reused
+            self.rows_computed += computed
+
+    def drop(self, key):
+        with self._lock:
+            entry = self._entries.pop(key, None)
+            if entry is not None:
+                self.nbytes -= _nbytes(entry.outputs)
 
     def _shrink(self):
         while self.nbytes > self.max_bytes and self._entries:
             _, dropped = self._entries.popitem(last=False)
-            self.nbytes -= _nbytes(dropped)
+            self.nbytes -= _nbytes(dropped.outputs)
 
     def drop_owner(self, owner):
         """Drop the entries of ``owner`` (the token of a collected record)."""
         with self._lock:
             for key in [k for k in self._entries if k[0] == owner]:
-                self.nbytes -= _nbytes(self._entries.pop(key))
+                self.nbytes -= _nbytes(self._entries.pop(key).outputs)
 
     def resize(self, max_bytes):
         with self._lock:
@@ -101,6 +170,8 @@ class _Store:
             self.nbytes = 0
             self.hits = 0
             self.misses = 0
+            self.rows_reused = 0
+            self.rows_computed = 0
 
     def info(self):
         with self._lock:
@@ -110,7 +181,17 @@ class _Store:
                 "max_bytes": self.max_bytes,
                 "hits": self.hits,
                 "misses": self.misses,
+                "rows_reused": self.rows_reused,
+                "rows_computed": self.rows_computed,
             }
+
+
+def _gather(table, index):
+    """Rows ``index`` of ``table``: a view where they are consecutive, else a copy."""
+    first = index[0]
+    if index == list(range(first, first + len(index))):
+        return table[first : first + len(index)]
+    return table.index_select(0, torch.as_tensor(index, device=table.device))
 
 
 STORE = _Store(_DEFAULT_LIMIT)
@@ -128,16 +209,18 @@ def frozen_store_info() -> dict:
     Returns
     -------
     info : dict
-        ``entries`` (stored outputs), ``nbytes`` (their size in bytes),
-        ``max_bytes`` (the bound), ``hits`` and ``misses`` (lookups that
-        reused stored outputs, and those that computed them, since the last
-        :func:`clear_frozen_store`).
+        ``entries`` (stored stages), ``nbytes`` (the size of their outputs in
+        bytes), ``max_bytes`` (the bound), ``hits`` and ``misses`` (fits that
+        found every row's outputs stored, and those that ran the stage over
+        some rows: the stage passes), ``rows_reused`` and ``rows_computed``
+        (rows found stored, and rows the stage ran on), since the last
+        :func:`clear_frozen_store`.
 
     Examples
     --------
     >>> from sktransfer import frozen_store_info
     >>> sorted(frozen_store_info())
-    ['entries', 'hits', 'max_bytes', 'misses', 'nbytes']
+    ['entries', 'hits', 'max_bytes', 'misses', 'nbytes', 'rows_computed', 'rows_reused']
     """
     return STORE.info()
 
@@ -177,134 +260,6 @@ def set_frozen_store_limit(max_bytes: int) -> None:
     STORE.resize(int(max_bytes))
 
 
-# ------------------------------------------------------------------ digests
-
-
-def _tensor_bytes(tensor):
-    """Return the raw bytes of ``tensor`` as uint8 NumPy values (on the CPU)."""
-    flat = tensor.detach().reshape(-1).contiguous().cpu()
-    return flat.view(torch.uint8).numpy()
-
-
-# What torch keeps in every module's __dict__ (parameters, buffers, submodules,
-# hooks, training): the rest of a module's attributes are its own settings.
-_TORCH_OWN = frozenset(vars(torch.nn.Module())) | {"_compiled_call_impl"}
-_PLAIN = (type(None), bool, int, float, complex, str, bytes, torch.dtype, torch.device)
-
-# A token per object that is not a plain value (a function, a tensor attribute's
-# owner...): the same object gets the same token for as long as it lives, and a
-# new object never gets an old one's, even where Python reuses its id.
-_TOKENS = weakref.WeakKeyDictionary()
-_TOKENS_LOCK = threading.Lock()
-
-
-def _token(value):
-    """Return a token naming ``value`` by identity; a fresh one if it cannot be kept."""
-    with _TOKENS_LOCK:
-        try:
-            token = _TOKENS.get(value)
-            if token is None:
-                token = _TOKENS[value] = uuid.uuid4().hex
-        except TypeError:  # unhashable or no weak references: never shared
-            token = uuid.uuid4().hex
-    return f"{type(value).__qualname__}@{token}"
-
-
-def _settings(value, depth=0):
-    """Return a stable text of an attribute value: plain by value, others by token.
-
-    Tensors and arrays go by their content; containers item by item (up to 8
-    deep and 10,000 long); functions, classes and other objects by identity
-    (:func:`_token`), so that two modules share a digest only if each setting
-    is equal or the very same object.
-    """
-    if isinstance(value, _PLAIN):
-        return f"{type(value).__qualname__}:{value!r}"
-    if isinstance(value, torch.Tensor):
-        return f"tensor:{value.dtype}:{tuple(value.shape)}:{_digest_bytes(value)}"
-    if isinstance(value, np.ndarray) and value.dtype.kind in "biufc":
-        array = np.ascontiguousarray(value)
-        data = hashlib.blake2b(array.reshape(-1).view(np.uint8), digest_size=16)
-        return f"ndarray:{array.dtype.str}:{array.shape}:{data.hexdigest()}"
-    plain = (tuple, list, set, frozenset, torch.Size, dict)
-    if type(value) in plain and depth <= 8 and len(value) <= 10_000:
-        if type(value) is dict:
-            items = [
-                f"{_settings(k, depth + 1)}={_settings(v, depth + 1)}"
-                for k, v in value.items()
-            ]
-        else:
-            items = [_settings(v, depth + 1) for v in value]
-            if isinstance(value, (set, frozenset)):
-                items.sort()
-        return f"{type(value).__qualname__}[{','.join(items)}]"
-    return _token(value)
-
-
-def _digest_bytes(tensor):
-    return hashlib.blake2b(_tensor_bytes(tensor), digest_size=16).hexdigest()
-
-
-def structure_digest(module):
-    """Return the digest of what ``module`` computes apart from its weights.
-
-    Its code (a traced ``GraphModule``'s generated source, else its class),
-    and for each submodule its name, class (and the class's ``forward``), its
-    settings (every attribute outside torch's own, such as ``AvgPool2d``'s
-    ``count_include_pad`` or ``MultiheadAttention``'s ``num_heads``, which
-    ``extra_repr`` leaves out) and hooks.
-    """
-    h = hashlib.blake2b(digest_size=16)
-    h.update(str(getattr(module, "code", type(module).__qualname__)).encode())
-    for name, sub in module.named_modules():
-        cls = type(sub)
-        hooks = [
-            _token(hook)
-            for hooks in (sub._forward_pre_hooks, sub._forward_hooks)
-            for hook in hooks.values()
-        ]
-        if isinstance(sub, torch.fx.GraphModule):
-            # A traced graph: its generated code (digested here) is what it
-            # runs; each trace makes a new class and graph object.
-            h.update(f"{name}|graph|{sub.code}|{hooks}\n".encode())
-            continue
-        settings = [
-            f"{key}={_settings(value)}"
-            for key, value in vars(sub).items()
-            if key not in _TORCH_OWN
-        ]
-        h.update(
-            f"{name}|{cls.__module__}.{cls.__qualname__}|{_token(cls.forward)}|"
-            f"{sub.extra_repr()}|{settings}|{hooks}\n".encode()
-        )
-    return h.hexdigest()
-
-
-def modes_active():
-    """Whether a torch function or dispatch mode is active (it may change any op)."""
-    dispatch = _get_current_dispatch_mode() is not None
-    return dispatch or bool(_is_torch_function_mode_enabled())
-
-
-def rows_digest(X):
-    """Return the digest of the rows of ``X``: values, shape, dtype, in order."""
-    h = hashlib.blake2b(digest_size=16)
-    if sparse.issparse(X):
-        X = X.tocsr()
-        h.update(f"csr|{X.dtype.str}|{X.shape}|".encode())
-        for part in (X.data, X.indices, X.indptr):
-            h.update(np.ascontiguousarray(part).reshape(-1).view(np.uint8))
-        return h.hexdigest()
-    if isinstance(X, torch.Tensor):
-        h.update(f"torch|{X.dtype}|{tuple(X.shape)}|".encode())
-        h.update(_tensor_bytes(X))
-    else:
-        X = np.ascontiguousarray(X)
-        h.update(f"numpy|{X.dtype.str}|{X.shape}|".encode())
-        h.update(X.reshape(-1).view(np.uint8))
-    return h.hexdigest()
-
-
 def owner(record):
     """Return the token naming ``record`` in keys; its entries go when it does."""
     token = _token(record)
@@ -332,7 +287,7 @@ def key(stage, X, *, owner, settings, batch_size, device, keep_on):
         The frozen stage, every weight of which the record ``owner`` names
         holds.
     X : ndarray, sparse matrix or torch.Tensor
-        The rows.
+        The rows (their layout; each row is found by :func:`row_digests`).
     owner : str
         :func:`owner` of the pretrained record.
     settings : tuple
@@ -361,6 +316,106 @@ def key(stage, X, *, owner, settings, batch_size, device, keep_on):
         _settings(settings),
         names,
         structure_digest(stage),
-        rows_digest(X),
+        _layout(X),
         how,
     )
+
+
+def outputs(split, X, *, batch_size, device, keep_on="cpu", report=None):
+    """Return the frozen stage's outputs for ``X``, reusing the stored rows.
+
+    As ``split.transform``, over the rows not stored yet only (all of them
+    when ``split.reuse`` is None or the store is off), which are then stored.
+    Before stored rows are reused, the stage runs the first 8 of them again
+    and must reproduce them to float32 rounding (to 1e-4 relative, and 1e-5
+    of their largest magnitude absolute: the key names the weights,
+    layers and rows, not what the stage's code calls at run time: a torch
+    function replaced by monkeypatching, say); otherwise every row is
+    computed afresh.
+
+    Parameters
+    ----------
+    split : sktransfer._frozen_stage._cache.FrozenStage
+        The split network; ``split.reuse`` is ``(owner, settings)`` or None.
+    X : ndarray, sparse matrix or torch.Tensor of shape (n_samples, ...)
+        The rows.
+    batch_size : int
+        Rows per pass of the stage.
+    device, keep_on : str or torch.device
+        Where the stage runs, and where its outputs are kept.
+    report : dict, default=None
+        Receives ``outputs`` (``"computed"``, ``"reused"`` or ``"partly
+        reused"``), ``digest_seconds`` (the time spent on the key and the
+        rows' digests), ``compute_seconds`` (on the stage's pass; 0 when
+        every row was reused) and ``store`` (:func:`frozen_store_info`).
+
+    Returns
+    -------
+    out : torch.Tensor of shape (n_samples, ...)
+        The outputs, on ``keep_on``; never to be written to.
+    """
+
+    def run(rows, size=batch_size):
+        return split.transform(rows, batch_size=size, device=device, keep_on=keep_on)
+
+    n, found, stored, store_key, digests = X.shape[0], [], None, None, None
+    seconds = 0.0
+    if split.reuse is not None and STORE.max_bytes > 0:
+        start = time.perf_counter()
+        owner_token, settings = split.reuse
+        store_key = key(
+            split.stage,
+            X,
+            owner=owner_token,
+            settings=settings,
+            batch_size=batch_size,
+            device=device,
+            keep_on=keep_on,
+        )
+        digests = None if store_key is None else row_digests(X)
+        seconds = time.perf_counter() - start
+        if store_key is not None:
+            found, stored = STORE.lookup(store_key, digests)
+        if found:
+            probe = found[: min(8, batch_size)]
+            fresh, kept = run(_take(X, probe), len(probe)), stored[: len(probe)]
+            # Float32 rounding of a row's sums grows with their magnitude.
+            atol = 1e-6 + 1e-5 * float(kept.abs().max())
+            if not torch.allclose(fresh, kept, rtol=1e-4, atol=atol):
+                STORE.drop(store_key)  # the stage computes otherwise now
+                found, stored = [], None
+    start = time.perf_counter()
+    missing = None
+    if not found:
+        out = fresh = run(X)
+    elif len(found) == n:
+        out = stored
+    else:
+        missing = np.setdiff1d(np.arange(n), found)
+        fresh = run(_take(X, missing))
+        out = torch.empty((n, *fresh.shape[1:]), dtype=fresh.dtype, device=fresh.device)
+        out[torch.as_tensor(found, device=out.device)] = stored
+        out[torch.as_tensor(missing, device=out.device)] = fresh
+    compute = time.perf_counter() - start if len(found) < n else 0.0
+    if store_key is not None:
+        if len(found) < n:
+            new = digests if missing is None else [digests[i] for i in missing]
+            STORE.add(store_key, new, fresh)
+        STORE.count(reused=len(found), computed=n - len(found))
+    if report is not None:
+        how = "partly reused" if found else "computed"
+        report.update(
+            outputs="reused" if len(found) == n else how,
+            digest_seconds=seconds,
+            compute_seconds=compute,
+            store=STORE.info(),
+        )
+    return out
+
+
+def _take(X, positions):
+    """Rows ``positions`` (ascending) of an array, sparse matrix or tensor."""
+    positions = np.asarray(positions, dtype=np.int64)
+    if isinstance(X, torch.Tensor):
+        return X[torch.from_numpy(positions)]
+    return X[positions]
