@@ -184,6 +184,42 @@ def test_a_network_writing_its_input_in_place_never_changes_the_users_array(digi
     np.testing.assert_array_equal(X, given)
 
 
+class _InPlaceStem(torch.nn.Module):
+    """A stem that writes its input in place, then a body and a head."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = torch.nn.Sequential(
+            torch.nn.ReLU(inplace=True), torch.nn.Linear(64, 16), torch.nn.Tanh()
+        )
+        self.head = torch.nn.Linear(16, 5)
+
+    def forward(self, X):
+        return self.head(self.features(X))
+
+
+def test_transform_and_a_cached_fit_never_change_the_users_array(digits):
+    # transform (the head's input) and the frozen stage's pass of a cached fit
+    # ran the network on views of the user's float32 rows: a stem writing its
+    # input in place zeroed the user's negative values, in silence.
+    torch.manual_seed(0)
+    net = tiny_classifier_net(_InPlaceStem(), max_epochs=2)
+    X = np.ascontiguousarray(digits.X_source[:200], dtype=np.float32) - 8.0
+    given = X.copy()
+    clf = TransferClassifier(net, head="head", frozen="features.*", random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit_source(X, digits.y_source[:200] % 5)
+        clf.fit(X, digits.y_source[:200] % 5)
+    assert clf.frozen_cache_["cached"]
+    np.testing.assert_array_equal(X, given)
+    features = clf.transform(X)
+    np.testing.assert_array_equal(X, given)
+    with torch.no_grad():
+        expected = clf.net_.module_.features(torch.from_numpy(given.copy()))
+    np.testing.assert_allclose(features, expected.numpy(), rtol=1e-6, atol=1e-6)
+
+
 def test_only_torchs_reading_layers_run_on_the_users_rows_without_a_copy():
     linear = torch.nn.Linear(4, 2)
     assert _predict.reads_input(MLP(n_features_in=4, n_outputs=2))

@@ -90,6 +90,10 @@ def head_input(module, head, X, *, batch_size, device):
         with _probe.evaluating(module):
             for start in range(0, len(X), batch_size):
                 batch = to_tensor(X[start : start + batch_size], device=device)
+                if batch.device.type == "cpu":
+                    # A view of the user's rows: a network that writes its
+                    # input in place must not change them.
+                    batch = batch.clone()
                 try:
                     module(batch)
                 except _Reached:

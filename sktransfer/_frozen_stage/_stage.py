@@ -68,6 +68,8 @@ class FrozenStage:
                 rows = X[start : start + batch_size]
                 if is_sparse:  # densified a batch at a time
                     rows = torch.from_numpy(rows.toarray())
+                else:  # a view of the user's rows: a stage writing its input
+                    rows = rows.clone()  # in place must not change them
                 chunk = self.stage(rows.to(device))
                 if out is None:
                     out = torch.empty(
