@@ -5,12 +5,15 @@ from __future__ import annotations
 import copy
 import sys
 import warnings
+from collections.abc import Mapping
 from contextlib import contextmanager
 
 import numpy as np
 import torch
 from scipy import sparse
 from sklearn.utils import check_random_state
+
+from ._compat import _safe_indexing
 
 # The numeric dtypes that the check of X keeps as they are (anything else,
 # such as an object array of numbers, becomes float32); the network's input
@@ -232,3 +235,14 @@ def reduction(criterion, value):
         yield criterion
     finally:
         criterion.reduction = own
+
+
+def take_rows(X, rows):
+    """Return the ``rows`` of ``X``: an array, a DataFrame, a list or a token dict.
+
+    scikit-learn's ``_safe_indexing``, and for a dict of per-row arrays (as a
+    tokenizer returns them) the same rows of each.
+    """
+    if isinstance(X, Mapping):
+        return {key: _safe_indexing(value, rows) for key, value in X.items()}
+    return _safe_indexing(X, rows)

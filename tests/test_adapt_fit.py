@@ -209,6 +209,37 @@ def test_adabn_keeps_the_target_statistics(shifted):
     assert "adapt_target_statistics" not in names
 
 
+def test_adabn_gives_a_frozen_normalisation_layer_the_target_statistics(shifted):
+    # A frozen BatchNorm is held in evaluation mode while fine-tuning; AdaBN
+    # reset its statistics and, held, never refilled them (mean 0, variance 1).
+    X, _, y_marked = shifted
+    torch.manual_seed(0)
+    net = tiny_classifier_net(Tiny(norm=True), max_epochs=2, batch_size=256)
+    clf = TransferClassifier(
+        net,
+        head=None,
+        frozen="norm.*",
+        cache_frozen=False,
+        adapt="adabn",
+        adapt_layer="body",
+    )
+    clf.fit(X, y_marked)
+    norm = clf.net_.module_.norm
+    target = X[120:].astype(np.float64)
+    np.testing.assert_allclose(norm.running_mean, target.mean(axis=0), rtol=1e-4)
+    np.testing.assert_allclose(norm.running_var, target.var(axis=0, ddof=1), rtol=1e-4)
+    # frozen: its affine weights kept their initial values
+    np.testing.assert_array_equal(norm.weight.detach().numpy(), np.ones(6))
+
+
+def test_adabn_on_a_network_without_running_statistics_is_said(shifted):
+    X, _, y_marked = shifted
+    net = tiny_classifier_net(Tiny(), max_epochs=1)
+    clf = TransferClassifier(net, head=None, adapt="adabn", adapt_layer="body")
+    with pytest.warns(UserWarning, match="adapt='adabn' cannot act"):
+        clf.fit(X, y_marked)
+
+
 @pytest.mark.parametrize("method", ["coral", "mmd", "dann"])
 def test_an_alignment_term_that_can_move_no_weight_is_said(method):
     # With every layer before adapt_layer frozen, the term has no gradient to

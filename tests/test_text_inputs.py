@@ -346,3 +346,30 @@ def test_optimizer_settings_say_where_training_is_set(bert_dir):
     )
     with pytest.raises(TypeError, match="give the model itself as net .*AdamW"):
         wrapped.fit(TEXTS, Y)
+
+
+def test_token_dicts_with_unlabelled_rows_are_scored(bert_dir):
+    # A dict of token arrays with y == -1 rows: score and the scorers indexed
+    # the dict as one array (KeyError); they take the same rows of each array.
+    from sktransfer import deep_embedded_validation_scorer, prediction_entropy_scorer
+
+    texts = TEXTS * 3
+    y = np.array([i % 2 for i in range(len(texts))])
+    y[len(texts) // 2 :] = -1
+    enc = {
+        key: np.asarray(value)
+        for key, value in _tokenizer(bert_dir)(
+            texts, padding="max_length", max_length=32, truncation=True
+        ).items()
+        if key != "token_type_ids"
+    }
+    net = HuggingFaceNet(bert_dir, max_length=32)
+    clf = TransferClassifier(net, adapt="coral", max_epochs=1, random_state=0)
+    clf.fit(enc, y)
+    labelled = y != -1
+    expected = np.mean(
+        clf.predict({k: v[labelled] for k, v in enc.items()}) == y[labelled]
+    )
+    assert clf.score(enc, y) == pytest.approx(expected)
+    for scorer in (prediction_entropy_scorer, deep_embedded_validation_scorer):
+        assert scorer(clf, enc, y) == pytest.approx(scorer(clf, texts, y), abs=1e-6)

@@ -40,6 +40,27 @@ def test_keeps_no_adaptation_when_the_scorers_disagree():
     assert adaptation_refit(results, metrics=["iwv"]) == 1
 
 
+def test_adabn_at_weight_zero_is_not_the_no_adaptation_candidate():
+    # AdaBN adapts the statistics at any adapt_weight: with it counted as the
+    # baseline, the rule refitted an adapted model as "no adaptation".
+    params = [
+        {"adapt": "adabn", "adapt_weight": 0.0},
+        {"adapt": "coral", "adapt_weight": 0.0},
+        {"adapt": "coral", "adapt_weight": 1.0},
+    ]
+    results = _results(
+        params,
+        iwv=[[0.90, 0.91, 0.92], [0.60, 0.61, 0.62], [0.60, 0.61, 0.62]],
+        dev=[[-0.5, -0.5, -0.5], [-1.0, -1.0, -1.0], [-1.0, -1.0, -1.0]],
+    )
+    # AdaBN wins everywhere, but only as an adapted candidate beating the
+    # baseline (coral at weight 0) on every metric beyond the spread.
+    assert adaptation_refit(results) == 0
+    only_adabn = _results(params[:1], iwv=[[0.9, 0.9, 0.9]], dev=[[-0.5, -0.5, -0.5]])
+    with pytest.raises(ValueError, match="no candidate is 'no adaptation'"):
+        adaptation_refit(only_adabn)
+
+
 def test_a_gain_within_the_spread_is_not_enough():
     # Mean gain 0.02 on both metrics, but differences (0.1, -0.04, 0.0):
     # standard deviation 0.072 > 0.02.

@@ -36,7 +36,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from .._compat import _safe_indexing
+from .._common import take_rows
 from .._skorch._adapt import unlabelled_rows
 
 __all__ = [
@@ -114,7 +114,7 @@ def prediction_entropy_scorer(estimator, X, y=None, sample_weight=None):
                 "to score every row."
             )
             raise ValueError(msg)
-        X = _safe_indexing(X, rows)
+        X = take_rows(X, rows)
         if sample_weight is not None:
             sample_weight = np.asarray(sample_weight)[rows]
     proba = np.asarray(estimator.predict_proba(X), dtype=np.float64)
@@ -192,11 +192,23 @@ def importance_weighted_scorer(estimator, X, y, sample_weight=None):
     Raises
     ------
     ValueError
-        If ``y`` is None, or lacks labelled or unlabelled rows.
+        If ``y`` is None, or lacks labelled or unlabelled rows, or ``X`` is
+        not numeric (texts, token dicts).
     """
     source, target = _split_domains(estimator, X, y, "importance_weighted_scorer")
-    X_source = _safe_indexing(X, source)
-    weights = _importance(_flat(X_source), _flat(_safe_indexing(X, target)))
+    X_source = take_rows(X, source)
+    try:
+        inputs = _flat(X_source), _flat(take_rows(X, target))
+    except (TypeError, ValueError) as error:
+        msg = (
+            "importance_weighted_scorer weighs rows by a logistic regression on "
+            "their inputs, which must be numeric; got "
+            f"{type(X).__name__} ({error}). For texts or token dicts use "
+            "deep_embedded_validation_scorer (the same weighting on the "
+            "network's features)."
+        )
+        raise ValueError(msg) from error
+    weights = _importance(*inputs)
     if sample_weight is not None:
         weights = weights * np.asarray(sample_weight)[source]
     y_source = np.asarray(y)[source]
@@ -253,7 +265,7 @@ def deep_embedded_validation_scorer(estimator, X, y, sample_weight=None):
     source, target = _split_domains(estimator, X, y, "deep_embedded_validation_scorer")
     features = _flat(estimator.transform(X))
     weights = _importance(features[source], features[target])
-    X_source = _safe_indexing(X, source)
+    X_source = take_rows(X, source)
     y_source = np.asarray(y)[source]
     if is_classifier(estimator):
         proba = np.asarray(estimator.predict_proba(X_source), dtype=np.float64)
@@ -274,9 +286,17 @@ def deep_embedded_validation_scorer(estimator, X, y, sample_weight=None):
 
 
 def _no_adaptation(params):
-    """Whether a candidate's parameters say "no adaptation"."""
-    return ("adapt" in params and params["adapt"] is None) or (
-        "adapt_weight" in params and params["adapt_weight"] == 0
+    """Whether a candidate's parameters say "no adaptation".
+
+    ``adapt=None``, or ``adapt_weight=0`` with a method that weighs a term
+    (AdaBN has none: it adapts the statistics at any weight).
+    """
+    if "adapt" in params and params["adapt"] is None:
+        return True
+    return (
+        "adapt_weight" in params
+        and params["adapt_weight"] == 0
+        and params.get("adapt") != "adabn"
     )
 
 
@@ -306,7 +326,8 @@ def adaptation_refit(cv_results, *, metrics=None, baseline=None):
     scored without target labels (``scoring=`` a dict of unsupervised
     scorers, e.g. :func:`importance_weighted_scorer` and
     :func:`deep_embedded_validation_scorer`). It returns the index of the
-    best "no adaptation" candidate (``adapt=None`` or ``adapt_weight=0`` in
+    best "no adaptation" candidate (``adapt=None``, or ``adapt_weight=0`` with a
+    method other than ``"adabn"``, in
     its parameters) unless some adapted candidate beats it on *every* metric
     by more than the spread over the splits: for each metric, the per-split
     differences ``d_k = score_k(candidate) - score_k(no adaptation)`` (the

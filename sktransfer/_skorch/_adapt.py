@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._common import install_callback, warn_at_user
-from .._compat import _safe_indexing
+from .._common import install_callback, take_rows, warn_at_user
+from .._compat import _NormBase
 from . import _frozen
 from ._adapt_fit import (
     AdaptLoss,
@@ -128,7 +128,7 @@ def check_settings(estimator):
         msg = (
             f"adapt='self_training' pseudo-labels rows whose predicted class "
             f"probability reaches adapt_threshold; {owner} predicts no "
-            "probabilities. Use adapt='coral', 'mmd' or 'dann'."
+            "probabilities. Use adapt='coral', 'mmd', 'dann' or 'adabn'."
         )
         raise ValueError(msg)
     if estimator.mixup_alpha or estimator.cutmix_alpha:
@@ -163,7 +163,7 @@ def warn_minus_one_class(estimator, y):
         f"y holds -1 beside the labels 0, 1, ...: with adapt=None, "
         f"{type(estimator).__name__} trains -1 as a class of its own. If -1 marks "
         "unlabelled rows (scikit-learn's semi-supervised convention), set adapt "
-        "to one of 'coral', 'mmd', 'dann' or 'self_training'."
+        "to one of 'coral', 'mmd', 'dann', 'self_training' or 'adabn'."
     )
     warn_at_user(msg, UserWarning)
 
@@ -189,7 +189,8 @@ def split_rows(estimator, y):
                     f"y has {int(rows.sum())} "
                     "rows with NaN targets, which a regressor cannot fit. NaN "
                     "marks unlabelled rows only with adapt set (adapt='coral', "
-                    "'mmd' or 'dann'); otherwise drop those rows or fill them."
+                    "'mmd', 'dann' or 'adabn'); otherwise drop those rows or fill "
+                    "them."
                 )
                 raise ValueError(msg)
         return y, None
@@ -263,7 +264,7 @@ def labelled_for_score(estimator, X, y, sample_weight):
     keep = np.flatnonzero(~unlabelled)
     if sample_weight is not None and np.ndim(sample_weight) == 1:
         sample_weight = np.asarray(sample_weight)[keep]
-    return _safe_indexing(X, keep), np.asarray(y)[keep], sample_weight
+    return take_rows(X, keep), np.asarray(y)[keep], sample_weight
 
 
 def install(estimator, net, head, split=None):
@@ -313,17 +314,36 @@ def install(estimator, net, head, split=None):
     _use_balanced_batches(net)
     labelled_validation(net)
     if estimator.adapt == "adabn":
-        if split is not None:
+        stage = getattr(split, "stage", None)
+        in_stage = [] if stage is None else _tracking_norms(stage)
+        if in_stage:
             msg = (
-                "adapt='adabn' recomputes the normalisation statistics of the "
-                "whole network on the unlabelled rows, but fit caches the frozen "
-                "stage's outputs. Set cache_frozen=False."
+                "adapt='adabn' recomputes the statistics of every normalisation "
+                f"layer on the unlabelled rows, frozen ones too ({in_stage[0]} "
+                "lies in the frozen stage), but fit caches that stage's outputs "
+                "from the pretrained statistics. Set cache_frozen=False."
             )
             raise ValueError(msg)
+        if not _tracking_norms(module):
+            warn_at_user(
+                "adapt='adabn' cannot act: the network has no normalisation layer "
+                "that tracks running statistics (BatchNorm, or InstanceNorm with "
+                "track_running_stats=True; LayerNorm and GroupNorm keep none), so "
+                "the fit equals adapt=None on the labelled rows."
+            )
         _frozen.on_exit(
             install_callback(net, "adapt_target_statistics", TargetStatistics())
         )
     return loss
+
+
+def _tracking_norms(module):
+    """Return the names of ``module``'s layers that keep running statistics."""
+    return [
+        name or type(layer).__name__
+        for name, layer in module.named_modules()
+        if isinstance(layer, _NormBase) and layer.track_running_stats
+    ]
 
 
 def _use_balanced_batches(net):

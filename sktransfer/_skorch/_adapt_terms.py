@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn import functional as F  # noqa: N812 (PyTorch's name)
 
 from .._compat import _NormBase
+from .._torch import _held
 
 # The bandwidth multipliers of the multi-kernel MMD: sigma^2 = m * the mean
 # squared distance of the batch, m in 2^-2 .. 2^2 (as DAN, Long et al. 2015,
@@ -164,7 +165,8 @@ def target_statistics(module, X, batch_size, device="cpu"):
     """Recompute the running statistics of ``module``'s normalisation layers on ``X``.
 
     AdaBN (Li, Wang, Shi, Liu & Hou, "Revisiting batch normalization for
-    practical domain adaptation", 2016): every normalisation layer that
+    practical domain adaptation", 2016): every normalisation layer, frozen
+    or not, that
     tracks running statistics (``BatchNorm``, ``InstanceNorm`` with
     ``track_running_stats=True``) gets the statistics of the target rows ``X``,
     as the cumulative average over batches of ``batch_size`` rows
@@ -194,7 +196,9 @@ def target_statistics(module, X, batch_size, device="cpu"):
             layer.reset_running_stats()
             layer.momentum = None
             layer.train()
-        with torch.no_grad():
+        # Frozen layers are held in evaluation mode while fine-tuning; AdaBN
+        # recomputes their statistics too, so the holds are lifted here.
+        with _held.unheld(module), torch.no_grad():
             for start in range(0, len(X), batch_size):
                 module(X[start : start + batch_size].to(device))
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
 
 from torch import nn
 
@@ -70,6 +71,26 @@ def hold_frozen_layers(
         if not any(is_under(name, [outer]) for outer in held):
             held.append(name)
     return held
+
+
+@contextmanager
+def unheld(module: nn.Module):
+    """Lift every hold of :func:`hold_frozen_layers` in ``module`` inside the block.
+
+    For AdaBN, which must run every normalisation layer, frozen or not, in
+    training mode; the holds are put back after, whatever happens inside.
+    """
+    lifted = []
+    for sub in module.modules():
+        hooks = sub._forward_pre_hooks
+        for key in [k for k, hook in hooks.items() if hook is _hold_eval]:
+            lifted.append((hooks, key))
+            del hooks[key]
+    try:
+        yield
+    finally:
+        for hooks, key in lifted:
+            hooks[key] = _hold_eval
 
 
 def release_norm_layers(module: nn.Module, *, every: bool = False) -> list[str]:
