@@ -406,3 +406,11 @@ def test_dataframe_feature_names_are_remembered(digits):
     np.testing.assert_array_equal(clf.feature_names_in_, columns)
     with pytest.raises(ValueError, match="feature names should match"):
         clf.predict(X[columns[::-1]])
+
+
+def test_early_stopping_names_the_class_too_rare_to_split_by_its_label():
+    X = np.random.default_rng(0).normal(size=(21, 4)).astype(np.float32)
+    y = np.array(["cat"] * 10 + ["dog"] * 10 + ["emu"])
+    clf = TransferClassifier(early_stopping=True, max_epochs=1, random_state=0)
+    with pytest.raises(ValueError, match="class 'emu' has 1"):
+        clf.fit(X, y)

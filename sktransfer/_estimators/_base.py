@@ -245,7 +245,7 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, _Adapters, BaseEst
                 y_enc, n_outputs, fitted = self._encode_y(y[~unlabelled])
                 y_enc = _adapt.with_unlabelled(y_enc, unlabelled)
                 weights = _adapt.labelled_weights(self, sample_weight, X, y, unlabelled)
-            _stopping.check_split(self, y_enc)
+            _stopping.check_split(self, y_enc, fitted.get("classes_"))
             pretrained = getattr(self, "_pretrained", None)
             _inputs.check_feature_names(self, pretrained)
             if self.l2sp and not self._has_source_weights():

@@ -133,8 +133,11 @@ def net_params(estimator, net, defaults):
     return {"train_split": split, "callbacks": [*callbacks, (CALLBACK, stopper)]}
 
 
-def check_split(estimator, y_enc):
+def check_split(estimator, y_enc, labels=None):
     """Check that the validation split of ``y_enc`` can be made.
+
+    ``labels`` (the labels of the codes in ``y_enc``, when known) names the
+    short class in the message.
 
     Raises
     ------
@@ -155,11 +158,17 @@ def check_split(estimator, y_enc):
         classes, counts = np.unique(y_enc, return_counts=True)
         need, what = len(classes), f"sample of each of the {len(classes)} classes"
         if counts.min() < 2:
+            index = classes[counts.argmin()]
+            if labels is not None and 0 <= index < len(labels):
+                name = labels[index]
+                name = name.item() if isinstance(name, np.generic) else name
+                label = f"class {name!r}"
+            else:
+                label = f"class index {index}"
             msg = (
                 f"early_stopping=True splits off a stratified validation set, "
-                f"which needs at least 2 samples of every class; class index "
-                f"{classes[counts.argmin()]} has {counts.min()}. Set "
-                "early_stopping=False."
+                f"which needs at least 2 samples of every class; {label} has "
+                f"{counts.min()}. Set early_stopping=False, or add samples of it."
             )
             raise ValueError(msg)
     if n_valid < need or n_train < need:
