@@ -290,16 +290,36 @@ def _load(what, path, local_files_only):
         )
         error = FileNotFoundError if isinstance(exc, OSError) else ValueError
         raise error(msg) from exc
-    if what == "model":
-        # Kept once; every build copies it, so fits never share weights.
-        _LOADED[key] = loaded
-        return copy.deepcopy(loaded)
-    _LOADED[key] = loaded
-    return loaded
+    _LOADED[key] = loaded  # kept once; every build copies a model (never shared)
+    return copy.deepcopy(loaded) if what == "model" else loaded
 
 
 def _is_sequence_classifier(model):
     return type(model).__name__.endswith("ForSequenceClassification")
+
+
+def classifier_layout(model):
+    """How a ``...ForSequenceClassification`` model feeds its classifier, or None.
+
+    ``"pooler"``: BERT-like (``bert``, ``dropout``, ``classifier``): the base
+    model's pooler output, dropout, the classifier. ``"first"``:
+    DistilBERT-like (``distilbert``, ``pre_classifier``, ``dropout``,
+    ``classifier``): the first token's state, ``pre_classifier``, ReLU,
+    dropout, the classifier. None for other layouts (their head runs inside
+    the model's own ``forward``).
+    """
+    children = model._modules
+    base = children.get(getattr(model, "base_model_prefix", ""))
+    if base is None or not (
+        isinstance(children.get("classifier"), nn.Linear)
+        and isinstance(children.get("dropout"), nn.Dropout)
+    ):
+        return None
+    if len(children) == 4 and isinstance(children.get("pre_classifier"), nn.Linear):
+        return "first"
+    if len(children) == 3 and getattr(base, "pooler", None) is not None:
+        return "pooler"
+    return None
 
 
 class TransformerNet(nn.Module):
@@ -332,6 +352,7 @@ class TransformerNet(nn.Module):
         self.__dict__["_non_persistent_buffers_set"] = model._non_persistent_buffers_set
         self.pooling = pooling
         self.sequence_classifier = _is_sequence_classifier(model)
+        self.layout = classifier_layout(model) if self.sequence_classifier else None
         if not self.sequence_classifier:
             self.head = nn.Linear(model.config.hidden_size, 2)
 
@@ -363,38 +384,46 @@ class TransformerNet(nn.Module):
 
     def forward(self, X):
         """Return the head's outputs (the logits of a classifier) for ``X``."""
-        if self.sequence_classifier:
+        if self.sequence_classifier and self.layout is None:
             ids, mask = _unpack(X)
             return self.__dict__["model"](input_ids=ids, attention_mask=mask).logits
         return self.forward_head(self.forward_features(X))
 
     def forward_features(self, X):
-        """Return the head's input for packed tokens ``X``: the pooled states.
+        """Return the head's input for packed tokens ``X`` (batch, hidden).
 
         With :meth:`forward_head`, the cut this network declares, as timm's
         models do: ``forward(X)`` is ``forward_head(forward_features(X))``. A
         fit whose encoder is frozen computes ``forward_features`` once and
-        trains the head on its outputs (the frozen-stage cache). Not
-        available for a ``...ForSequenceClassification`` model, which pools
-        and classifies in one call.
+        trains the head on its outputs (the frozen-stage cache). The pooled
+        states for a base model; for a ``...ForSequenceClassification``
+        model, what its own ``forward`` gives the layers after the base model
+        (:func:`classifier_layout`: the pooler's output, or the first token's
+        state); not available for other layouts, which pool and classify in
+        one call.
         """
-        if self.sequence_classifier:
+        if not self.sequence_classifier:
+            return self.encode(X)
+        if self.layout is None:
             msg = (
                 f"{type(self.__dict__['model']).__name__} pools and classifies "
                 "in one call"
             )
             raise NotImplementedError(msg)
-        return self.encode(X)
+        ids, mask = _unpack(X)
+        model = self.__dict__["model"]
+        out = self._modules[model.base_model_prefix](input_ids=ids, attention_mask=mask)
+        return out.pooler_output if self.layout == "pooler" else out[0][:, 0]
 
     def forward_head(self, features):
-        """Return the head's outputs for the pooled states ``features``."""
-        if self.sequence_classifier:
-            msg = (
-                f"{type(self.__dict__['model']).__name__} pools and classifies "
-                "in one call"
-            )
-            raise NotImplementedError(msg)
-        return self.head(features)
+        """Return the head's outputs for ``features`` (:meth:`forward_features`)."""
+        if not self.sequence_classifier:
+            return self.head(features)
+        if self.layout == "first":
+            features = torch.relu(self.pre_classifier(features))
+        elif self.layout is None:
+            return self.forward_features(features)  # raises NotImplementedError
+        return self.classifier(self.dropout(features))
 
     def block_depths(self, head):
         """Depth of each shared parameter below the head, counting blocks as layers.
