@@ -755,3 +755,25 @@ def test_nothing_contacts_a_network(tiny_dir, monkeypatch):
     clf.transform(TEXTS)
     clf.fit_source(TEXTS, Y).save_source(io.BytesIO())
     assert attempts == []
+
+
+def test_truncation_warns_once_in_our_words(tiny_dir, monkeypatch):
+    # A text longer than the tokenizer's limit (32) is cut by the estimator,
+    # which says so; transformers' warning of "indexing errors" (the text is
+    # never given whole to the model) is not logged.
+    import logging
+
+    monkeypatch.setattr(_hf, "_LOADED", {})  # a fresh tokenizer
+    logged = []
+    handler = logging.Handler()
+    handler.emit = lambda record: logged.append(record.getMessage())
+    logging.getLogger("transformers").addHandler(handler)
+    long = " ".join(["great fun"] * 40)
+    clf = _clf(tiny_dir, max_epochs=1)
+    try:
+        with pytest.warns(UserWarning, match="1 of 3 texts have more than max_len"):
+            clf.fit([long, "bad", "great"], [1, 0, 1])
+    finally:
+        logging.getLogger("transformers").removeHandler(handler)
+    assert clf.n_truncated_ == 1
+    assert not [message for message in logged if "indexing errors" in message]

@@ -195,7 +195,11 @@ def tokenize(tokenizer, texts, max_length):
     n_truncated : int
         How many texts had more than ``max_length`` tokens.
     """
-    encoded = tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
+    # verbose=False: no transformers warning that a text is longer than the
+    # model's limit (it is cut here, and counted for our own warning).
+    encoded = tokenizer(
+        texts, add_special_tokens=True, truncation=False, verbose=False
+    )["input_ids"]
     pad = tokenizer.pad_token_id
     pad = 0 if pad is None else int(pad)
     n_truncated = 0
