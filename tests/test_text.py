@@ -777,3 +777,53 @@ def test_truncation_warns_once_in_our_words(tiny_dir, monkeypatch):
         logging.getLogger("transformers").removeHandler(handler)
     assert clf.n_truncated_ == 1
     assert not [message for message in logged if "indexing errors" in message]
+
+
+class LSTMTextNet(nn.Module):
+    """A network of one's own on token ids and their mask: embedding + LSTM."""
+
+    def __init__(self, vocab_size=120, n_outputs=2):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, 8, padding_idx=0)
+        self.lstm = nn.LSTM(8, 8, batch_first=True)
+        self.fc = nn.Linear(8, n_outputs)
+
+    def forward(self, input_ids, attention_mask):
+        lengths = attention_mask.sum(1).clamp(min=1).cpu()
+        packed = nn.utils.rnn.pack_padded_sequence(
+            self.embedding(input_ids), lengths, batch_first=True, enforce_sorted=False
+        )
+        _, (h, _) = self.lstm(packed)
+        return self.fc(h[-1])
+
+
+def test_own_network_takes_raw_texts_with_a_tokenizer(tiny_dir):
+    # tokenizer=: a user's LSTM pretrains on one task of raw texts and
+    # fine-tunes on another, tokenized inside the estimator.
+    tok = transformers.AutoTokenizer.from_pretrained(tiny_dir, local_files_only=True)
+    torch.manual_seed(0)
+    module = LSTMTextNet(tok.vocab_size)
+    before = copy.deepcopy(module.state_dict())
+    net = HuggingFaceNet(module, tokenizer=tok, max_length=8)
+    clf = TransferClassifier(
+        net, frozen=("embedding.*",), random_state=0, lr=1e-2, max_epochs=5
+    )
+    clf.fit_source(TEXTS, 1 - Y).fit(list(TEXTS), Y)
+    assert clf.head_ == ("fc",)
+    tuned = clf.net_.module_
+    assert torch.equal(tuned.embedding.weight, clf.source_weights_["embedding.weight"])
+    assert not torch.equal(tuned.fc.weight, clf.source_weights_["fc.weight"])
+    for name, value in module.state_dict().items():  # the user's copy untouched
+        assert torch.equal(value, before[name]), name
+    # By hand: the tokenizer's padded batch through the fitted module.
+    enc = tok(
+        list(TEXTS), padding=True, truncation=True, max_length=8, return_tensors="pt"
+    )
+    inner = tuned.__dict__["inner"].eval()
+    with torch.no_grad():
+        logits = inner(enc["input_ids"], enc["attention_mask"])
+    np.testing.assert_allclose(
+        clf.predict_proba(TEXTS), torch.softmax(logits, 1).numpy(), atol=1e-6
+    )
+    with pytest.raises(ValueError, match="without a tokenizer"):
+        TransferClassifier(HuggingFaceNet(module)).fit(TEXTS, Y)

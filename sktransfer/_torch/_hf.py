@@ -25,6 +25,7 @@ from sklearn.base import BaseEstimator
 from torch import nn
 
 from .._compat import StrOptions
+from ._tokens import TokenNet, unpack
 
 _POOLING = ("mean", "first", "cls")
 _INSTALL = (
@@ -78,10 +79,14 @@ class HuggingFaceNet(BaseEstimator):
 
     Parameters
     ----------
-    model : str, os.PathLike or transformers.PreTrainedModel
+    model : str, os.PathLike, transformers.PreTrainedModel or torch.nn.Module
         A local directory in the ``save_pretrained`` layout (``config.json``,
         the weights, the tokenizer files), or a model instance. Its weights
-        are the pretrained ones; they are copied, never modified.
+        are the pretrained ones; they are copied, never modified. With a
+        ``tokenizer``, also a network of one's own whose ``forward`` takes
+        ``input_ids`` (int64, (batch, length), padded on the right) and
+        optionally ``attention_mask``, e.g. an ``nn.Embedding`` and an
+        ``nn.LSTM``: it then takes raw texts too.
     tokenizer : str, os.PathLike, tokenizer or None, default=None
         A ``transformers`` tokenizer or a directory holding one. None: from
         the model's directory (for an instance, its ``name_or_path``); a model
@@ -220,10 +225,13 @@ class HuggingFaceNet(BaseEstimator):
             model = _load("model", os.fspath(model), self.local_files_only)
         elif is_hf_model(model):
             model = copy.deepcopy(model)
+        elif isinstance(model, nn.Module) and self.tokenizer is not None:
+            return TokenNet(copy.deepcopy(model))  # the user's network
         else:
             msg = (
                 "HuggingFaceNet(model) needs a local directory in the "
-                "save_pretrained layout or a transformers model instance; got "
+                "save_pretrained layout, a transformers model instance, or a "
+                "torch.nn.Module with tokenizer=...; got "
                 f"{model!r} of type {type(model).__name__}."
             )
             raise TypeError(msg)
@@ -374,7 +382,7 @@ class TransformerNet(nn.Module):
 
     def encode(self, X):
         """Return the pooled hidden states of packed tokens ``X`` (batch, hidden)."""
-        ids, mask = _unpack(X)
+        ids, mask = unpack(X)
         out = self.__dict__["model"](input_ids=ids, attention_mask=mask)
         states = out.last_hidden_state
         if self.pooling == "mean":
@@ -385,7 +393,7 @@ class TransformerNet(nn.Module):
     def forward(self, X):
         """Return the head's outputs (the logits of a classifier) for ``X``."""
         if self.sequence_classifier and self.layout is None:
-            ids, mask = _unpack(X)
+            ids, mask = unpack(X)
             return self.__dict__["model"](input_ids=ids, attention_mask=mask).logits
         return self.forward_head(self.forward_features(X))
 
@@ -410,7 +418,7 @@ class TransformerNet(nn.Module):
                 "in one call"
             )
             raise NotImplementedError(msg)
-        ids, mask = _unpack(X)
+        ids, mask = unpack(X)
         model = self.__dict__["model"]
         out = self._modules[model.base_model_prefix](input_ids=ids, attention_mask=mask)
         return out.pooler_output if self.layout == "pooler" else out[0][:, 0]
@@ -461,14 +469,6 @@ def _eval_frozen(module):
         return
     for child in module.children():
         _eval_frozen(child)
-
-
-def _unpack(X):
-    """Token ids and attention mask of packed ``X``, cut to the batch's longest text."""
-    ids, mask = X[:, 0].long(), X[:, 1].long()
-    length = int(mask.sum(1).max().item()) if len(mask) else 1
-    length = max(length, 1)
-    return ids[:, :length], mask[:, :length]
 
 
 def as_spec(net):
