@@ -827,3 +827,35 @@ def test_own_network_takes_raw_texts_with_a_tokenizer(tiny_dir):
     )
     with pytest.raises(ValueError, match="without a tokenizer"):
         TransferClassifier(HuggingFaceNet(module)).fit(TEXTS, Y)
+
+
+def test_prediction_groups_texts_by_length(tiny_dir, fitted):
+    # Batches of texts of similar lengths, each cut to its longest text: the
+    # encoder sees the token count of the sorted batches, and the outputs
+    # come back in the input order (each equals the text run alone).
+    texts = [TEXTS[i % 24] + " great fun" * (i % 7) for i in range(40)]
+    module = fitted.net_.module_
+    shapes = []
+
+    def record(_, args, kwargs):
+        shapes.append(tuple(kwargs.get("input_ids", args[0] if args else None).shape))
+
+    handle = module.embeddings.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        proba = fitted.predict_proba(texts)
+    finally:
+        handle.remove()
+    packed, _ = _text.tokenize(fitted.net.load_tokenizer(), texts, 32)
+    lengths = packed[:, 1].sum(1)
+    batch = fitted.net_.batch_size
+    chunks = lambda v: [v[i : i + batch] for i in range(0, len(v), batch)]  # noqa: E731
+    grouped = sum(len(c) * c.max() for c in chunks(np.sort(lengths)[::-1]))
+    in_order = sum(len(c) * c.max() for c in chunks(lengths))
+    assert sum(a * b for a, b in shapes) == grouped < in_order
+    module.eval()
+    with torch.no_grad():
+        alone = [
+            torch.softmax(module(torch.as_tensor(packed[i : i + 1])), 1)
+            for i in range(len(texts))
+        ]
+    np.testing.assert_allclose(proba, torch.cat(alone).numpy(), atol=1e-6)
