@@ -111,10 +111,10 @@ class HuggingFaceNet(BaseEstimator):
     Notes
     -----
     Texts are tokenized once per call and padded to ``max_length`` in
-    memory; each batch is cut to its longest text before the encoder runs, so
-    the encoder processes no padding beyond each batch's longest text, and
-    the predictions equal those of padding every text to ``max_length`` (the
-    attention mask hides padding).
+    memory; each batch is cut to its longest text before the encoder runs
+    (prediction also groups the texts by length), and the predictions equal
+    those of padding every text to ``max_length`` (the attention mask hides
+    padding).
 
     References
     ----------
