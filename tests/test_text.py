@@ -19,6 +19,7 @@ tokenizers = pytest.importorskip("tokenizers")
 
 from sktransfer import HuggingFaceNet, PretrainedFeatures, TransferClassifier  # noqa: E402
 from sktransfer._skorch import _finetune, _text  # noqa: E402
+from sktransfer._torch import _hf, _hf_files  # noqa: E402
 
 POS = ["the movie was great fun", "i loved the acting", "wonderful story", "great"]
 NEG = ["a terrible boring film", "awful plot and bad actors", "not good", "bad"]
@@ -637,3 +638,224 @@ def test_any_network_may_declare_its_cut(freeze_bn_stats):
     np.testing.assert_allclose(
         cached.predict_proba(X), fit(False).predict_proba(X), atol=1e-6
     )
+
+
+def _classifier_dir(tiny_dir, path, kind):
+    """A ``...ForSequenceClassification`` model (3 labels) and the tokenizer."""
+    tok = transformers.AutoTokenizer.from_pretrained(tiny_dir, local_files_only=True)
+    torch.manual_seed(0)
+    if kind == "bert":
+        model = transformers.BertForSequenceClassification.from_pretrained(
+            tiny_dir, num_labels=3, local_files_only=True
+        )
+    else:
+        config = transformers.DistilBertConfig(
+            vocab_size=tok.vocab_size,
+            dim=16,
+            n_layers=2,
+            n_heads=2,
+            hidden_dim=32,
+            max_position_embeddings=64,
+            num_labels=3,
+        )
+        model = transformers.DistilBertForSequenceClassification(config)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path), model, tok
+
+
+def _base_rows(base_class, fit):
+    """Return ``fit()`` and how many rows the base model (the encoder) saw."""
+    rows = []
+    forward = base_class.forward
+
+    def counting(self, *args, **kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        rows.append(ids.shape[0])
+        return forward(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(base_class, "forward", counting)
+        result = fit()
+    return result, sum(rows)
+
+
+@pytest.mark.parametrize("kind", ["bert", "distilbert"])
+def test_sequence_classifier_frozen_encoder_is_cached(tiny_dir, tmp_path, kind):
+    # BERT-like: pooler -> dropout -> classifier; DistilBERT-like: first
+    # token -> pre_classifier -> ReLU -> dropout -> classifier. The frozen
+    # base model's outputs are cached, and the fit equals the uncached one.
+    path, model, tok = _classifier_dir(tiny_dir, tmp_path, kind)
+    prefix = model.base_model_prefix
+    base_class = type(getattr(model, prefix))
+
+    # The declared cut is the model's own forward: the same logits.
+    net = HuggingFaceNet(path).build().eval()
+    packed, _ = _text.tokenize(tok, list(TEXTS), 32)
+    X = torch.as_tensor(packed)
+    enc = tok(list(TEXTS), padding=True, return_tensors="pt")
+    with torch.no_grad():
+        ours = net.forward_head(net.forward_features(X))
+        theirs = model.eval()(
+            input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]
+        ).logits
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
+
+    def fit(epochs, cache):
+        clf = _clf(path, frozen=(f"{prefix}.*",), max_epochs=epochs, cache_frozen=cache)
+        return _base_rows(base_class, lambda: clf.fit(TEXTS, Y))
+
+    (_, rows_1), (cached, rows_4) = fit(1, "auto"), fit(4, "auto")
+    assert cached.frozen_cache_["cached"], cached.frozen_cache_["reason"]
+    assert cached.frozen_cache_["stage"] == "forward_features"
+    assert rows_4 == rows_1  # the encoder sees the data once, whatever the epochs
+    uncached, rows = fit(4, False)
+    _, rows_uncached_1 = fit(1, False)
+    assert not uncached.frozen_cache_["cached"]
+    assert rows - rows_uncached_1 == 3 * len(TEXTS)  # one pass per later epoch
+    tuned = cached.net_.module_.state_dict()
+    for name, value in uncached.net_.module_.state_dict().items():
+        np.testing.assert_allclose(tuned[name], value, atol=1e-6, err_msg=name)
+    np.testing.assert_allclose(
+        cached.predict_proba(TEXTS), uncached.predict_proba(TEXTS), atol=1e-6
+    )
+    # The head trained (resized to the 2 classes); the encoder did not.
+    assert cached.head_ == ("classifier",)
+    assert tuned["classifier.weight"].shape == (2, 16)
+    for name, value in model.state_dict().items():
+        if name.startswith(f"{prefix}."):
+            assert torch.equal(tuned[name], value), name
+    if kind == "distilbert":
+        assert not torch.equal(
+            tuned["pre_classifier.weight"], model.state_dict()["pre_classifier.weight"]
+        )
+
+
+def test_nothing_contacts_a_network(tiny_dir, monkeypatch):
+    # Without the offline switches of the other tests: every socket
+    # connection and name lookup is refused and recorded; fitting, predicting
+    # and saving a text model never attempts one.
+    import socket
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE")
+    attempts = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args)
+        raise OSError("network access in a test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(_hf_files, "_LOADED", {})  # loaded from the files, not a memo
+    clf = TransferClassifier(tiny_dir, random_state=0, max_epochs=1)
+    clf.fit(TEXTS, Y).predict(TEXTS)
+    clf.transform(TEXTS)
+    clf.fit_source(TEXTS, Y).save_source(io.BytesIO())
+    assert attempts == []
+
+
+def test_truncation_warns_once_in_our_words(tiny_dir, monkeypatch):
+    # A text longer than the tokenizer's limit (32) is cut by the estimator,
+    # which says so; transformers' warning of "indexing errors" (the text is
+    # never given whole to the model) is not logged.
+    import logging
+
+    monkeypatch.setattr(_hf_files, "_LOADED", {})  # a fresh tokenizer
+    logged = []
+    handler = logging.Handler()
+    handler.emit = lambda record: logged.append(record.getMessage())
+    logging.getLogger("transformers").addHandler(handler)
+    long = " ".join(["great fun"] * 40)
+    clf = _clf(tiny_dir, max_epochs=1)
+    try:
+        with pytest.warns(UserWarning, match="1 of 3 texts have more than max_len"):
+            clf.fit([long, "bad", "great"], [1, 0, 1])
+    finally:
+        logging.getLogger("transformers").removeHandler(handler)
+    assert clf.n_truncated_ == 1
+    assert not [message for message in logged if "indexing errors" in message]
+
+
+class LSTMTextNet(nn.Module):
+    """A network of one's own on token ids and their mask: embedding + LSTM."""
+
+    def __init__(self, vocab_size=120, n_outputs=2):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, 8, padding_idx=0)
+        self.lstm = nn.LSTM(8, 8, batch_first=True)
+        self.fc = nn.Linear(8, n_outputs)
+
+    def forward(self, input_ids, attention_mask):
+        lengths = attention_mask.sum(1).clamp(min=1).cpu()
+        packed = nn.utils.rnn.pack_padded_sequence(
+            self.embedding(input_ids), lengths, batch_first=True, enforce_sorted=False
+        )
+        _, (h, _) = self.lstm(packed)
+        return self.fc(h[-1])
+
+
+def test_own_network_takes_raw_texts_with_a_tokenizer(tiny_dir):
+    # tokenizer=: a user's LSTM pretrains on one task of raw texts and
+    # fine-tunes on another, tokenized inside the estimator.
+    tok = transformers.AutoTokenizer.from_pretrained(tiny_dir, local_files_only=True)
+    torch.manual_seed(0)
+    module = LSTMTextNet(tok.vocab_size)
+    before = copy.deepcopy(module.state_dict())
+    net = HuggingFaceNet(module, tokenizer=tok, max_length=8)
+    clf = TransferClassifier(
+        net, frozen=("embedding.*",), random_state=0, lr=1e-2, max_epochs=5
+    )
+    clf.fit_source(TEXTS, 1 - Y).fit(list(TEXTS), Y)
+    assert clf.head_ == ("fc",)
+    tuned = clf.net_.module_
+    assert torch.equal(tuned.embedding.weight, clf.source_weights_["embedding.weight"])
+    assert not torch.equal(tuned.fc.weight, clf.source_weights_["fc.weight"])
+    for name, value in module.state_dict().items():  # the user's copy untouched
+        assert torch.equal(value, before[name]), name
+    # By hand: the tokenizer's padded batch through the fitted module.
+    enc = tok(
+        list(TEXTS), padding=True, truncation=True, max_length=8, return_tensors="pt"
+    )
+    inner = tuned.__dict__["inner"].eval()
+    with torch.no_grad():
+        logits = inner(enc["input_ids"], enc["attention_mask"])
+    np.testing.assert_allclose(
+        clf.predict_proba(TEXTS), torch.softmax(logits, 1).numpy(), atol=1e-6
+    )
+    with pytest.raises(ValueError, match="without a tokenizer"):
+        TransferClassifier(HuggingFaceNet(module)).fit(TEXTS, Y)
+
+
+def test_prediction_groups_texts_by_length(tiny_dir, fitted):
+    # Batches of texts of similar lengths, each cut to its longest text: the
+    # encoder sees the token count of the sorted batches, and the outputs
+    # come back in the input order (each equals the text run alone).
+    texts = [TEXTS[i % 24] + " great fun" * (i % 7) for i in range(40)]
+    module = fitted.net_.module_
+    shapes = []
+
+    def record(_, args, kwargs):
+        shapes.append(tuple(kwargs.get("input_ids", args[0] if args else None).shape))
+
+    handle = module.embeddings.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        proba = fitted.predict_proba(texts)
+    finally:
+        handle.remove()
+    packed, _ = _text.tokenize(fitted.net.load_tokenizer(), texts, 32)
+    lengths = packed[:, 1].sum(1)
+    batch = fitted.net_.batch_size
+    chunks = lambda v: [v[i : i + batch] for i in range(0, len(v), batch)]  # noqa: E731
+    grouped = sum(len(c) * c.max() for c in chunks(np.sort(lengths)[::-1]))
+    in_order = sum(len(c) * c.max() for c in chunks(lengths))
+    assert sum(a * b for a, b in shapes) == grouped < in_order
+    module.eval()
+    with torch.no_grad():
+        alone = [
+            torch.softmax(module(torch.as_tensor(packed[i : i + 1])), 1)
+            for i in range(len(texts))
+        ]
+    np.testing.assert_allclose(proba, torch.cat(alone).numpy(), atol=1e-6)

@@ -28,6 +28,7 @@ from torch import nn
 from .._common import predict_batch_size
 from .._compat import _torch_module
 from .._torch._modules import MLP
+from . import _text
 from ._data import _IGNORED, STREAM_LOCK, ArrayLoader
 from ._step import LeanNeuralNetClassifier, LeanNeuralNetRegressor
 
@@ -140,6 +141,20 @@ def forward(net, X, *, copied=False):
     """
     if not _fast(net, X):
         return net.forward(X, training=False)
+    # Texts grouped by length (outputs put back in the input order), as the
+    # lean step's forward does.
+    order = _text.length_order(net.module_, X)
+    if order is None:
+        return _run(net, X, copied)
+    result = _run(net, X[order], True)
+    inverse = torch.as_tensor(order).argsort()
+    if isinstance(result, tuple):
+        return tuple(part[inverse] for part in result)
+    return result[inverse]
+
+
+def _run(net, X, copied):
+    """:func:`forward`'s pass over the rows of ``X`` in their order."""
     module = net.module_
     reader = reads_input(module)
     device = net.device

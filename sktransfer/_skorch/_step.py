@@ -49,6 +49,7 @@ from skorch.callbacks import Callback
 from skorch.dataset import unpack_data
 from skorch.utils import to_device
 
+from . import _text
 from ._safety import declares_safe
 
 # The hooks skorch's loop calls once per batch.
@@ -221,6 +222,10 @@ class LeanStepMixin:
         through ``infer`` as in skorch's ``evaluation_step``.
         """
         self.check_is_fitted()
+        # Texts grouped by length (outputs put back in the input order below).
+        order = None if training else _text.length_order(self.module_, X)
+        if order is not None:
+            X = X[order]
         iterator = self.get_iterator(self.get_dataset(X), training=training)
         outputs = []
         with torch.set_grad_enabled(training):
@@ -229,8 +234,15 @@ class LeanStepMixin:
                 Xi, _ = unpack_data(batch)
                 outputs.append(to_device(self.infer(Xi), device=device))
         if outputs and isinstance(outputs[0], tuple):
-            return tuple(map(torch.cat, zip(*outputs, strict=True)))
-        return torch.cat(outputs)
+            result = tuple(map(torch.cat, zip(*outputs, strict=True)))
+        else:
+            result = torch.cat(outputs)
+        if order is not None:
+            inverse = torch.as_tensor(order).argsort()
+            if isinstance(result, tuple):
+                return tuple(part[inverse.to(part.device)] for part in result)
+            return result[inverse.to(result.device)]
+        return result
 
     def _modes_stay(self):
         """Whether nothing that runs between two training batches may switch modes."""

@@ -26,6 +26,7 @@ from torch import nn
 
 from .._common import warn_at_user
 from .._torch import _hf, _hf_inputs
+from .._torch._tokens import TokenNet
 
 # The keys of a tokenizer's output that the network reads.
 _TOKEN_KEYS = ("input_ids", "attention_mask")
@@ -182,6 +183,24 @@ def encode_inputs(estimator, X, *, fitting=False):
     if fitting:
         estimator.n_truncated_ = n_truncated
     return packed
+
+
+def length_order(module, X):
+    """Rows of packed tokens grouped by length for prediction, or None.
+
+    For a text network (:class:`~sktransfer._torch._hf.TransformerNet`,
+    :class:`~sktransfer._torch._tokens.TokenNet`) and packed tokens ``X``,
+    the permutation that sorts the texts from longest to shortest (stable),
+    so that each batch, cut to its longest text, holds texts of similar
+    lengths; the caller puts the outputs back in the input order. None when
+    the order is already so, or for any other network or input.
+    """
+    if not isinstance(module, (_hf.TransformerNet, TokenNet)):
+        return None
+    if not (isinstance(X, np.ndarray) and _looks_like_packed(X) and len(X) > 1):
+        return None
+    order = np.argsort(-X[:, 1].sum(1), kind="stable")
+    return None if np.array_equal(order, np.arange(len(X))) else order
 
 
 def _looks_like_packed(X):

@@ -15,7 +15,6 @@ used (``pip install ".[text]"`` from a clone).
 from __future__ import annotations
 
 import copy
-import json
 import os
 import re
 from typing import Any
@@ -25,22 +24,11 @@ from sklearn.base import BaseEstimator
 from torch import nn
 
 from .._compat import StrOptions
+from ._hf_files import _load
 from ._hf_inputs import model_inputs, not_a_skorch_net, resolve_max_length
+from ._tokens import TokenNet, unpack
 
 _POOLING = ("mean", "first", "cls")
-_INSTALL = (
-    'Hugging Face models need the optional packages of the "text" extra: '
-    'pip install ".[text]" from a clone of sktransfer (transformers and tokenizers).'
-)
-
-
-def import_transformers():
-    """Return ``transformers``, or an ImportError saying how to install it."""
-    try:
-        import transformers
-    except ImportError as exc:  # pragma: no cover (installed in the test suite)
-        raise ImportError(_INSTALL) from exc
-    return transformers
 
 
 def is_hf_model(obj):
@@ -79,10 +67,14 @@ class HuggingFaceNet(BaseEstimator):
 
     Parameters
     ----------
-    model : str, os.PathLike or transformers.PreTrainedModel
+    model : str, os.PathLike, transformers.PreTrainedModel or torch.nn.Module
         A local directory in the ``save_pretrained`` layout (``config.json``,
         the weights, the tokenizer files), or a model instance. Its weights
-        are the pretrained ones; they are copied, never modified.
+        are the pretrained ones; they are copied, never modified. With a
+        ``tokenizer``, also a network of one's own whose ``forward`` takes
+        ``input_ids`` (int64, (batch, length), padded on the right) and
+        optionally ``attention_mask``, e.g. an ``nn.Embedding`` and an
+        ``nn.LSTM``: it then takes raw texts too.
     tokenizer : str, os.PathLike, tokenizer or None, default=None
         A ``transformers`` tokenizer or a directory holding one. None: from
         the model's directory (for an instance, its ``name_or_path``); a model
@@ -110,10 +102,10 @@ class HuggingFaceNet(BaseEstimator):
     Notes
     -----
     Texts are tokenized once per call and padded to ``max_length`` in
-    memory; each batch is cut to its longest text before the encoder runs, so
-    the encoder processes no padding beyond each batch's longest text, and
-    the predictions equal those of padding every text to ``max_length`` (the
-    attention mask hides padding).
+    memory; each batch is cut to its longest text before the encoder runs
+    (prediction also groups the texts by length), and the predictions equal
+    those of padding every text to ``max_length`` (the attention mask hides
+    padding).
 
     References
     ----------
@@ -251,86 +243,45 @@ class HuggingFaceNet(BaseEstimator):
             model = _load("model", os.fspath(model), self.local_files_only)
         elif is_hf_model(model):
             model = copy.deepcopy(model)
+        elif isinstance(model, nn.Module) and self.tokenizer is not None:
+            return TokenNet(copy.deepcopy(model))  # the user's network
         else:
             msg = (
                 "HuggingFaceNet(model) needs a local directory in the "
-                "save_pretrained layout or a transformers model instance; got "
+                "save_pretrained layout, a transformers model instance, or a "
+                "torch.nn.Module with tokenizer=...; got "
                 f"{model!r} of type {type(model).__name__}."
             )
             raise TypeError(msg)
         return TransformerNet(model, pooling=self.pooling)
 
 
-def _check_dir(path, what):
-    if not os.path.isdir(path):
-        msg = (
-            f"No {what} at {path!r}: the directory does not exist. net (or "
-            "HuggingFaceNet(model)) must name a local directory written by "
-            "save_pretrained (config.json, the weights, the tokenizer files); "
-            "nothing is downloaded (local_files_only=True)."
-        )
-        raise FileNotFoundError(msg)
-
-
-_LOADED: dict = {}
-
-
-def _load(what, path, local_files_only):
-    """Load a model or tokenizer from ``path`` (kept for later copies)."""
-    transformers = import_transformers()
-    if local_files_only:
-        _check_dir(path, what)
-    # The files' modification times are in the key: a model saved again to
-    # the same directory is loaded again.
-    stamps = (
-        tuple(
-            sorted(
-                (entry.name, entry.stat().st_mtime_ns)
-                for entry in os.scandir(path)
-                if entry.is_file()
-            )
-        )
-        if os.path.isdir(path)
-        else ()
-    )
-    key = (what, os.path.realpath(path), local_files_only, stamps)
-    if key in _LOADED:
-        # A copy for every build: a fit must never change the weights that
-        # later estimators load from the same directory.
-        return copy.deepcopy(_LOADED[key]) if what == "model" else _LOADED[key]
-    try:
-        if what == "tokenizer":
-            loaded = transformers.AutoTokenizer.from_pretrained(
-                path, local_files_only=local_files_only
-            )
-        else:
-            auto = transformers.AutoModel
-            config_file = os.path.join(path, "config.json")
-            if os.path.isfile(config_file):
-                with open(config_file) as file:
-                    architectures = json.load(file).get("architectures") or []
-                if any(a.endswith("ForSequenceClassification") for a in architectures):
-                    auto = transformers.AutoModelForSequenceClassification
-            loaded = auto.from_pretrained(path, local_files_only=local_files_only)
-    except (OSError, ValueError) as exc:
-        msg = (
-            f"Could not load the {what} from {path!r} with local files only: "
-            f"{exc}. The directory needs the files save_pretrained writes "
-            "(config.json and model.safetensors for a model; tokenizer.json or "
-            "vocab files for a tokenizer)."
-        )
-        error = FileNotFoundError if isinstance(exc, OSError) else ValueError
-        raise error(msg) from exc
-    if what == "model":
-        # Kept once; every build copies it, so fits never share weights.
-        _LOADED[key] = loaded
-        return copy.deepcopy(loaded)
-    _LOADED[key] = loaded
-    return loaded
-
-
 def _is_sequence_classifier(model):
     return type(model).__name__.endswith("ForSequenceClassification")
+
+
+def classifier_layout(model):
+    """How a ``...ForSequenceClassification`` model feeds its classifier, or None.
+
+    ``"pooler"``: BERT-like (``bert``, ``dropout``, ``classifier``): the base
+    model's pooler output, dropout, the classifier. ``"first"``:
+    DistilBERT-like (``distilbert``, ``pre_classifier``, ``dropout``,
+    ``classifier``): the first token's state, ``pre_classifier``, ReLU,
+    dropout, the classifier. None for other layouts (their head runs inside
+    the model's own ``forward``).
+    """
+    children = model._modules
+    base = children.get(getattr(model, "base_model_prefix", ""))
+    if base is None or not (
+        isinstance(children.get("classifier"), nn.Linear)
+        and isinstance(children.get("dropout"), nn.Dropout)
+    ):
+        return None
+    if len(children) == 4 and isinstance(children.get("pre_classifier"), nn.Linear):
+        return "first"
+    if len(children) == 3 and getattr(base, "pooler", None) is not None:
+        return "pooler"
+    return None
 
 
 class TransformerNet(nn.Module):
@@ -363,6 +314,7 @@ class TransformerNet(nn.Module):
         self.__dict__["_non_persistent_buffers_set"] = model._non_persistent_buffers_set
         self.pooling = pooling
         self.sequence_classifier = _is_sequence_classifier(model)
+        self.layout = classifier_layout(model) if self.sequence_classifier else None
         if not self.sequence_classifier:
             self.head = nn.Linear(model.config.hidden_size, 2)
 
@@ -384,7 +336,7 @@ class TransformerNet(nn.Module):
 
     def encode(self, X):
         """Return the pooled hidden states of packed tokens ``X`` (batch, hidden)."""
-        inputs = model_inputs(self.__dict__["model"], X, *_unpack(X))
+        inputs = model_inputs(self.__dict__["model"], X, *unpack(X))
         mask = inputs["attention_mask"]
         states = self.__dict__["model"](**inputs).last_hidden_state
         if self.pooling == "mean":
@@ -394,38 +346,45 @@ class TransformerNet(nn.Module):
 
     def forward(self, X):
         """Return the head's outputs (the logits of a classifier) for ``X``."""
-        if self.sequence_classifier:
+        if self.sequence_classifier and self.layout is None:
             model = self.__dict__["model"]
-            return model(**model_inputs(model, X, *_unpack(X))).logits
+            return model(**model_inputs(model, X, *unpack(X))).logits
         return self.forward_head(self.forward_features(X))
 
     def forward_features(self, X):
-        """Return the head's input for packed tokens ``X``: the pooled states.
+        """Return the head's input for packed tokens ``X`` (batch, hidden).
 
         With :meth:`forward_head`, the cut this network declares, as timm's
         models do: ``forward(X)`` is ``forward_head(forward_features(X))``. A
         fit whose encoder is frozen computes ``forward_features`` once and
-        trains the head on its outputs (the frozen-stage cache). Not
-        available for a ``...ForSequenceClassification`` model, which pools
-        and classifies in one call.
+        trains the head on its outputs (the frozen-stage cache). The pooled
+        states for a base model; for a ``...ForSequenceClassification``
+        model, what its own ``forward`` gives the layers after the base model
+        (:func:`classifier_layout`: the pooler's output, or the first token's
+        state); not available for other layouts, which pool and classify in
+        one call.
         """
-        if self.sequence_classifier:
+        if not self.sequence_classifier:
+            return self.encode(X)
+        if self.layout is None:
             msg = (
                 f"{type(self.__dict__['model']).__name__} pools and classifies "
                 "in one call"
             )
             raise NotImplementedError(msg)
-        return self.encode(X)
+        base = self._modules[self.__dict__["model"].base_model_prefix]
+        out = base(**model_inputs(base, X, *unpack(X)))
+        return out.pooler_output if self.layout == "pooler" else out[0][:, 0]
 
     def forward_head(self, features):
-        """Return the head's outputs for the pooled states ``features``."""
-        if self.sequence_classifier:
-            msg = (
-                f"{type(self.__dict__['model']).__name__} pools and classifies "
-                "in one call"
-            )
-            raise NotImplementedError(msg)
-        return self.head(features)
+        """Return the head's outputs for ``features`` (:meth:`forward_features`)."""
+        if not self.sequence_classifier:
+            return self.head(features)
+        if self.layout == "first":
+            features = torch.relu(self.pre_classifier(features))
+        elif self.layout is None:
+            return self.forward_features(features)  # raises NotImplementedError
+        return self.classifier(self.dropout(features))
 
     def block_depths(self, head):
         """Depth of each shared parameter below the head, counting blocks as layers.
@@ -463,14 +422,6 @@ def _eval_frozen(module):
         return
     for child in module.children():
         _eval_frozen(child)
-
-
-def _unpack(X):
-    """Token ids and attention mask of packed ``X``, cut to the batch's longest text."""
-    ids, mask = X[:, 0].long(), X[:, 1].long()
-    length = int(mask.sum(1).max().item()) if len(mask) else 1
-    length = max(length, 1)
-    return ids[:, :length], mask[:, :length]
 
 
 def as_spec(net):
