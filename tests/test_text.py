@@ -19,7 +19,7 @@ tokenizers = pytest.importorskip("tokenizers")
 
 from sktransfer import HuggingFaceNet, PretrainedFeatures, TransferClassifier  # noqa: E402
 from sktransfer._skorch import _finetune, _text  # noqa: E402
-from sktransfer._torch import _hf, _hf_files  # noqa: E402
+from sktransfer._torch import _hf_files  # noqa: E402
 
 POS = ["the movie was great fun", "i loved the acting", "wonderful story", "great"]
 NEG = ["a terrible boring film", "awful plot and bad actors", "not good", "bad"]
