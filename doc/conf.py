@@ -157,9 +157,9 @@ warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 # -- Pages generated from the code ----------------------------------------------
 def _expected_failures():
-    """Write the conformance page's list from ``tests/test_common.py`` itself."""
+    """Write the conformance page's list from ``tests/estimators/test_common.py``."""
     spec = importlib.util.spec_from_file_location(
-        "_sktransfer_test_common", ROOT / "tests" / "test_common.py"
+        "_sktransfer_test_common", ROOT / "tests" / "estimators" / "test_common.py"
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

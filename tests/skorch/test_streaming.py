@@ -165,7 +165,7 @@ def _write_big(path):
 def _run_bounded(path, action):
     n, d = _N, _D
     script = _BOUNDED.format(
-        tests=str(Path(__file__).parent),
+        tests=str(Path(__file__).parents[1]),
         n=n,
         d=d,
         path=str(path),

@@ -454,7 +454,7 @@ def test_example_says_how_to_install_missing_packages(monkeypatch, capsys):
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "examples" / "text_classification.py"
+    path = Path(__file__).resolve().parents[2] / "examples" / "text_classification.py"
     spec = importlib.util.spec_from_file_location("text_classification", path)
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)

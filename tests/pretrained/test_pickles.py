@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-FIXTURES = sorted((Path(__file__).parent / "fixtures" / "pickles_0_1_0").glob("*.pkl"))
+FIXTURES = sorted(
+    (Path(__file__).parents[1] / "fixtures" / "pickles_0_1_0").glob("*.pkl")
+)
 
 
 def test_the_fixtures_are_there():
