@@ -5,6 +5,7 @@ Run from the repository root::
     python benchmarks/adaptation.py              # 3 pairs x 5 seeds
     python benchmarks/adaptation.py --quick      # a smoke run, seconds
     python benchmarks/adaptation.py --seeds 2 --pairs digits,tabular
+    python benchmarks/adaptation.py --skada-only  # against skada alone, minutes
 
 Shifted pairs (all generated offline; the classes are the same on both sides):
 
@@ -41,11 +42,19 @@ beside unlabelled target rows (``y == -1``):
 - ``target oracle``: fine-tuned from the same pretrained weights on labelled
   target rows (as many as the unlabelled rows the others get);
 - ``skada DeepCoral`` / ``DAN`` / ``DANN`` (if skada is installed): skada's
-  implementation of the same terms, started from the same pretrained weights,
-  with the same layer, epochs, batch size, optimizer and learning rate, weight
-  1 (compared with sktransfer at weight 1); skada's DANN gets a domain
+  implementation of the same terms at weight 1, against sktransfer's at
+  weight 1, both started from the whole pretrained network (sktransfer with
+  ``head=None``, keeping the pretrained output layer as skada does, instead
+  of its default fresh head), with the same layer, epochs, optimizer and
+  learning rate, and the same batches: skada's ``batch_size`` counts rows
+  *per domain* (its sampler puts ``batch_size`` source and ``batch_size``
+  target rows in each batch), so it gets half of sktransfer's, whose
+  batches hold ``batch_size`` rows of both kinds in their overall
+  proportion (``--skada-batch`` overrides it). skada's DANN gets a domain
   classifier ending in a sigmoid (its default ends in a softmax over one
-  output, which trains nothing).
+  output, which trains nothing). ``--skada-only`` runs this comparison
+  alone; its table gives the mean over seeds of each side and of their
+  per-seed difference.
 
 The score is accuracy on held-out labelled target rows. It prints one
 markdown table (mean ± std over seeds), fit times, the best candidate in
@@ -188,9 +197,12 @@ def _timed(fn):
     return out, time.perf_counter() - start
 
 
-def _skada(name, pretrained_module, layer, data, epochs, seed):
+def _skada(name, pretrained_module, layer, data, epochs, seed, per_domain=32):
     """Return skada's DeepCoral / DAN / DANN (accuracy, seconds), same weights.
 
+    ``per_domain`` is skada's ``batch_size``, which its sampler takes *per
+    domain* (a batch holds ``per_domain`` source and ``per_domain`` target
+    rows); half sktransfer's ``batch_size`` gives both the same batches.
     None when skada is not installed.
     """
     try:
@@ -208,7 +220,7 @@ def _skada(name, pretrained_module, layer, data, epochs, seed):
 
     torch.manual_seed(seed)
     module = Wrapped(copy.deepcopy(pretrained_module))
-    params = _net_params(epochs)
+    params = _net_params(epochs, per_domain)
     params.pop("criterion")
     params.pop("iterator_train__shuffle")  # skada's sampler draws the batches
     if name == "dann":
@@ -236,8 +248,25 @@ def _skada(name, pretrained_module, layer, data, epochs, seed):
     return float(np.mean(pred == ytest)), seconds
 
 
-def run_pair(pair, seed, *, sizes, epochs, source_epochs, weights, skada):
-    """Return the scores of every method on one pair and seed, as a dict."""
+def run_pair(
+    pair,
+    seed,
+    *,
+    sizes,
+    epochs,
+    source_epochs,
+    weights,
+    skada,
+    skada_only=False,
+    batch_size=64,
+    skada_batch=None,
+):
+    """Return the scores of every method on one pair and seed, as a dict.
+
+    With ``skada_only``, only the terms skada also has, at weight 1, and
+    skada's; ``skada_batch`` is skada's batch size per domain (default half
+    ``batch_size``).
+    """
     rng = np.random.RandomState(seed)
     data = _split(rng, pair, sizes)
     _, kind, layer = PAIRS[pair]
@@ -245,11 +274,13 @@ def run_pair(pair, seed, *, sizes, epochs, source_epochs, weights, skada):
     # The module instance's initial weights are given weights (random_state
     # seeds what the estimator draws, not an instance made outside it).
     torch.manual_seed(seed)
-    template = NeuralNetClassifier(_module(kind, n_classes), **_net_params(epochs))
+    template = NeuralNetClassifier(
+        _module(kind, n_classes), **_net_params(epochs, batch_size)
+    )
     base = TransferClassifier(
         template,
         head="head",
-        source_params={"max_epochs": source_epochs},
+        source_params={"max_epochs": source_epochs, "batch_size": 64},
         random_state=seed,
     )
     base.fit_source(*data["pretrain"])
@@ -289,6 +320,10 @@ def run_pair(pair, seed, *, sizes, epochs, source_epochs, weights, skada):
             )
         }
 
+    if skada_only:
+        row = {}
+        _add_skada(row, template, base, layer, data, epochs, seed, skada_batch)
+        return row
     evaluate("source only", base.__sklearn_clone__(), Xs, ys)
     for method in METHODS:
         for weight in _weights(method, weights):
@@ -332,18 +367,39 @@ def run_pair(pair, seed, *, sizes, epochs, source_epochs, weights, skada):
     row["chosen (agreed) name"] = agreed
     for name in candidates:  # every candidate, for the best in hindsight
         row[f"all {name}"] = results[name]
-    for method in ("coral", "mmd", "dann"):
-        if 1.0 in weights:
-            row[f"{method}@1"] = results[f"{method}@1"]
-            row[f"{method}@1 seconds"] = times[f"{method}@1"]
     if skada:
-        pretrained = copy.deepcopy(template.module)
-        pretrained.load_state_dict(base.source_weights_)
-        for method in ("coral", "mmd", "dann"):
-            out = _skada(method, pretrained, layer, data, epochs, seed)
-            if out is not None:
-                row[f"skada {method}@1"], row[f"skada {method}@1 seconds"] = out
+        _add_skada(row, template, base, layer, data, epochs, seed, skada_batch)
     return row
+
+
+def _add_skada(row, template, base, layer, data, epochs, seed, per_domain):
+    """Add sktransfer's and skada's three terms at weight 1 to ``row``.
+
+    Both start from the whole pretrained network: sktransfer with
+    ``head=None`` (the pretrained output layer kept, as skada keeps it; by
+    default ``fit`` starts a fresh head, which on these pairs, whose classes
+    are the source's, costs about a point) and the features at ``layer``.
+    """
+    Xs, ys = data["source"]
+    Xt, _ = data["target"]
+    X_mix = np.concatenate([Xs, Xt])
+    y_mix = np.concatenate([ys, -np.ones(len(Xt), dtype=ys.dtype)])
+    Xtest, ytest = data["test"]
+    for method in ("coral", "mmd", "dann"):
+        est = base.__sklearn_clone__().set_params(
+            head=None, adapt=method, adapt_layer=layer, adapt_weight=1.0
+        )
+        fitted, seconds = _timed(lambda est=est: est.fit(X_mix, y_mix))
+        row[f"{method}@1"] = fitted.score(Xtest, ytest)
+        row[f"{method}@1 seconds"] = seconds
+    pretrained = copy.deepcopy(template.module)
+    pretrained.load_state_dict(base.source_weights_)
+    if per_domain is None:
+        per_domain = max(1, template.batch_size // 2)
+    for method in ("coral", "mmd", "dann"):
+        out = _skada(method, pretrained, layer, data, epochs, seed, per_domain)
+        if out is not None:
+            row[f"skada {method}@1"], row[f"skada {method}@1 seconds"] = out
 
 
 # ------------------------------------------------------------------ report
@@ -382,8 +438,9 @@ def format_table(rows):
 def format_skada(rows):
     """Return the markdown table of sktransfer against skada at weight 1."""
     lines = [
-        "| pair | term | sktransfer acc | skada acc | sktransfer s | skada s |",
-        "|---|---|---|---|---|---|",
+        "| pair | term | sktransfer acc | skada acc | paired difference "
+        "| sktransfer s | skada s |",
+        "|---|---|---|---|---|---|---|",
     ]
     for pair, seeds in rows.items():
         for method in ("coral", "mmd", "dann"):
@@ -393,6 +450,7 @@ def format_skada(rows):
             lines.append(
                 f"| {pair} | {method} | {_cell([r[f'{method}@1'] for r in seeds])} "
                 f"| {_cell([r[key] for r in seeds])} "
+                f"| {_cell([r[f'{method}@1'] - r[key] for r in seeds])} "
                 f"| {np.mean([r[f'{method}@1 seconds'] for r in seeds]):.1f} "
                 f"| {np.mean([r[key + ' seconds'] for r in seeds]):.1f} |"
             )
@@ -467,6 +525,21 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--source-epochs", type=int, default=30)
     parser.add_argument("--no-skada", action="store_true")
+    parser.add_argument(
+        "--skada-only",
+        action="store_true",
+        help="only coral, mmd and dann at weight 1 beside skada's (its table)",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=64, help="sktransfer's rows per batch"
+    )
+    parser.add_argument(
+        "--skada-batch",
+        type=int,
+        default=None,
+        help="skada's rows per domain in a batch (default: half --batch-size, "
+        "so that both get the same batches)",
+    )
     args = parser.parse_args(argv)
     pairs = args.pairs.split(",")
     unknown = sorted(set(pairs) - set(PAIRS))
@@ -505,15 +578,20 @@ def main(argv=None):
                     source_epochs=source_epochs,
                     weights=weights,
                     skada=not args.no_skada,
+                    skada_only=args.skada_only,
+                    batch_size=args.batch_size,
+                    skada_batch=args.skada_batch,
                 )
                 for seed in range(seeds)
             ]
             print(f"[{pair}] done at {time.perf_counter() - start:.0f} s", flush=True)
-    print(format_table(rows))
-    print()
+    if not args.skada_only:
+        print(format_table(rows))
+        print()
     print(format_skada(rows))
-    print()
-    print(format_goals(rows))
+    if not args.skada_only:
+        print()
+        print(format_goals(rows))
     print(
         f"\nseeds={seeds} epochs={epochs} source_epochs={source_epochs} "
         f"weights={weights} torch threads=1; wall time "

@@ -58,7 +58,12 @@ def mmd_loss(source, target, multipliers=MMD_MULTIPLIERS):
     (Long et al., "Learning Transferable Features with Deep Adaptation
     Networks", ICML 2015) with the bandwidth family of TLlib's
     ``GaussianKernel``; DAN's linear-time estimate and learnt kernel weights
-    are not used (equal weights).
+    are not used (equal weights). DAN's wider family (bandwidths
+    ``2^-8 .. 2^8`` times the base in steps of ``2^(1/2)``, 33 kernels) was no
+    more accurate in ``benchmarks/adaptation.py``; pass it as ``multipliers``
+    to compare. skada's ``dan_loss`` takes that family with
+    ``exp(-||x - x'|| / sigma)`` (the distance, not its square) around the
+    median source distance.
 
     Parameters
     ----------
@@ -129,7 +134,9 @@ def domain_loss(logits_source, logits_target):
 
     The mean of ``BCEWithLogits(logits_source, 0)`` and
     ``BCEWithLogits(logits_target, 1)``, each a mean over its own rows, so
-    that the domains count equally whatever their share of the batch.
+    that the domains count equally whatever their share of the batch. Ganin
+    et al. (JMLR 2016, eq. 18) and skada's ``DANNLoss`` *sum* the two
+    means, so this is half their term (``adapt_weight=2`` is their weight 1).
     """
     zeros = torch.zeros_like(logits_source)
     ones = torch.ones_like(logits_target)
