@@ -87,7 +87,9 @@ def net_template(estimator):
         return clone(net)
     spec = _hf.as_spec(net)  # a Hugging Face model (_hf.py)
     if spec is not None:
-        return cls(spec.build(), **_hf.net_params(estimator._default_net_params()))
+        return cls(
+            spec.build(), **_hf.net_params(estimator._default_net_params(), spec)
+        )
     if isinstance(net, nn.Module):
         return cls(copy.deepcopy(net), **estimator._default_net_params())
     if isinstance(net, type) and issubclass(net, nn.Module) or _build.is_factory(net):

@@ -68,7 +68,10 @@ def _text_error(estimator, X):
             f"{type(estimator).__name__} got {what} and a "
             f"{type(estimator.net).__name__} around a Hugging Face model; give the "
             "model itself as net (a directory or HuggingFaceNet), which takes "
-            f"texts. {_hf_inputs.not_a_skorch_net(_hf.as_spec(module), ['optimizer'])}"
+            "texts. Its optimizer and optimizer_params set the optimizer "
+            "(default torch.optim.AdamW, weight_decay=0.01), e.g. "
+            "HuggingFaceNet(path, optimizer=torch.optim.SGD); set lr, "
+            "max_epochs or batch_size on the estimator."
         )
         return TypeError(msg)
     msg = (

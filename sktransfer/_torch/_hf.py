@@ -94,6 +94,16 @@ class HuggingFaceNet(BaseEstimator):
     local_files_only : bool, default=True
         Load only from local files: nothing contacts the Hugging Face Hub. A
         missing directory or file is an error naming the path.
+    optimizer : type or None, default=None
+        The ``torch.optim.Optimizer`` subclass that trains the network; None
+        is ``torch.optim.AdamW`` (Loshchilov and Hutter, 2019), as in Hugging
+        Face's fine-tuning examples. Its learning rate is the estimator's
+        ``lr`` (with ``shared_lr_scale`` and ``layer_decay``).
+    optimizer_params : dict or None, default=None
+        Keyword arguments of ``optimizer`` other than the learning rate and
+        the parameters, e.g. ``{"weight_decay": 0.0}`` (Hugging Face's
+        ``Trainer`` default; AdamW's own is 0.01) or
+        ``{"betas": (0.9, 0.98)}``; skorch's ``optimizer__*`` settings.
 
     See Also
     --------
@@ -127,6 +137,8 @@ class HuggingFaceNet(BaseEstimator):
         "max_length": [int, None],
         "pooling": [StrOptions(set(_POOLING))],
         "local_files_only": ["boolean"],
+        "optimizer": "no_validation",
+        "optimizer_params": [dict, None],
     }
 
     def __init__(
@@ -137,12 +149,16 @@ class HuggingFaceNet(BaseEstimator):
         max_length: int | None = None,
         pooling: str = "mean",
         local_files_only: bool = True,
+        optimizer: type | None = None,
+        optimizer_params: dict | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.pooling = pooling
         self.local_files_only = local_files_only
+        self.optimizer = optimizer
+        self.optimizer_params = optimizer_params
 
     def set_params(self, **params):
         """Set the spec's parameters (``max_length``, ``pooling``, ...).
@@ -177,6 +193,27 @@ class HuggingFaceNet(BaseEstimator):
             msg = (
                 "max_length must be an int of at least 2 (room for the special "
                 f"tokens) or None; got {self.max_length!r}."
+            )
+            raise ValueError(msg)
+        optimizer = self.optimizer
+        if optimizer is not None and not (
+            isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer)
+        ):
+            msg = (
+                "optimizer must be a torch.optim.Optimizer subclass (e.g. "
+                f"torch.optim.SGD) or None for AdamW; got {optimizer!r}."
+            )
+            raise ValueError(msg)
+        params = self.optimizer_params
+        if params is not None and not isinstance(params, dict):
+            msg = f"optimizer_params must be a dict or None; got {params!r}."
+            raise ValueError(msg)
+        taken = sorted({"lr", "params", "param_groups"} & set(params or {}))
+        if taken:
+            msg = (
+                f"optimizer_params may not set {taken}: the learning rate is the "
+                "estimator's lr (with shared_lr_scale and layer_decay), and the "
+                "parameters are the network's. Set lr on the estimator."
             )
             raise ValueError(msg)
 
@@ -433,18 +470,24 @@ def as_spec(net):
     return None
 
 
-def net_params(defaults):
+def net_params(defaults, spec):
     """Training settings of a Hugging Face net: the defaults, at a fine-tuning pace.
 
-    AdamW at ``lr=5e-5``, batches of 16 and 10 epochs, the settings of
-    Hugging Face's fine-tuning examples (Devlin et al., BERT, 2019, use
-    2e-5 to 5e-5 for 2 to 4 epochs on larger data sets); a new head on a
-    frozen encoder learns faster with a larger ``lr``.
+    AdamW (or ``spec.optimizer``, with ``spec.optimizer_params``) at
+    ``lr=5e-5``, batches of 16 and 10 epochs, the settings of Hugging Face's
+    fine-tuning examples (Devlin et al., BERT, 2019, use 2e-5 to 5e-5 for 2
+    to 4 epochs on larger data sets); a new head on a frozen encoder learns
+    faster with a larger ``lr``.
     """
+    optimizer_params = {
+        f"optimizer__{key}": value
+        for key, value in (spec.optimizer_params or {}).items()
+    }
     return {
         **defaults,
-        "optimizer": torch.optim.AdamW,
+        "optimizer": spec.optimizer or torch.optim.AdamW,
         "lr": 5e-5,
         "batch_size": 16,
         "max_epochs": 10,
+        **optimizer_params,
     }

@@ -52,12 +52,12 @@ def not_a_skorch_net(spec, names):
     return (
         f"HuggingFaceNet has no parameter {', '.join(map(repr, names))}; it takes "
         f"{sorted(spec.get_params(deep=False))}. It is the spec of a Hugging Face "
-        "network, not a skorch net: the optimizer and other skorch settings "
-        "(net__optimizer, net__optimizer__weight_decay, net__callbacks) cannot be "
-        "set on it. A text estimator trains with torch.optim.AdamW (torch's "
-        "defaults, weight_decay=0.01) at the estimator's lr; set lr, "
-        "shared_lr_scale, layer_decay, l2sp, max_epochs or batch_size on the "
-        "estimator, e.g. TransferClassifier(net, lr=2e-5)."
+        "network, not a skorch net: set the optimizer with its optimizer and "
+        "optimizer_params parameters (net__optimizer=torch.optim.SGD, "
+        "net__optimizer_params={'weight_decay': 0.0}); the default is "
+        "torch.optim.AdamW (weight_decay=0.01). Set lr, shared_lr_scale, "
+        "layer_decay, l2sp, max_epochs or batch_size on the estimator, e.g. "
+        "TransferClassifier(net, lr=2e-5)."
     )
 
 

@@ -859,3 +859,35 @@ def test_prediction_groups_texts_by_length(tiny_dir, fitted):
             for i in range(len(texts))
         ]
     np.testing.assert_allclose(proba, torch.cat(alone).numpy(), atol=1e-6)
+
+
+def test_the_optimizer_of_a_hugging_face_net_is_its_spec_s(tiny_dir):
+    # Hugging Face's Trainer decays no weight, AdamW's default decays by 0.01:
+    # the user chooses, and another optimizer too; the estimator's lr stays.
+    net = HuggingFaceNet(tiny_dir, optimizer_params={"weight_decay": 0.0})
+    clf = _clf(tiny_dir, net=net, max_epochs=1).fit(TEXTS, Y)
+    assert type(clf.net_.optimizer_) is torch.optim.AdamW
+    groups = clf.net_.optimizer_.param_groups
+    assert {g["weight_decay"] for g in groups} == {0.0}
+    assert {g["lr"] for g in groups} == {1e-3}
+    clf.set_params(
+        net__optimizer=torch.optim.SGD, net__optimizer_params={"momentum": 0.9}
+    ).fit(TEXTS, Y)
+    assert type(clf.net_.optimizer_) is torch.optim.SGD
+    assert {g["momentum"] for g in clf.net_.optimizer_.param_groups} == {0.9}
+    default = _clf(tiny_dir, max_epochs=1).fit(TEXTS, Y)
+    assert {g["weight_decay"] for g in default.net_.optimizer_.param_groups} == {0.01}
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        ({"optimizer": "adam"}, "optimizer must be a torch.optim.Optimizer subclass"),
+        ({"optimizer_params": {"lr": 0.1}}, r"may not set \['lr'\]"),
+    ],
+)
+def test_bad_optimizer_settings_are_refused(tiny_dir, params, match):
+    clf = _clf(tiny_dir, net=HuggingFaceNet(tiny_dir, **params))
+    with pytest.raises(ValueError, match=match):
+        clf.fit(TEXTS, Y)
+    assert not hasattr(clf, "net_")
