@@ -153,9 +153,10 @@ def predict_batch_size(net, n_samples):
 
 
 # Modules whose frames lie between the user's call and the package's code:
-# ``fit`` runs under scikit-learn's ``_fit_context`` (a context manager) and
-# ``clone`` calls ``__sklearn_clone__``.
-_INSIDE = ("sktransfer.", "contextlib", "sklearn.base")
+# ``fit`` runs under scikit-learn's ``_fit_context`` (a context manager),
+# ``clone`` calls ``__sklearn_clone__`` and ``transform`` is wrapped by
+# ``set_output``'s wrapper.
+_INSIDE = ("sktransfer.", "contextlib", "sklearn.base", "sklearn.utils._set_output")
 
 
 def warn_at_user(msg, category=UserWarning):

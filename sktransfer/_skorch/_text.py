@@ -178,9 +178,9 @@ def encode_inputs(estimator, X, *, fitting=False):
     if n_truncated:
         msg = (
             f"{n_truncated} of {len(packed)} texts have more than "
-            f"max_length={max_length} tokens and were truncated to their first "
-            f"{max_length}; set net__max_length (HuggingFaceNet(max_length=...)) "
-            "to keep more."
+            f"max_length={max_length} tokens and were truncated to {max_length} "
+            "(as the tokenizer truncates, on its truncation_side); set "
+            "net__max_length (HuggingFaceNet(max_length=...)) to keep more."
         )
         warn_at_user(msg, UserWarning)
     if fitting:

@@ -376,3 +376,13 @@ def test_token_dicts_with_unlabelled_rows_are_scored(bert_dir):
     assert clf.score(enc, y) == pytest.approx(expected)
     for scorer in (prediction_entropy_scorer, deep_embedded_validation_scorer):
         assert scorer(clf, enc, y) == pytest.approx(scorer(clf, texts, y), abs=1e-6)
+
+
+def test_the_truncation_warning_of_transform_points_at_the_users_call(bert_dir):
+    # transform is wrapped by scikit-learn's set_output: the warning pointed
+    # into scikit-learn's wrapper instead of the user's line.
+    clf = TransferClassifier(HuggingFaceNet(bert_dir, max_length=4), random_state=0)
+    features = PretrainedFeatures(clf).fit(TEXTS)
+    with pytest.warns(UserWarning, match="truncated to 4") as record:
+        features.transform(TEXTS)
+    assert {w.filename for w in record if "truncated" in str(w.message)} == {__file__}
