@@ -143,14 +143,9 @@ def forward(net, X, *, copied=False):
         return net.forward(X, training=False)
     # Texts grouped by length (outputs put back in the input order), as the
     # lean step's forward does.
-    order = _text.length_order(net.module_, X)
-    if order is None:
-        return _run(net, X, copied)
-    result = _run(net, X[order], True)
-    inverse = torch.as_tensor(order).argsort()
-    if isinstance(result, tuple):
-        return tuple(part[inverse] for part in result)
-    return result[inverse]
+    return _text.in_length_order(
+        net.module_, X, lambda rows, copy: _run(net, rows, copied or copy)
+    )
 
 
 def _run(net, X, copied):

@@ -222,10 +222,15 @@ class LeanStepMixin:
         through ``infer`` as in skorch's ``evaluation_step``.
         """
         self.check_is_fitted()
-        # Texts grouped by length (outputs put back in the input order below).
-        order = None if training else _text.length_order(self.module_, X)
-        if order is not None:
-            X = X[order]
+        if training:
+            return self._forward_rows(X, training, device)
+        # Texts grouped by length, the outputs in the input order.
+        return _text.in_length_order(
+            self.module_, X, lambda rows, _: self._forward_rows(rows, False, device)
+        )
+
+    def _forward_rows(self, X, training, device):
+        """:meth:`forward`'s batches over the rows of ``X`` in their order."""
         iterator = self.get_iterator(self.get_dataset(X), training=training)
         outputs = []
         with torch.set_grad_enabled(training):
@@ -234,15 +239,8 @@ class LeanStepMixin:
                 Xi, _ = unpack_data(batch)
                 outputs.append(to_device(self.infer(Xi), device=device))
         if outputs and isinstance(outputs[0], tuple):
-            result = tuple(map(torch.cat, zip(*outputs, strict=True)))
-        else:
-            result = torch.cat(outputs)
-        if order is not None:
-            inverse = torch.as_tensor(order).argsort()
-            if isinstance(result, tuple):
-                return tuple(part[inverse.to(part.device)] for part in result)
-            return result[inverse.to(result.device)]
-        return result
+            return tuple(map(torch.cat, zip(*outputs, strict=True)))
+        return torch.cat(outputs)
 
     def _modes_stay(self):
         """Whether nothing that runs between two training batches may switch modes."""

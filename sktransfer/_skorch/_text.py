@@ -206,6 +206,25 @@ def length_order(module, X):
     return None if np.array_equal(order, np.arange(len(X))) else order
 
 
+def in_length_order(module, X, run):
+    """Return ``run(rows)``'s outputs for ``X``, the texts run grouped by length.
+
+    ``run`` takes rows and returns the module's outputs for them (a tensor or
+    a tuple of tensors, one row per input row). For a text network and packed
+    tokens (:func:`length_order`), it gets the rows from longest to shortest
+    text, and its outputs are put back in the input order; otherwise it gets
+    ``X`` itself. ``run``'s second argument says whether the rows are a copy.
+    """
+    order = length_order(module, X)
+    if order is None:
+        return run(X, False)
+    result = run(X[order], True)
+    inverse = torch.as_tensor(order).argsort()
+    if isinstance(result, tuple):
+        return tuple(part[inverse.to(part.device)] for part in result)
+    return result[inverse.to(result.device)]
+
+
 def _looks_like_packed(X):
     """Already packed tokens (the estimators' own arrays, e.g. from a cache)."""
     shape = getattr(X, "shape", None)
