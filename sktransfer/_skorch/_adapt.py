@@ -331,6 +331,16 @@ def install(estimator, net, head, split=None):
                 "track_running_stats=True; LayerNorm and GroupNorm keep none), so "
                 "the fit equals adapt=None on the labelled rows."
             )
+        if estimator.adapt_weight != 1.0:
+            # A grid over adapt_weight with AdaBN fits the same model at every
+            # weight, and adaptation_refit would read weight 0 as "no
+            # adaptation" when the grid does not name adapt.
+            warn_at_user(
+                f"adapt_weight={estimator.adapt_weight!r} has no effect with "
+                "adapt='adabn', which weighs no term: the statistics are the "
+                "unlabelled rows' at any weight. For no adaptation, set "
+                "adapt=None."
+            )
         _frozen.on_exit(
             install_callback(net, "adapt_target_statistics", TargetStatistics())
         )

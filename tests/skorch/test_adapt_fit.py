@@ -289,3 +289,30 @@ class _TwoStage(nn.Module):
 
     def forward(self, X):
         return self.out(self.body(X))
+
+
+def test_adabn_says_that_adapt_weight_has_no_effect(shifted):
+    # AdaBN adapts at any weight: adapt_weight=0 is not "no adaptation".
+    X, _, y_marked = shifted
+
+    def fit(weight):
+        torch.manual_seed(0)
+        net = tiny_classifier_net(Tiny(norm=True), max_epochs=1, batch_size=256)
+        clf = TransferClassifier(
+            net, head=None, adapt="adabn", adapt_weight=weight, adapt_layer="body"
+        )
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            clf.fit(X, y_marked)
+        said = [
+            w for w in record if "has no effect with adapt='adabn'" in str(w.message)
+        ]
+        return clf.net_.module_.norm.running_mean.numpy(), said
+
+    at_zero, said = fit(0.0)
+    at_one, quiet = fit(1.0)
+    np.testing.assert_array_equal(at_zero, at_one)
+    np.testing.assert_allclose(at_zero, X[120:].mean(axis=0), rtol=1e-4)
+    assert len(said) == 1
+    assert quiet == []
+    assert said[0].filename == __file__
