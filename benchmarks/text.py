@@ -87,9 +87,11 @@ import warnings
 
 import numpy as np
 import torch
+from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+from sklearn.metrics import log_loss
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -260,8 +262,19 @@ def methods(model_dir, *, max_length, epochs, seed):
     base = {"random_state": seed, "batch_size": BATCH_SIZE, "max_epochs": epochs}
     finetune = TransferClassifier(net, lr=LR, **base)
 
-    def fitted(estimator):
-        return lambda X, y, X_test: estimator.fit(X, y).predict(X_test)
+    # Test predictions of the search's candidates, shared with the rows that
+    # fit the same model ("finetune": the search's fine-tuning candidate;
+    # "probe": its probe candidate).
+    fitted_predictions = {}
+
+    def fitted(estimator, name=None):
+        def run(X, y, X_test):
+            predicted = estimator.fit(X, y).predict(X_test)
+            if name is not None:
+                fitted_predictions[name] = predicted
+            return predicted
+
+        return run
 
     def tfidf(X, y, X_test):
         model = make_pipeline(
@@ -282,9 +295,28 @@ def methods(model_dir, *, max_length, epochs, seed):
             cv=3,
             random_state=seed,
         )
+        default = grid.scoring
+        # Every rule's pick from one run: each candidate's fold scores under
+        # each scoring rule; the picks' test predictions come from refitting
+        # the candidate (fine-tuning and the probe reuse their rows' fits).
+        grid.set_params(scoring={**SCORING, "default": default}, refit=False)
         grid.fit(X, y)
-        search.picked = _picked(grid.best_params_)
-        return grid.predict(X_test)
+        search.rules = {}
+        for rule in (*SCORING, "accuracy_then_log_loss"):
+            index = _best_index(grid.cv_results_, rule)
+            params = grid.cv_results_["params"][index]
+            name = _picked(params)
+            if name not in fitted_predictions:
+                model = clone(grid.estimator).set_params(**params)
+                fitted_predictions[name] = model.fit(X, y).predict(X_test)
+            search.rules[rule] = (name, fitted_predictions[name])
+        index = _best_index(grid.cv_results_, "default")
+        params = grid.cv_results_["params"][index]
+        search.picked = name = _picked(params)
+        if name not in fitted_predictions:
+            model = clone(grid.estimator).set_params(**params)
+            fitted_predictions[name] = model.fit(X, y).predict(X_test)
+        return fitted_predictions[name]
 
     def reference(X, y, X_test):
         return hand_loop(
@@ -302,19 +334,51 @@ def methods(model_dir, *, max_length, epochs, seed):
     frozen = {**base, "max_epochs": FROZEN_EPOCHS}
     return {
         "tfidf_lr": tfidf,
-        "probe": fitted(linear_probe(finetune)),
+        "probe": fitted(linear_probe(finetune), "probe"),
         "hand_probe": lambda X, y, X_test: hand_probe(
             model_dir, X, y, X_test, max_length=max_length
         ),
         "frozen_head": fitted(
             TransferClassifier(net, frozen=ENCODER, lr=1e-2, **frozen)
         ),
-        "finetune": fitted(finetune),
+        "finetune": fitted(finetune, "finetune"),
         "layer_decay": fitted(TransferClassifier(net, lr=LR, layer_decay=0.8, **base)),
         "l2sp": fitted(TransferClassifier(net, lr=LR, l2sp=0.01, **base)),
         "search": search,
         "hand_loop": reference,
     }
+
+
+def _brier(estimator, X, y):
+    """Negated multi-class Brier score (Brier 1950) over the fitted classes."""
+    proba = estimator.predict_proba(X)
+    onehot = (np.asarray(y)[:, None] == estimator.classes_[None, :]).astype(float)
+    return -float(np.mean(np.sum((proba - onehot) ** 2, axis=1)))
+
+
+def _log_loss(estimator, X, y):
+    """Negated log-loss over the fitted classes (a fold may lack a class)."""
+    proba = estimator.predict_proba(X)
+    return -log_loss(y, proba, labels=estimator.classes_)
+
+
+# The scoring rules whose picks the search row compares.
+SCORING = {"log_loss": _log_loss, "accuracy": "accuracy", "brier": _brier}
+
+
+def _best_index(results, rule):
+    """Return the candidate a rule picks: the first of the best mean fold scores.
+
+    ``"accuracy_then_log_loss"``: the best mean accuracy, ties broken by the
+    log-loss.
+    """
+    if rule == "accuracy_then_log_loss":
+        accuracy = np.asarray(results["mean_test_accuracy"])
+        loss = np.asarray(results["mean_test_log_loss"])
+        tied = np.flatnonzero(accuracy == accuracy.max())
+        return int(tied[np.argmax(loss[tied])])
+    scores = np.asarray(results[f"mean_test_{rule}"])
+    return int(np.flatnonzero(scores == scores.max())[0])
 
 
 def _picked(params):
@@ -381,7 +445,7 @@ def main(argv=None):
             f"{t['uncached']:.2f} s every epoch"
         )
         return
-    warnings.filterwarnings("ignore", message=".*were truncated to their first")
+    warnings.filterwarnings("ignore", message=".*were truncated to")
     warnings.filterwarnings("ignore", category=ConvergenceWarning)
     if args.padding:
         text_checks.run_padding(model_dir)
@@ -415,6 +479,12 @@ def main(argv=None):
                     accuracy = float(np.mean(predicted == y_test))
                     results.setdefault((task, k, name), {})[seed] = (accuracy, seconds)
                     picked = f" (picked {run.picked})" if name == "search" else ""
+                    for rule, (pick, guess) in getattr(run, "rules", {}).items():
+                        results.setdefault((task, k, f"search:{rule}"), {})[seed] = (
+                            float(np.mean(guess == y_test)),
+                            seconds,
+                        )
+                        picked += f" [{rule}: {pick}]"
                     print(
                         f"  ({task}, K={k}, seed {seed}, {epochs} fine-tuning epochs) "
                         f"{name}: {accuracy:.3f} in {seconds:.1f} s{picked}",

@@ -154,9 +154,10 @@ def predict_batch_size(net, n_samples):
 
 # Modules whose frames lie between the user's call and the package's code:
 # ``fit`` runs under scikit-learn's ``_fit_context`` (a context manager),
-# ``clone`` calls ``__sklearn_clone__`` and ``transform`` is wrapped by
-# ``set_output``'s wrapper.
-_INSIDE = ("sktransfer.", "contextlib", "sklearn.base", "sklearn.utils._set_output")
+# ``clone`` calls ``__sklearn_clone__``, ``transform`` is wrapped by
+# ``set_output``'s wrapper, and a ``Pipeline``, ``cross_val_score`` or
+# ``GridSearchCV`` (through joblib) calls the estimator for the user.
+_INSIDE = ("sktransfer.", "contextlib", "sklearn.", "joblib.")
 
 
 def warn_at_user(msg, category=UserWarning):
@@ -164,8 +165,9 @@ def warn_at_user(msg, category=UserWarning):
 
     The one way the package places a warning: the ``stacklevel`` is counted
     at run time, out to the caller of the outermost sktransfer frame (past
-    ``contextlib`` and ``sklearn.base``, through which ``fit`` and ``clone``
-    enter it), so it needs no count of the call chain. A warning raised under
+    ``contextlib``, scikit-learn and joblib, through which ``fit``,
+    ``clone``, a ``Pipeline`` or a search enter it), so it needs no count of
+    the call chain. A warning raised under
     skorch's loop or an optimizer's closure points at the user's ``fit`` too.
     """
     # The outermost frame of the package, then out past the frames between it

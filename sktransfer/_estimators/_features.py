@@ -83,14 +83,12 @@ def head_input(module, head, X, *, batch_size, device):
         seen.append(args[0].detach().flatten(1).float().cpu())
         raise _Reached
 
-    handles = [
-        module.get_submodule(name).register_forward_pre_hook(record) for name in head
-    ]
-    try:
+    def run(rows, copied):
+        seen.clear()
         with _probe.evaluating(module):
-            for start in range(0, len(X), batch_size):
-                batch = to_tensor(X[start : start + batch_size], device=device)
-                if batch.device.type == "cpu":
+            for start in range(0, len(rows), batch_size):
+                batch = to_tensor(rows[start : start + batch_size], device=device)
+                if batch.device.type == "cpu" and not copied:
                     # A view of the user's rows: a network that writes its
                     # input in place must not change them.
                     batch = batch.clone()
@@ -100,12 +98,17 @@ def head_input(module, head, X, *, batch_size, device):
                     continue
                 msg = "The network's forward pass never reached its head."
                 raise ValueError(msg)
+        return torch.cat(seen) if seen else torch.zeros((0, 0))
+
+    handles = [
+        module.get_submodule(name).register_forward_pre_hook(record) for name in head
+    ]
+    try:
+        # Texts grouped by length (outputs in the input order), as predicted.
+        return _text.in_length_order(module, X, run).numpy()
     finally:
         for handle in handles:
             handle.remove()
-    if not seen:
-        return np.zeros((0, 0), dtype=np.float32)
-    return torch.cat(seen).numpy()
 
 
 def _blank_rows(estimator):

@@ -9,6 +9,7 @@ import torch
 from scipy import sparse
 from torch import nn
 
+from .._skorch import _text
 from .._torch._probe import modes_restored
 from . import _store
 
@@ -59,17 +60,25 @@ class FrozenStage:
         layers are restored afterwards.
         """
         is_sparse = sparse.issparse(X)
+        # Texts grouped by length, so that each batch is cut to a similar
+        # length (the outputs are written back in the input order).
+        owner = self.stage.__dict__.get("owner", self.stage)
+        order = None if is_sparse else _text.length_order(owner, _numpy(X))
         X = X if is_sparse else torch.as_tensor(X)
         n_samples = X.shape[0]
         with modes_restored(self.stage), torch.no_grad():
             self.stage.eval()
             out = None
             for start in range(0, n_samples, batch_size):
-                rows = X[start : start + batch_size]
-                if is_sparse:  # densified a batch at a time
-                    rows = torch.from_numpy(rows.toarray())
-                else:  # a view of the user's rows: a stage writing its input
-                    rows = rows.clone()  # in place must not change them
+                if order is not None:  # rows taken by index: a copy
+                    where = torch.as_tensor(order[start : start + batch_size])
+                    rows = X[where]
+                elif is_sparse:  # densified a batch at a time
+                    where = slice(start, start + batch_size)
+                    rows = torch.from_numpy(X[where].toarray())
+                else:  # a view of the user's rows: a stage writing its
+                    where = slice(start, start + batch_size)
+                    rows = X[where].clone()  # input must not change them
                 chunk = self.stage(rows.to(device))
                 if out is None:
                     out = torch.empty(
@@ -77,7 +86,10 @@ class FrozenStage:
                         dtype=chunk.dtype,
                         device=keep_on,
                     )
-                out[start : start + len(chunk)] = chunk
+                if order is None:
+                    out[where] = chunk
+                else:
+                    out[where.to(out.device)] = chunk.to(out.device)
         return out
 
     def outputs(self, X, *, batch_size, device, keep_on="cpu", report=None):
@@ -97,6 +109,10 @@ class FrozenStage:
             yield
         finally:
             net.module_ = module
+
+
+def _numpy(X):
+    return X.numpy() if torch.is_tensor(X) else X
 
 
 def cache_device(device, nbytes):

@@ -861,6 +861,46 @@ def test_prediction_groups_texts_by_length(tiny_dir, fitted):
     np.testing.assert_allclose(proba, torch.cat(alone).numpy(), atol=1e-6)
 
 
+@pytest.mark.parametrize("where", ["transform", "PretrainedFeatures", "frozen_cache"])
+def test_features_group_texts_by_length(tiny_dir, fitted, where):
+    # As prediction does: batches of texts of similar lengths, each cut to its
+    # longest text, the features put back in the input order.
+    texts = np.array(
+        [TEXTS[i % 24] + " great fun" * (i % 7) for i in range(40)], dtype=object
+    )
+    packed, _ = _text.tokenize(fitted.net.load_tokenizer(), list(texts), 32)
+    lengths = packed[:, 1].sum(1)
+    batch = 8
+    chunks = lambda v: [v[i : i + batch] for i in range(0, len(v), batch)]  # noqa: E731
+    grouped = [(len(c), c.max()) for c in chunks(np.sort(lengths)[::-1])]
+    in_order = [(len(c), c.max()) for c in chunks(lengths)]
+    assert sum(a * b for a, b in grouped) < sum(a * b for a, b in in_order)
+    shapes = []
+
+    def record(module, args):
+        if type(module).__name__ == "BertEncoder":  # (the hidden states)
+            shapes.append(tuple(args[0].shape[:2]))
+
+    clf = _clf(tiny_dir, frozen=ENCODER, batch_size=batch, max_epochs=1)
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(record)
+    try:
+        if where == "transform":
+            fit = clf.fit(texts[:4], Y[[0, 1, 12, 13]])
+            shapes.clear()
+            features = fit.transform(texts)
+        elif where == "PretrainedFeatures":
+            features = PretrainedFeatures(clf).fit(texts).transform(texts)
+        else:
+            fit = clf.fit(texts, np.arange(40) % 2)
+            assert fit.frozen_cache_["cached"]
+    finally:
+        handle.remove()
+    found = any(shapes[i : i + len(grouped)] == grouped for i in range(len(shapes)))
+    assert found, (shapes, grouped)
+    if where != "frozen_cache":
+        np.testing.assert_allclose(features, _hand_pooled(tiny_dir, texts), atol=1e-5)
+
+
 def test_the_optimizer_of_a_hugging_face_net_is_its_spec_s(tiny_dir):
     # Hugging Face's Trainer decays no weight, AdamW's default decays by 0.01:
     # the user chooses, and another optimizer too; the estimator's lr stays.

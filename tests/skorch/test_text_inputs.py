@@ -9,10 +9,14 @@ with a tokenizer that adds no special tokens).
 import json
 import logging
 import os
+import warnings
 
 import numpy as np
 import pytest
 import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
 
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
@@ -386,3 +390,21 @@ def test_the_truncation_warning_of_transform_points_at_the_users_call(bert_dir):
     with pytest.warns(UserWarning, match="truncated to 4") as record:
         features.transform(TEXTS)
     assert {w.filename for w in record if "truncated" in str(w.message)} == {__file__}
+
+
+def test_warnings_under_a_pipeline_and_a_search_point_at_the_users_call(bert_dir):
+    # Under a Pipeline or GridSearchCV the warning pointed into scikit-learn
+    # (pipeline.py, model_selection/_validation.py), not at the user's line.
+    clf = TransferClassifier(
+        HuggingFaceNet(bert_dir, max_length=4), max_epochs=1, random_state=0
+    )
+    y = Y
+    probe = make_pipeline(PretrainedFeatures(clf), LogisticRegression())
+    search = GridSearchCV(clf, {"lr": [0.01]}, cv=2)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        probe.fit(TEXTS, y).predict(TEXTS)
+        search.fit(TEXTS, y)
+    said = [w for w in record if "truncated to 4" in str(w.message)]
+    assert len(said) >= 4
+    assert {w.filename for w in said} == {__file__}
