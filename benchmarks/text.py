@@ -79,6 +79,7 @@ import glob
 import importlib.util
 import inspect
 import io
+import json
 import math
 import os
 import statistics
@@ -301,22 +302,33 @@ def methods(model_dir, *, max_length, epochs, seed):
         # the candidate (fine-tuning and the probe reuse their rows' fits).
         grid.set_params(scoring={**SCORING, "default": default}, refit=False)
         grid.fit(X, y)
-        search.rules = {}
-        for rule in (*SCORING, "accuracy_then_log_loss"):
-            index = _best_index(grid.cv_results_, rule)
-            params = grid.cv_results_["params"][index]
-            name = _picked(params)
+        names = [_picked(params) for params in grid.cv_results_["params"]]
+        for name, params in zip(names, grid.cv_results_["params"], strict=True):
             if name not in fitted_predictions:
                 model = clone(grid.estimator).set_params(**params)
                 fitted_predictions[name] = model.fit(X, y).predict(X_test)
-            search.rules[rule] = (name, fitted_predictions[name])
-        index = _best_index(grid.cv_results_, "default")
-        params = grid.cv_results_["params"][index]
-        search.picked = name = _picked(params)
-        if name not in fitted_predictions:
-            model = clone(grid.estimator).set_params(**params)
-            fitted_predictions[name] = model.fit(X, y).predict(X_test)
-        return fitted_predictions[name]
+        search.rules = {
+            rule: (names[i], fitted_predictions[names[i]])
+            for rule in (*SCORING, "accuracy_then_log_loss")
+            if (i := _best_index(grid.cv_results_, rule)) is not None
+        }
+        # Every candidate's fold scores and test predictions (--dump).
+        search.record = {
+            "candidates": names,
+            "folds": {
+                rule: [
+                    [
+                        float(grid.cv_results_[f"split{f}_test_{rule}"][i])
+                        for f in range(3)
+                    ]
+                    for i in range(len(names))
+                ]
+                for rule in SCORING
+            },
+            "predictions": {name: fitted_predictions[name] for name in names},
+        }
+        search.picked = names[_best_index(grid.cv_results_, "default")]
+        return fitted_predictions[search.picked]
 
     def reference(X, y, X_test):
         return hand_loop(
@@ -411,6 +423,12 @@ def main(argv=None):
     parser.add_argument("--methods", nargs="*", default=None)
     parser.add_argument("--n-test", type=int, default=None)
     parser.add_argument(
+        "--dump",
+        default=None,
+        help="append each search's fold scores and candidates' test accuracy "
+        "to this file (JSON lines)",
+    )
+    parser.add_argument(
         "--padding",
         action="store_true",
         help="only the tokens processed with dynamic padding",
@@ -479,6 +497,16 @@ def main(argv=None):
                     accuracy = float(np.mean(predicted == y_test))
                     results.setdefault((task, k, name), {})[seed] = (accuracy, seconds)
                     picked = f" (picked {run.picked})" if name == "search" else ""
+                    if args.dump and name == "search":
+                        record = run.record
+                        accuracy_of = {
+                            n: float(np.mean(p == y_test))
+                            for n, p in record.pop("predictions").items()
+                        }
+                        with open(args.dump, "a") as dump:
+                            line = {"task": task, "k": k, "seed": seed}
+                            line.update(record, test_accuracy=accuracy_of)
+                            dump.write(json.dumps(line) + "\n")
                     for rule, (pick, guess) in getattr(run, "rules", {}).items():
                         results.setdefault((task, k, f"search:{rule}"), {})[seed] = (
                             float(np.mean(guess == y_test)),

@@ -22,7 +22,6 @@ from skorch.utils import to_tensor
 
 from .._common import (
     _CHECK_X,
-    _PROBE_ROWS,
     _dense_rows,
     _seeded,
     _writable,
@@ -130,7 +129,9 @@ def _source_width(estimator, record, X):
         return record.n_outputs
     module = estimator._template().module
     if isinstance(module, torch.nn.Module):
-        rows = _dense_rows(X, _PROBE_ROWS)
+        # Two rows: the smallest training batch; the width is per sample (a
+        # forward pass over more rows only costs time, e.g. a language model's).
+        rows = _dense_rows(X, 2)
         rows = _inputs.rows_as_input(rows, _inputs.input_dtype(module, X.dtype))
         return _probe.output_shape(module, to_tensor(rows, "cpu"))[0]
     return 2
