@@ -253,7 +253,7 @@ def hand_probe(model_dir, X, y, X_test, *, max_length):
     return model.predict(scaler.transform(test))
 
 
-def methods(model_dir, *, max_length, epochs, seed):
+def methods(model_dir, *, max_length, epochs, seed, search_cv=3):
     """Each method as a function (X, y, X_test) -> predictions.
 
     ``epochs`` is the number of fine-tuning epochs (:func:`finetune_epochs`);
@@ -293,7 +293,7 @@ def methods(model_dir, *, max_length, epochs, seed):
             TransferClassifier(net, lr=LR, **base),
             frozen=[()],
             scratch=False,
-            cv=3,
+            cv=search_cv,
             random_state=seed,
         )
         default = grid.scoring
@@ -319,7 +319,7 @@ def methods(model_dir, *, max_length, epochs, seed):
                 rule: [
                     [
                         float(grid.cv_results_[f"split{f}_test_{rule}"][i])
-                        for f in range(3)
+                        for f in range(search_cv)
                     ]
                     for i in range(len(names))
                 ]
@@ -423,6 +423,9 @@ def main(argv=None):
     parser.add_argument("--methods", nargs="*", default=None)
     parser.add_argument("--n-test", type=int, default=None)
     parser.add_argument(
+        "--search-cv", type=int, default=3, help="folds of the search (default 3)"
+    )
+    parser.add_argument(
         "--dump",
         default=None,
         help="append each search's fold scores and candidates' test accuracy "
@@ -480,7 +483,11 @@ def main(argv=None):
                 X, y, X_test, y_test = _split(texts, labels, k, n_test, seed)
                 epochs = finetune_epochs(len(X))
                 runs = methods(
-                    model_dir, max_length=max_length, epochs=epochs, seed=seed
+                    model_dir,
+                    max_length=max_length,
+                    epochs=epochs,
+                    seed=seed,
+                    search_cv=args.search_cv,
                 )
                 for name, run in runs.items():
                     if args.methods and name not in args.methods:
