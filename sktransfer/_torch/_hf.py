@@ -112,7 +112,7 @@ class HuggingFaceNet(BaseEstimator):
         again in the backward pass, so the activations of one block at a
         time are held, at the cost of about one more forward pass per step.
         Through the model's own ``gradient_checkpointing_enable`` (named
-        ``activation_checkpointing_enable`` from ``transformers`` 5),
+        ``activation_checkpointing_enable`` in recent ``transformers``),
         non-reentrant, so frozen parts and LoRA adapters train as without
         it; fitted weights and predictions are the same. Prediction and a
         frozen encoder (computed once, in evaluation mode) are unaffected.

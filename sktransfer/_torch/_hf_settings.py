@@ -77,12 +77,13 @@ def enable_checkpointing(model: nn.Module) -> None:
     """Turn on ``transformers``' gradient checkpointing of ``model``, non-reentrant.
 
     The model's own method (``activation_checkpointing_enable``, called
-    ``gradient_checkpointing_enable`` before ``transformers`` 5.x, where the
-    old name warns) with ``use_reentrant=False``: PyTorch's non-reentrant
-    :func:`torch.utils.checkpoint.checkpoint` computes the gradients of the
-    parameters in a block whether or not its input requires gradients (a
-    frozen embedding layer, LoRA adapters from ``peft``) and restores the
-    random state, so dropout masks are the same when a block is recomputed.
+    ``gradient_checkpointing_enable`` in older ``transformers``; recent ones
+    deprecate that name with a FutureWarning) with ``use_reentrant=False``:
+    PyTorch's non-reentrant :func:`torch.utils.checkpoint.checkpoint`
+    computes the gradients of the parameters in a block whether or not its
+    input requires gradients (a frozen embedding layer, LoRA adapters from
+    ``peft``) and restores the random state, so dropout masks are the same
+    when a block is recomputed.
     Checkpointing acts only in training mode with gradients enabled:
     prediction and a frozen part's forward pass (in evaluation mode) are
     unchanged.
