@@ -26,6 +26,7 @@ from torch import nn
 from .._compat import StrOptions
 from ._hf_files import _load
 from ._hf_inputs import model_inputs, not_a_skorch_net, resolve_max_length
+from ._hf_settings import check_spec, enable_checkpointing, refuse_own_network
 from ._tokens import TokenNet, unpack
 
 _POOLING = ("mean", "first", "cls")
@@ -63,7 +64,8 @@ class HuggingFaceNet(BaseEstimator):
     transformer blocks (``encoder.layer.N``) as layers.
 
     Its parameters are set as the estimator's nested ones:
-    ``net__max_length``, ``net__pooling``, in a grid search too.
+    ``net__max_length``, ``net__pooling``, ``net__gradient_checkpointing``,
+    in a grid search too.
 
     Parameters
     ----------
@@ -104,6 +106,19 @@ class HuggingFaceNet(BaseEstimator):
         the parameters, e.g. ``{"weight_decay": 0.0}`` (Hugging Face's
         ``Trainer`` default; AdamW's own is 0.01) or
         ``{"betas": (0.9, 0.98)}``; skorch's ``optimizer__*`` settings.
+    gradient_checkpointing : bool, default=False
+        Trade compute for memory in training (Chen et al., 2016): each
+        transformer block keeps only its input in the forward pass and runs
+        again in the backward pass, so the activations of one block at a
+        time are held, at the cost of about one more forward pass per step.
+        Through the model's own ``gradient_checkpointing_enable`` (named
+        ``activation_checkpointing_enable`` in recent ``transformers``),
+        non-reentrant, so frozen parts and LoRA adapters train as without
+        it; fitted weights and predictions are the same. Prediction and a
+        frozen encoder (computed once, in evaluation mode) are unaffected.
+        True for a model whose class does not support it, or a network of
+        one's own, is a ValueError at ``fit``. False leaves the model as it
+        is given.
 
     See Also
     --------
@@ -121,7 +136,9 @@ class HuggingFaceNet(BaseEstimator):
     ----------
     Wolf et al., "Transformers: State-of-the-art natural language processing",
     EMNLP 2020 (system demonstrations). Reimers and Gurevych,
-    "Sentence-BERT", EMNLP 2019 (mean pooling).
+    "Sentence-BERT", EMNLP 2019 (mean pooling). Chen et al., "Training deep
+    nets with sublinear memory cost", arXiv:1604.06174, 2016 (gradient
+    checkpointing).
 
     Examples
     --------
@@ -139,6 +156,7 @@ class HuggingFaceNet(BaseEstimator):
         "local_files_only": ["boolean"],
         "optimizer": "no_validation",
         "optimizer_params": [dict, None],
+        "gradient_checkpointing": ["boolean"],
     }
 
     def __init__(
@@ -151,6 +169,7 @@ class HuggingFaceNet(BaseEstimator):
         local_files_only: bool = True,
         optimizer: type | None = None,
         optimizer_params: dict | None = None,
+        gradient_checkpointing: bool = False,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -159,6 +178,7 @@ class HuggingFaceNet(BaseEstimator):
         self.local_files_only = local_files_only
         self.optimizer = optimizer
         self.optimizer_params = optimizer_params
+        self.gradient_checkpointing = gradient_checkpointing
 
     def set_params(self, **params):
         """Set the spec's parameters (``max_length``, ``pooling``, ...).
@@ -184,38 +204,13 @@ class HuggingFaceNet(BaseEstimator):
         return super().set_params(**params)
 
     def _check(self):
-        if self.pooling not in _POOLING:
-            msg = f"pooling must be one of {_POOLING}; got {self.pooling!r}."
-            raise ValueError(msg)
-        if self.max_length is not None and (
-            not isinstance(self.max_length, int) or self.max_length < 2
+        check_spec(self, _POOLING)
+        if (
+            self.gradient_checkpointing
+            and isinstance(self.model, nn.Module)
+            and not is_hf_model(self.model)
         ):
-            msg = (
-                "max_length must be an int of at least 2 (room for the special "
-                f"tokens) or None; got {self.max_length!r}."
-            )
-            raise ValueError(msg)
-        optimizer = self.optimizer
-        if optimizer is not None and not (
-            isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer)
-        ):
-            msg = (
-                "optimizer must be a torch.optim.Optimizer subclass (e.g. "
-                f"torch.optim.SGD) or None for AdamW; got {optimizer!r}."
-            )
-            raise ValueError(msg)
-        params = self.optimizer_params
-        if params is not None and not isinstance(params, dict):
-            msg = f"optimizer_params must be a dict or None; got {params!r}."
-            raise ValueError(msg)
-        taken = sorted({"lr", "params", "param_groups"} & set(params or {}))
-        if taken:
-            msg = (
-                f"optimizer_params may not set {taken}: the learning rate is the "
-                "estimator's lr (with shared_lr_scale and layer_decay), and the "
-                "parameters are the network's. Set lr on the estimator."
-            )
-            raise ValueError(msg)
+            refuse_own_network(self.model)
 
     def load_tokenizer(self):
         """Return the tokenizer, or None for a model without one.
@@ -290,6 +285,8 @@ class HuggingFaceNet(BaseEstimator):
                 f"{model!r} of type {type(model).__name__}."
             )
             raise TypeError(msg)
+        if self.gradient_checkpointing:
+            enable_checkpointing(model)  # _hf_settings.py
         return TransformerNet(model, pooling=self.pooling)
 
 
