@@ -28,7 +28,7 @@ from .._fit import _augment, _build, _guard, _inputs, _settings, _stopping, _val
 from .._frozen_stage import _cache
 from .._skorch import _adapt, _finetune, _frozen, _step, _text, _weights
 from .._torch import _hf, _layers, _lora
-from . import _repr, _template
+from . import _labels, _repr, _template
 from ._adapter_files import _Adapters
 from ._features import TransformMixin
 from ._partial import _PartialFit
@@ -248,6 +248,7 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, _Adapters, BaseEst
             _stopping.check_split(self, y_enc, fitted.get("classes_"))
             pretrained = getattr(self, "_pretrained", None)
             _inputs.check_feature_names(self, pretrained)
+            _labels.check_kept_head(self, pretrained, fitted.get("classes_"))
             if self.l2sp and not self._has_source_weights():
                 if not self.pretrained:
                     msg = (

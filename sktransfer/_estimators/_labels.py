@@ -6,6 +6,7 @@ import numpy as np
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import column_or_1d
 
+from .._common import warn_at_user
 from ._partial import encode_partial_classes
 
 
@@ -70,3 +71,38 @@ def _encode_multilabel(estimator, y):
     estimator._multilabel_y = True  # for the network about to be built
     # As MLPClassifier: the labels are the columns 0..n_labels-1.
     return y.astype(np.float32), y.shape[1], {"classes_": np.arange(y.shape[1])}
+
+
+def check_kept_head(estimator, pretrained, classes):
+    """Warn when a kept pretrained head maps shared labels to other classes.
+
+    With ``head=None`` every weight is transferred, the head's included, so
+    the source's output ``i`` becomes the target's ``i``-th class (both in
+    sorted order): a label that both tasks have, at different positions,
+    would silently be predicted as another class.
+    """
+    if estimator.head or not estimator.pretrained or classes is None:
+        return
+    source = None if pretrained is None else pretrained.classes
+    if source is None or len(source) != len(classes):
+        return  # (unknown, or refused with the widths named)
+    targets = classes.tolist()
+    moved = [
+        (label, s, targets[s])
+        for s, label in enumerate(source.tolist())
+        if label in targets and targets[s] != label
+    ]
+    if not moved:
+        return
+    pairs = "; ".join(
+        f"the output that predicted {label!r} now predicts {now!r}"
+        for label, _, now in moved
+    )
+    msg = (
+        f"head=None keeps the pretrained head, whose outputs map to the target's "
+        f"classes by position (each sorted): source {source.tolist()!r} become "
+        f"target {targets!r}, so labels of both tasks change outputs: {pairs}. "
+        "Label the target's classes as the source does, or name the head "
+        "(head='auto' or a submodule) to rebuild it for the target."
+    )
+    warn_at_user(msg)

@@ -425,17 +425,24 @@ class TransformerNet(nn.Module):
 
         The layers are, first to last: what comes before the transformer
         blocks (the embeddings), each block (``encoder.layer.N``, ``h.N``,
-        ``layers.N``), and what comes after them (a pooler, a final norm). The
-        last has depth 1. Returned by parameter ``id``, for layer decay (as
-        timm's ``param_groups_layer_decay`` groups blocks by ``group_matcher``).
+        ``layers.N``), and what comes after them (a final norm; a pooler that
+        the output reads). The last has depth 1. A base model's pooler, which
+        mean or first-token pooling never reads, is no layer: it gets the
+        depth of the last block. Returned by parameter ``id``, for layer decay
+        (as timm's ``param_groups_layer_decay`` groups blocks by
+        ``group_matcher``).
         """
         from ._layers import is_under
 
         pattern = re.compile(r"(?:^|\.)(?:layer|layers|h|block|blocks)\.(\d+)\.")
         position = {}  # parameter id -> (stage, block): 0 before, 1 blocks, 2 after
         seen_block = False
+        unread = []
         for name, param in self.named_parameters():
             if is_under(name, head):
+                continue
+            if not self.sequence_classifier and is_under(name, ("pooler",)):
+                unread.append(id(param))
                 continue
             match = pattern.search(name)
             if match:
@@ -445,7 +452,8 @@ class TransformerNet(nn.Module):
                 position[id(param)] = (2 if seen_block else 0, 0)
         order = sorted(set(position.values()))
         depth = {key: len(order) - i for i, key in enumerate(order)}
-        return {pid: depth[key] for pid, key in position.items()}
+        depths = {pid: depth[key] for pid, key in position.items()}
+        return {**depths, **dict.fromkeys(unread, 1)}
 
 
 def _eval_frozen(module):

@@ -99,7 +99,15 @@ def _prefix_hint(keys, state):
 
 
 def reset_all(module: nn.Module) -> list[str]:
-    """Re-initialise every layer of ``module`` that has ``reset_parameters``.
+    """Re-initialise every layer of ``module`` as its constructor does.
+
+    A ``transformers`` model (a :class:`~sktransfer._torch._hf.TransformerNet`'s
+    or the module itself) gets the weights of a model built afresh from its
+    config: Hugging Face's own initialisation (normal with
+    ``config.initializer_range`` for linear and embedding weights, zero biases,
+    unit layer norms), which torch's ``reset_parameters`` would not give (a
+    word embedding of standard deviation 1 instead of 0.02). Every other layer
+    that has ``reset_parameters`` runs it.
 
     Returns
     -------
@@ -108,15 +116,33 @@ def reset_all(module: nn.Module) -> list[str]:
         directly by a module that has none, such as a ViT's ``pos_embed`` or a
         custom buffer): they keep their values.
     """
+    from ._hf import is_hf_model
+
+    model = module.__dict__.get("model", module)
+    covered = set()
+    if is_hf_model(model):
+        built = type(model)(model.config)  # its own initialisation
+        fresh = {**dict(built.named_parameters()), **dict(built.named_buffers())}
+        tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+        with torch.no_grad():
+            for name, tensor in tensors.items():
+                if name in fresh and fresh[name].shape == tensor.shape:
+                    tensor.copy_(fresh[name])
+                    covered.add(name)
     kept = []
     for name, sub in module.named_modules():
+        prefix = f"{name}." if name else ""
+        own = [
+            *(prefix + n for n, _ in sub.named_parameters(recurse=False)),
+            *(prefix + n for n, _ in sub.named_buffers(recurse=False)),
+        ]
+        if own and all(n in covered for n in own):
+            continue
         reset = getattr(sub, "reset_parameters", None)
         if callable(reset):
             reset()
             continue
-        prefix = f"{name}." if name else ""
-        kept += [prefix + n for n, _ in sub.named_parameters(recurse=False)]
-        kept += [prefix + n for n, _ in sub.named_buffers(recurse=False)]
+        kept += own
     return kept
 
 

@@ -1,6 +1,7 @@
 """TransferClassifier: pretraining, fine-tuning, frozen layers, heads and errors."""
 
 import copy
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -114,6 +115,25 @@ def test_head_none_transfers_every_weight(digits):
     clf.fit_source(digits.X_source[mask], digits.y_source[mask])
     clf.fit(digits.X_target, digits.y_target)  # 5 classes too
     assert torch.equal(clf.net_.module_.head.weight, clf.source_weights_["head.weight"])
+
+
+def test_head_none_warns_when_shared_labels_change_outputs(digits):
+    # The kept head maps outputs by sorted position: source ["neg", "pos"]
+    # onto target ["pos", "zzz"] turns the "pos" output into "zzz", silently.
+    X, y = digits.X_source[:60], digits.y_source[:60] % 2
+    source = np.array(["neg", "pos"])[y]
+    clf = TransferClassifier(tiny_classifier_net(), head=None, max_epochs=1)
+    clf.fit_source(X, source)
+    with pytest.warns(UserWarning, match="head=None keeps the pretrained head") as w:
+        clf.fit(X, np.array(["pos", "zzz"])[y])
+    said = [r for r in w if "head=None" in str(r.message)]
+    assert len(said) == 1
+    assert said[0].filename == __file__
+    assert "the output that predicted 'pos' now predicts 'zzz'" in str(said[0].message)
+    for labels in (["neg", "pos"], ["a", "b"]):  # same places, or none shared
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            clf.fit(X, np.array(labels)[y])
 
 
 def test_head_none_with_other_output_sizes_is_an_error(digits):

@@ -4,6 +4,7 @@ import copy
 import io
 import os
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -212,16 +213,51 @@ def test_layer_decay_counts_transformer_blocks(tiny_dir):
         for p in group["params"]
     }
     params = dict(module.named_parameters())
-    # head 1e-3; pooler (after the blocks) 5e-4; layer 1, layer 0, embeddings.
+    # head 1e-3; layer 1 (the last block) 5e-4, layer 0, embeddings. The
+    # pooler, which mean pooling never reads, is no layer of its own (it
+    # took a rate, so the last block got decay**2).
     assert lr_of[id(params["head.weight"])] == pytest.approx(1e-3)
-    assert lr_of[id(params["pooler.dense.weight"])] == pytest.approx(5e-4)
     for name in ("attention.self.query.weight", "output.LayerNorm.bias"):
-        assert lr_of[id(params[f"encoder.layer.1.{name}"])] == pytest.approx(2.5e-4)
-        assert lr_of[id(params[f"encoder.layer.0.{name}"])] == pytest.approx(1.25e-4)
-    assert lr_of[id(params["embeddings.LayerNorm.weight"])] == pytest.approx(6.25e-5)
+        assert lr_of[id(params[f"encoder.layer.1.{name}"])] == pytest.approx(5e-4)
+        assert lr_of[id(params[f"encoder.layer.0.{name}"])] == pytest.approx(2.5e-4)
+    assert lr_of[id(params["embeddings.LayerNorm.weight"])] == pytest.approx(1.25e-4)
     assert _finetune.layer_depths(module, ("head",))[
         id(params["embeddings.word_embeddings.weight"])
-    ] == (4)
+    ] == (3)
+
+
+def test_scratch_initialises_a_language_model_as_its_constructor(tiny_dir):
+    # pretrained=False re-initialised every layer with torch's
+    # reset_parameters: word embeddings of standard deviation 1 (Hugging
+    # Face's init draws 0.02), biases not zero, and a warning about the
+    # position ids, constant buffers the constructor makes.
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        clf = _clf(tiny_dir, pretrained=False, lr=1e-12, max_epochs=1)
+        clf.fit(TEXTS, Y)
+    assert not [w for w in record if "pretrained=False" in str(w.message)]
+    params = {n: p.detach() for n, p in clf.net_.module_.named_parameters()}
+    config = transformers.BertConfig.from_pretrained(tiny_dir)
+    for name in (
+        "embeddings.word_embeddings.weight",
+        "encoder.layer.0.attention.self.query.weight",
+        "encoder.layer.1.intermediate.dense.weight",
+    ):
+        assert float(params[name].std()) == pytest.approx(
+            config.initializer_range, rel=0.25
+        )
+    # (one AdamW step of lr 1e-12 moves a weight by about 1e-12)
+    bias = params["encoder.layer.0.intermediate.dense.bias"]
+    assert float(bias.abs().max()) < 1e-9
+    assert float((params["embeddings.LayerNorm.weight"] - 1).abs().max()) < 1e-9
+    pretrained = transformers.BertModel.from_pretrained(tiny_dir)
+    assert not torch.equal(
+        params["embeddings.word_embeddings.weight"],
+        pretrained.embeddings.word_embeddings.weight.detach(),
+    )
+    again = _clf(tiny_dir, pretrained=False, lr=1e-12, max_epochs=1).fit(TEXTS, Y)
+    for name, value in again.net_.module_.named_parameters():
+        assert torch.equal(value.detach(), params[name]), name  # seeded
 
 
 def test_pickle_clone_and_saved_source_round_trip(tiny_dir, fitted):
