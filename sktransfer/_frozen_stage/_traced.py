@@ -189,7 +189,8 @@ def traced_stage(module, probe):
             traced = fx.GraphModule(module, _HeldLeaves().trace(module))
         except Exception as exc:  # noqa: BLE001 (any tracing failure: no cache)
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            return None, f"torch.fx cannot trace {type(module).__name__}: {first}"
+            name = getattr(module, "network_name", type(module).__name__)
+            return None, f"torch.fx cannot trace {name}: {first}"
     if sum(node.op == "placeholder" for node in traced.graph.nodes) != 1:
         return None, "the network's forward takes more than one input"
     region, problem = _stage_region(traced)

@@ -27,6 +27,7 @@ from torch import nn
 from .._common import warn_at_user
 from .._torch import _hf, _hf_inputs
 from .._torch._tokens import TokenNet
+from ._text_checks import as_texts, check_token_ids, not_strings, warn_unmasked
 
 # The keys of a tokenizer's output that the network reads.
 _TOKEN_KEYS = ("input_ids", "attention_mask")
@@ -138,14 +139,15 @@ def encode_inputs(estimator, X, *, fitting=False):
             )
             raise TypeError(msg)
         if _looks_like_packed(X):
+            check_token_ids(spec, X, from_texts=False)
             return X
         if isinstance(X, (list, tuple)) and any(isinstance(x, str) for x in X):
-            _as_list(X)  # names the first entry that is not a string
+            as_texts(X)  # names the first entry that is not a string
         msg = (
             f"{type(estimator).__name__} with a Hugging Face net takes texts (a "
             "list, 1-D array or pandas Series of strings) or a dict of "
             "'input_ids' and 'attention_mask' arrays; got "
-            f"{type(X).__name__}"
+            f"{type(X).__name__}{not_strings(X)}"
             + (f" of shape {np.shape(X)}" if hasattr(X, "shape") else "")
             + "."
         )
@@ -162,9 +164,12 @@ def encode_inputs(estimator, X, *, fitting=False):
                 "give token ids as a dict of 'input_ids' and 'attention_mask'."
             )
             raise ValueError(msg)
-        packed, n_truncated = tokenize(tokenizer, _as_list(X), max_length)
+        packed, n_truncated = tokenize(tokenizer, as_texts(X), max_length)
     else:
         packed, n_truncated = pack_token_dict(X, max_length)
+        if "attention_mask" not in X:  # every token counts: padding too?
+            warn_unmasked(packed, _hf_inputs.pad_token_id(spec, tokenizer))
+    check_token_ids(spec, packed, from_texts=text)
     rows = getattr(estimator, "_sample_shape", (None,))[0] if not fitting else None
     if rows == 3 and packed.shape[1] == 2:  # no token types: all zeros, as fit's
         packed = np.concatenate([packed, np.zeros_like(packed[:, :1])], axis=1)
@@ -231,18 +236,6 @@ def _looks_like_packed(X):
     return shape is not None and len(shape) == 3 and shape[1] in (2, 3)
 
 
-def _as_list(X):
-    texts = list(X)
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            msg = (
-                f"Texts must all be strings; entry {i} is {text!r} of type "
-                f"{type(text).__name__}."
-            )
-            raise TypeError(msg)
-    return texts
-
-
 def tokenize(tokenizer, texts, max_length):
     """Tokenize ``texts`` and pack them; return the array and the truncated count.
 
@@ -282,7 +275,8 @@ def pack_token_dict(tokens, max_length):
     """Pack a tokenizer's output (``input_ids``, ``attention_mask``) to one array.
 
     The rows may be padded on the right to any common length (or be lists of
-    different lengths); a missing ``attention_mask`` means every token counts.
+    different lengths); a missing ``attention_mask`` means every token counts,
+    padding included (the caller warns if a row holds the padding id).
     Rows longer than ``max_length`` are a ValueError (a dict holds ids that
     were tokenized already; cutting them would drop the closing token).
     ``token_type_ids`` with a non-zero value (sentence pairs) become a third

@@ -86,8 +86,9 @@ class HuggingFaceNet(BaseEstimator):
         truncated, with a warning giving how many. None: the tokenizer's
         ``model_max_length``, at most 512, at most the model's positions
         (``max_position_embeddings``) and a sentence-transformers
-        directory's ``max_seq_length``; more than the model's positions is
-        a ValueError.
+        directory's ``max_seq_length``; more than the model's positions, or
+        fewer than the tokenizer's special tokens and one token of text, is
+        a ValueError at ``fit``.
     pooling : {"mean", "first", "cls"}, default="mean"
         How the token states become one vector per text: their mean over the
         attention mask (sentence-transformers' mean pooling), or the first
@@ -256,7 +257,8 @@ class HuggingFaceNet(BaseEstimator):
         Raises
         ------
         ValueError
-            If ``max_length`` is more than the model's position limit.
+            If ``max_length`` is more than the model's position limit, not an
+            int, or less than the tokenizer's special tokens and one token.
         """
         return resolve_max_length(self, tokenizer)
 

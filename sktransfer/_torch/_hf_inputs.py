@@ -20,6 +20,10 @@ import inspect
 import json
 import os
 
+from torch import nn
+
+from ._hf_settings import check_max_length
+
 # Models whose position ids start after the padding id (``padding_idx + 1``, as
 # RoBERTa's ``create_position_ids_from_input_ids``): that many of their
 # ``max_position_embeddings`` never hold a token (514 - 2 = 512 for RoBERTa).
@@ -121,8 +125,11 @@ def resolve_max_length(spec, tokenizer):
     Raises
     ------
     ValueError
-        If ``spec.max_length`` is more than the model's position limit.
+        If ``spec.max_length`` is not None or an int, is too small to hold the
+        tokenizer's special tokens and one token of text, or is more than the
+        model's position limit.
     """
+    check_max_length(spec.max_length, tokenizer)  # at fit, before any change
     config = _config(spec)
     limit = position_limit(config)
     if spec.max_length is not None:
@@ -137,11 +144,42 @@ def resolve_max_length(spec, tokenizer):
                 f"most {limit}."
             )
             raise ValueError(msg)
-        return spec.max_length
+        return int(spec.max_length)
     candidates = [512, _sentence_transformers_length(spec), limit]
     model_max = getattr(tokenizer, "model_max_length", None) if tokenizer else None
     candidates.append(model_max if isinstance(model_max, int) else None)
     return min(c for c in candidates if c is not None)
+
+
+def pad_token_id(spec, tokenizer):
+    """Return the padding id of the tokenizer, else of the model's config, or None."""
+    pad = getattr(tokenizer, "pad_token_id", None)
+    if pad is None:
+        pad = _config(spec).get("pad_token_id")
+    return int(pad) if isinstance(pad, int) else None
+
+
+def vocab_size(spec):
+    """Return how many token ids the model embeds, or None if unknown.
+
+    The input embeddings' ``num_embeddings`` of a model instance (a
+    ``transformers`` model, or a network of one's own with
+    ``get_input_embeddings``), else the config's ``vocab_size``.
+    """
+    model = spec.model
+    if isinstance(model, nn.Module):
+        get = getattr(model, "get_input_embeddings", None)
+        try:
+            embeddings = get() if callable(get) else None
+        except NotImplementedError:
+            embeddings = None
+        size = getattr(embeddings, "num_embeddings", None)
+        if isinstance(size, int):
+            return size
+        if not hasattr(model, "config"):
+            return None  # a network of one's own: its embeddings are unknown
+    size = _config(spec).get("vocab_size")
+    return size if isinstance(size, int) else None
 
 
 def model_inputs(model, X, ids, mask):
@@ -154,14 +192,27 @@ def model_inputs(model, X, ids, mask):
     if X.shape[1] > 2:  # sentence pairs' token_type_ids (_text.pack_token_dict)
         inputs["token_type_ids"] = types = X[:, 2, : ids.shape[1]].long()
         n_types = getattr(model.config, "type_vocab_size", None)
-        if "token_type_ids" not in inspect.signature(model.forward).parameters or (
-            n_types is not None and int(types.max()) >= n_types
-        ):
+        low, high = int(types.min()), int(types.max())
+        if "token_type_ids" not in inspect.signature(model.forward).parameters:
             msg = (
-                f"The token dict has token_type_ids up to {int(types.max())} "
-                f"(sentence pairs), but {type(model).__name__} takes "
-                + ("none" if n_types is None else f"{n_types} type(s)")
-                + ": tokenize for this model (without token_type_ids)."
+                f"The token dict has token_type_ids (sentence pairs, values up to "
+                f"{high}), but {type(model).__name__} takes none: tokenize for "
+                "this model (without token_type_ids)."
+            )
+            raise ValueError(msg)
+        if n_types is not None and (low < 0 or high >= n_types):
+            bad = low if low < 0 else high
+            msg = (
+                f"The token dict has a token_type_ids value of {bad}, but "
+                f"{type(model).__name__} takes values 0..{n_types - 1} (its "
+                f"config's type_vocab_size={n_types}): "
+                + (
+                    "tokenize for this model (without token_type_ids)."
+                    if n_types == 1
+                    else "0 on the first text and 1 on the second, as its "
+                    "tokenizer gives them (tokenizer(first, second, "
+                    "return_token_type_ids=True))."
+                )
             )
             raise ValueError(msg)
     return inputs

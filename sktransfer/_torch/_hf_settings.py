@@ -9,6 +9,8 @@ its activations again in the backward pass.
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 import torch
 from torch import nn
@@ -19,14 +21,7 @@ def check_spec(spec, pooling_options):
     if spec.pooling not in pooling_options:
         msg = f"pooling must be one of {pooling_options}; got {spec.pooling!r}."
         raise ValueError(msg)
-    if spec.max_length is not None and (
-        not isinstance(spec.max_length, int) or spec.max_length < 2
-    ):
-        msg = (
-            "max_length must be an int of at least 2 (room for the special "
-            f"tokens) or None; got {spec.max_length!r}."
-        )
-        raise ValueError(msg)
+    check_max_length(spec.max_length)
     optimizer = spec.optimizer
     if optimizer is not None and not (
         isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer)
@@ -51,6 +46,52 @@ def check_spec(spec, pooling_options):
     checkpointing = spec.gradient_checkpointing
     if not isinstance(checkpointing, (bool, np.bool_)):
         msg = f"gradient_checkpointing must be True or False; got {checkpointing!r}."
+        raise ValueError(msg)
+
+
+def check_max_length(max_length, tokenizer=None):
+    """Raise a ValueError unless ``max_length`` is None or an int with room for text.
+
+    Parameters
+    ----------
+    max_length : object
+        :class:`~sktransfer.HuggingFaceNet`'s ``max_length``.
+    tokenizer : transformers.PreTrainedTokenizerBase or None, default=None
+        When given, ``max_length`` must hold its special tokens
+        (``num_special_tokens_to_add()``: 2 for BERT's ``[CLS]`` and
+        ``[SEP]``) and one token of text; without it, at least 1.
+
+    Raises
+    ------
+    ValueError
+        For a bool, a non-integer (``2.5``, ``"16"``) or an int too small,
+        naming the value and the least accepted.
+    """
+    if max_length is None:
+        return
+    count = getattr(tokenizer, "num_special_tokens_to_add", None)
+    special = int(count()) if callable(count) else 0
+    least = special + 1
+    if (
+        isinstance(max_length, (bool, np.bool_))
+        or not isinstance(max_length, numbers.Integral)
+        or max_length < least
+    ):
+        room = (
+            f"the tokenizer's {special} special token(s) and at least one token of text"
+            if special
+            else "at least one token"
+        )
+        msg = (
+            f"max_length must be None (the model's default) or an int of at least "
+            f"{least} (room for {room}); got {max_length!r}"
+            + (
+                f" of type {type(max_length).__name__}"
+                if isinstance(max_length, str)
+                else ""
+            )
+            + "."
+        )
         raise ValueError(msg)
 
 

@@ -12,11 +12,17 @@ from __future__ import annotations
 
 import inspect
 
-from torch import nn
+from torch import fx, nn
 
 
+@fx.wrap  # one call in a torch.fx graph: the cut length is a Python int
 def unpack(X):
-    """Token ids and attention mask of packed ``X``, cut to the batch's longest text."""
+    """Token ids and attention mask of packed ``X``, cut to the batch's longest text.
+
+    Wrapped for ``torch.fx`` (:func:`torch.fx.wrap`): a traced
+    :class:`TokenNet` calls it as one function, whose int length tracing
+    could not follow, and traces through the user's network after it.
+    """
     ids, mask = X[:, 0].long(), X[:, 1].long()
     length = int(mask.sum(1).max().item()) if len(mask) else 1
     length = max(length, 1)
@@ -33,6 +39,12 @@ class TokenNet(nn.Module):
     when ``module.forward`` has an ``attention_mask`` parameter, else
     ``module(ids)``: int64 tensors of shape (batch, length), padded on the
     right with the tokenizer's padding id (the mask is 1 on tokens).
+
+    ``torch.fx`` traces it through to the user's layers (:func:`unpack` is
+    one call, the module's ``forward`` is traced as the module's own), so a
+    frozen leading stage of the user's network is found and cached as it is
+    for the same network on integer arrays; :attr:`network_name` names the
+    user's network in the reason when tracing fails.
 
     Parameters
     ----------
@@ -51,6 +63,11 @@ class TokenNet(nn.Module):
         forward = inspect.signature(module.forward).parameters
         self.with_mask = "attention_mask" in forward
 
+    @property
+    def network_name(self):
+        """The class name of the user's network (named in messages)."""
+        return type(self.__dict__["inner"]).__name__
+
     def train(self, mode=True):
         """Set training mode (the module's own flag too)."""
         super().train(mode)
@@ -61,6 +78,19 @@ class TokenNet(nn.Module):
         """Return the module's outputs for packed tokens ``X`` (batch, 2, length)."""
         ids, mask = unpack(X)
         inner = self.__dict__["inner"]
-        return (
-            inner(input_ids=ids, attention_mask=mask) if self.with_mask else inner(ids)
+        # Traced by torch.fx: the module's forward, whose layers are this
+        # module's own (a call of the module itself is not in the module tree).
+        if not isinstance(ids, fx.Proxy):
+            return (
+                inner(input_ids=ids, attention_mask=mask)
+                if self.with_mask
+                else inner(ids)
+            )
+        out = (
+            inner.forward(input_ids=ids, attention_mask=mask)
+            if self.with_mask
+            else inner.forward(ids)
         )
+        if not mask.node.users:  # a mask the network does not read: no input
+            mask.node.graph.erase_node(mask.node)  # read past the frozen stage
+        return out
