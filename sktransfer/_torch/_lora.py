@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import re
 import sys
 import warnings
@@ -29,6 +30,7 @@ from fnmatch import fnmatchcase
 
 from torch import nn
 
+from .._common import warn_at_user
 from .._compat import _NormBase
 from . import _layers
 
@@ -266,9 +268,10 @@ def check_adapter(estimator):
                 f"{adapter!r}."
             )
             raise ValueError(msg)
+        rank, alpha = estimator.lora_rank, estimator.lora_alpha
         config = peft.LoraConfig(
-            r=estimator.lora_rank,
-            lora_alpha=estimator.lora_alpha,
+            r=rank,
+            lora_alpha=float(rank if alpha is None else alpha),  # None: scale 1
             lora_dropout=estimator.lora_dropout,
             init_lora_weights=True,
         )
@@ -299,6 +302,53 @@ def check_adapter(estimator):
     return config
 
 
+# The estimator's LoRA settings and the field of a peft config that stands in
+# for each when adapter is a config.
+_SETTINGS = {
+    "lora_rank": "r",
+    "lora_alpha": "lora_alpha",
+    "lora_dropout": "lora_dropout",
+    "lora_targets": "target_modules",
+}
+
+
+def warn_ignored(estimator, config):
+    """Warn for each ``lora_*`` setting away from its default that cannot act.
+
+    With ``adapter=None`` none acts; with a peft config the config's own
+    fields act instead, except ``lora_targets``, which chooses the layers of
+    a config without ``target_modules``.
+    """
+    defaults = inspect.signature(type(estimator).__init__).parameters
+    adapter = estimator.adapter
+    for name, field in _SETTINGS.items():
+        value = getattr(estimator, name)
+        if value == defaults[name].default or isinstance(adapter, str):
+            continue
+        if adapter is None:
+            msg = (
+                f"{name}={value!r} has no effect with adapter=None; set "
+                f"adapter='lora' for it to act, or leave {name} at its default."
+            )
+        elif not hasattr(config, field):
+            msg = (
+                f"{name}={value!r} is ignored: adapter is a peft "
+                f"{type(config).__name__}, which has no {field}; use "
+                "adapter='lora' for it to act."
+            )
+        elif field == "target_modules" and config.target_modules is None:
+            continue  # lora_targets chooses the layers of such a config
+        else:
+            msg = (
+                f"{name}={value!r} is ignored: adapter is a peft "
+                f"{type(config).__name__}, whose own {field}="
+                f"{getattr(config, field)!r} is used; set {field} in the config"
+                + (" to None" if field == "target_modules" else "")
+                + " or use adapter='lora'."
+            )
+        warn_at_user(msg)
+
+
 def _targeted(config, names):
     """``config`` with ``target_modules`` set to exactly the layers ``names``."""
     pattern = "(?:" + "|".join(re.escape(name) for name in names) + ")"
@@ -327,6 +377,7 @@ def apply(estimator, module, head, frozen):
         None when ``estimator.adapter`` is None (``module`` unchanged).
     """
     config = check_adapter(estimator)
+    warn_ignored(estimator, config)
     if config is None:
         return None
     peft = _peft()
@@ -370,8 +421,20 @@ def summary(module, head):
     )
     n_total = sum(p.numel() for p in module.parameters()) - n_adapter
     n_trainable = n_adapter + n_head
+    scales = {}
+    for key in ("r", "lora_alpha", "scaling"):
+        found = {
+            name: getattr(module.get_submodule(name), key)[_ADAPTER_NAME]
+            for name in layers
+            if _ADAPTER_NAME in getattr(module.get_submodule(name), key, {})
+        }
+        distinct = set(found.values())
+        scales[key] = distinct.pop() if len(distinct) == 1 else (found or None)
     return {
         "layers": layers,
+        "lora_rank": scales["r"],
+        "lora_alpha": scales["lora_alpha"],
+        "scaling": scales["scaling"],
         "n_adapter_parameters": n_adapter,
         "n_head_parameters": n_head,
         "n_trainable_parameters": n_trainable,
