@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import inspect
 import re
 import sys
 import warnings
@@ -30,9 +29,9 @@ from fnmatch import fnmatchcase
 
 from torch import nn
 
-from .._common import warn_at_user
 from .._compat import _NormBase
 from . import _layers
+from ._lora_settings import check_groups, warn_ignored
 
 __all__ = [
     "adapted_layers",
@@ -302,53 +301,6 @@ def check_adapter(estimator):
     return config
 
 
-# The estimator's LoRA settings and the field of a peft config that stands in
-# for each when adapter is a config.
-_SETTINGS = {
-    "lora_rank": "r",
-    "lora_alpha": "lora_alpha",
-    "lora_dropout": "lora_dropout",
-    "lora_targets": "target_modules",
-}
-
-
-def warn_ignored(estimator, config):
-    """Warn for each ``lora_*`` setting away from its default that cannot act.
-
-    With ``adapter=None`` none acts; with a peft config the config's own
-    fields act instead, except ``lora_targets``, which chooses the layers of
-    a config without ``target_modules``.
-    """
-    defaults = inspect.signature(type(estimator).__init__).parameters
-    adapter = estimator.adapter
-    for name, field in _SETTINGS.items():
-        value = getattr(estimator, name)
-        if value == defaults[name].default or isinstance(adapter, str):
-            continue
-        if adapter is None:
-            msg = (
-                f"{name}={value!r} has no effect with adapter=None; set "
-                f"adapter='lora' for it to act, or leave {name} at its default."
-            )
-        elif not hasattr(config, field):
-            msg = (
-                f"{name}={value!r} is ignored: adapter is a peft "
-                f"{type(config).__name__}, which has no {field}; use "
-                "adapter='lora' for it to act."
-            )
-        elif field == "target_modules" and config.target_modules is None:
-            continue  # lora_targets chooses the layers of such a config
-        else:
-            msg = (
-                f"{name}={value!r} is ignored: adapter is a peft "
-                f"{type(config).__name__}, whose own {field}="
-                f"{getattr(config, field)!r} is used; set {field} in the config"
-                + (" to None" if field == "target_modules" else "")
-                + " or use adapter='lora'."
-            )
-        warn_at_user(msg)
-
-
 def _targeted(config, names):
     """``config`` with ``target_modules`` set to exactly the layers ``names``."""
     pattern = "(?:" + "|".join(re.escape(name) for name in names) + ")"
@@ -388,6 +340,8 @@ def apply(estimator, module, head, frozen):
     given = getattr(config, "target_modules", None)
     if given is None or isinstance(estimator.adapter, str):
         names = resolve_targets(module, estimator.lora_targets, head, held)
+        if isinstance(estimator.adapter, str):
+            check_groups(module, names, estimator.lora_rank)
         config = _targeted(config, names)
     arrived = {name: p.requires_grad for name, p in module.named_parameters()}
     try:

@@ -195,3 +195,41 @@ def test_adapter_file_of_another_scale_is_refused(data, pretrained, tmp_path):
     assert not hasattr(other, "net_")  # left unchanged
     same = other.set_params(lora_alpha=8.0).load_adapter(path)
     np.testing.assert_array_equal(same.predict_proba(X), clf.predict_proba(X))
+
+
+class GroupedNet(nn.Module):
+    """A convolution, a grouped one (groups=2) and a linear head."""
+
+    def __init__(self, n_outputs=3):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 4, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(4, 4, 3, padding=1, groups=2),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+        self.head = nn.Linear(4, n_outputs)
+
+    def forward(self, X):
+        return self.head(self.features(X))
+
+
+def test_rank_a_grouped_convolution_cannot_take_is_named():
+    X = np.random.default_rng(0).normal(size=(12, 1, 4, 4)).astype(np.float32)
+    y = np.arange(12) % 3
+    with pytest.raises(
+        ValueError,
+        match=r"lora_rank=3 cannot adapt the grouped convolutions 'features.2' "
+        r"\(groups=2\).*multiple of 2, or leave these layers out",
+    ):
+        TransferClassifier(GroupedNet(), head="head", adapter="lora", lora_rank=3).fit(
+            X, y
+        )
+    # An even rank adapts it; so does leaving it out.
+    even, _ = fitted(GroupedNet(), X, y, adapter="lora", lora_rank=2)
+    assert even.adapter_["layers"] == ["features.0", "features.2"]
+    odd, _ = fitted(
+        GroupedNet(), X, y, adapter="lora", lora_rank=3, frozen="features.2.*"
+    )
+    assert odd.adapter_["layers"] == ["features.0"]
