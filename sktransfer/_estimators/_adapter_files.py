@@ -212,6 +212,33 @@ def _build_from_metadata(estimator, metadata):
     estimator.net_ = net
 
 
+def _check_scale(path, name, metadata, module):
+    """Refuse a file whose LoRA scale ``lora_alpha / r`` differs from ``module``'s.
+
+    The factors alone would load, and the network would compute another
+    function (files written before ``lora_alpha=None`` meant ``alpha = r``
+    hold ``lora_alpha=8`` at any rank).
+    """
+    saved = json.loads(metadata.get("adapter") or "{}")
+    here = json.loads(_config_json(module))
+    if not saved.get("lora_alpha") or saved.get("lora_alpha") == here.get("lora_alpha"):
+        return
+    if saved.get("r") != here.get("r"):
+        return  # the shapes differ: the check that follows names them
+    alpha = set(saved["lora_alpha"].values())
+    msg = (
+        f"{path!r} was fitted with lora_alpha={_one(alpha)!r} (rank "
+        f"{_one(set(saved['r'].values()))!r}); this {name} has lora_alpha="
+        f"{_one(set(here.get('lora_alpha', {}).values()))!r}, which scales the "
+        f"updates otherwise. Set lora_alpha={_one(alpha)!r} to load it."
+    )
+    raise ValueError(msg)
+
+
+def _one(values):
+    return next(iter(values)) if len(values) == 1 else sorted(values)
+
+
 def load(estimator, path):
     """Load an adapter file into ``estimator`` (see ``load_adapter``)."""
     tensors, metadata = _read(path)
@@ -245,6 +272,7 @@ def load(estimator, path):
                 "or the same module as net)."
             )
             raise ValueError(msg)
+        _check_scale(path, name, metadata, module)
         expected = {key: state.shape for key, state in module.state_dict().items()}
         wanted = set(_saved_keys(module, head))
         missing = sorted(wanted - set(tensors))
@@ -347,11 +375,24 @@ class _Adapters:
         Returns
         -------
         module : torch.nn.Module
-            A merged copy of ``net_.module_``. It takes what ``net_.module_``
-            takes: for a :class:`~sktransfer.HuggingFaceNet`, the packed token
-            array of shape ``(n_samples, 2, sequence_length)`` (ids, then the
-            attention mask; a third row of token type ids for sentence pairs),
-            not raw texts; tokenize with the estimator's tokenizer first.
+            A merged copy of ``net_.module_``, in the mode ``net_.module_``
+            is in (call ``.eval()`` to predict). It takes what
+            ``net_.module_`` takes and returns the head's outputs (a
+            classifier's logits). For a :class:`~sktransfer.HuggingFaceNet`
+            that is one int64 tensor of shape ``(n_texts, 2, length)``: the
+            token ids in ``[:, 0]`` and the attention mask (1 on tokens) in
+            ``[:, 1]`` (a third row of token type ids for sentence pairs);
+            not raw texts, and not ``input_ids=``/``attention_mask=``
+            keyword arguments. Tokenize with ``net.load_tokenizer()``
+            (``padding=True``, ``truncation=True``, ``max_length``) and
+            stack the two arrays on axis 1; the :ref:`User Guide
+            <adapters>` shows it.
+
+        Raises
+        ------
+        ValueError
+            If peft cannot merge the adapter of a layer (the message names
+            the layer).
         """
         check_is_fitted(self)
         return merged(self.net_.module_)

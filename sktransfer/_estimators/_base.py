@@ -54,6 +54,12 @@ _SCRATCH_PARAMS = {
     "unfreeze": None,
     "layer_decay": 1.0,
     "adapter": None,
+    # The adapter's settings back at their defaults: without an adapter they
+    # cannot act, and fit would warn that they are ignored.
+    "lora_rank": 8,
+    "lora_alpha": None,
+    "lora_dropout": 0.0,
+    "lora_targets": None,
 }
 
 
@@ -82,7 +88,7 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, _Adapters, BaseEst
         "unfreeze": [list, tuple, None],
         "adapter": "no_validation",  # None, "lora" or a peft config: _lora
         "lora_rank": [Interval(Integral, 1, None, closed="left")],
-        "lora_alpha": [Interval(Real, 0, None, closed="neither")],
+        "lora_alpha": [Interval(Real, 0, None, closed="neither"), None],
         "lora_dropout": [Interval(Real, 0, 1, closed="left")],
         "lora_targets": [str, list, tuple, None],
         "autocast": [StrOptions({"bfloat16"}), None],
@@ -123,7 +129,7 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, _Adapters, BaseEst
         unfreeze: Sequence[tuple[int, str | Sequence[str]]] | None = None,
         adapter: Any = None,
         lora_rank: int = 8,
-        lora_alpha: float = 8.0,
+        lora_alpha: float | None = None,
         lora_dropout: float = 0.0,
         lora_targets: str | Sequence[str] | None = None,
         autocast: str | None = None,

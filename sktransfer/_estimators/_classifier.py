@@ -191,7 +191,7 @@ class TransferClassifier(ClassifierMixin, _BaseTransfer):
         unfreeze: Sequence[tuple[int, str | Sequence[str]]] | None = None,
         adapter: Any = None,
         lora_rank: int = 8,
-        lora_alpha: float = 8.0,
+        lora_alpha: float | None = None,
         lora_dropout: float = 0.0,
         lora_targets: str | Sequence[str] | None = None,
         autocast: str | None = None,

@@ -122,8 +122,12 @@ adapter : {"lora"}, peft config or None, default=None
     None fine-tunes the weights themselves.
 lora_rank : int, default=8
     The rank ``r`` of the LoRA updates (``adapter="lora"``).
-lora_alpha : float, default=8.0
+lora_alpha : float or None, default=None
     LoRA's scale: the updates are multiplied by ``lora_alpha / lora_rank``.
+    None is ``lora_alpha = lora_rank``, a scale of 1 at every rank, so a
+    search over ``lora_rank`` does not change the step size with it (at
+    rank 8 this is the former default, ``lora_alpha=8``). A positive number
+    fixes ``alpha`` instead.
 lora_dropout : float, default=0.0
     Dropout on the inputs of the LoRA updates while training.
 lora_targets : str, sequence of str or None, default=None
@@ -133,7 +137,12 @@ lora_targets : str, sequence of str or None, default=None
     ``nn.Conv2d`` of the shared layers that ``frozen`` does not hold.
     Normalisation layers matched are not adapted; a layer peft cannot
     adapt (e.g. ``nn.LSTM``), the head or a frozen layer raises a
-    ValueError.
+    ValueError. peft adapts a grouped ``nn.Conv2d`` only at a rank that is
+    a multiple of its ``groups``. The ``lora_*`` settings act with
+    ``adapter="lora"``; with ``adapter=None`` none does, and with a peft
+    config its own fields (``r``, ``lora_alpha``, ``lora_dropout``, and
+    ``target_modules`` where it sets them) are used: ``fit`` then warns
+    (``UserWarning``) for each ``lora_*`` setting away from its default.
 autocast : {"bfloat16"} or None, default=None
     Mixed precision for fine-tuning: ``"bfloat16"`` runs the forward and
     backward passes under :func:`torch.autocast` (matrix products and
@@ -252,7 +261,11 @@ adapter_ : dict or None
     With ``adapter``: ``"layers"`` (the adapted layers' names),
     ``"n_adapter_parameters"``, ``"n_head_parameters"``,
     ``"n_trainable_parameters"`` (their sum), ``"n_parameters"`` (the
-    network's, adapters excluded) and ``"trainable_share"``. None without.
+    network's, adapters excluded), ``"trainable_share"``, and the
+    ``"lora_rank"``, ``"lora_alpha"`` and ``"scaling"`` (their ratio, the
+    factor of each update) the adapted layers use: a number, a dict by
+    layer where they differ, or None for an adapter without them (IA3).
+    None without.
     See :ref:`adapters`.
 frozen_cache_ : dict
     What :meth:`fit` did with the frozen layers: ``"cached"`` (bool),

@@ -342,8 +342,13 @@ def make_transfer_search(
         :class:`~sklearn.model_selection.StratifiedKFold` (classifier) or
         :class:`~sklearn.model_selection.KFold` (regressor), seeded by
         ``random_state``; for a classifier it is at most the sample count of
-        the largest class (at least 2), so ``cv=5`` also works with 2 labels
-        per class. Pass e.g.
+        the largest class (at least 2), so ``cv=5`` makes 2 folds with 2
+        labels per class. A training fold then holds one label per class,
+        too few for the linear probe (and, for texts, the TF-IDF candidate)
+        to choose its L2 strength: the search raises a ``ValueError``.
+        There, pass ``error_score=np.nan`` (those candidates score NaN and
+        rank last, with a ``FitFailedWarning``) or, but for texts,
+        ``probe=False``. Pass e.g.
         ``RepeatedStratifiedKFold(n_splits=5, n_repeats=3)`` to average over
         more splits, at proportionally more fits.
     n_jobs : int, default=None

@@ -31,6 +31,7 @@ from torch import nn
 
 from .._compat import _NormBase
 from . import _layers
+from ._lora_settings import check_groups, warn_ignored
 
 __all__ = [
     "adapted_layers",
@@ -266,9 +267,10 @@ def check_adapter(estimator):
                 f"{adapter!r}."
             )
             raise ValueError(msg)
+        rank, alpha = estimator.lora_rank, estimator.lora_alpha
         config = peft.LoraConfig(
-            r=estimator.lora_rank,
-            lora_alpha=estimator.lora_alpha,
+            r=rank,
+            lora_alpha=float(rank if alpha is None else alpha),  # None: scale 1
             lora_dropout=estimator.lora_dropout,
             init_lora_weights=True,
         )
@@ -327,6 +329,7 @@ def apply(estimator, module, head, frozen):
         None when ``estimator.adapter`` is None (``module`` unchanged).
     """
     config = check_adapter(estimator)
+    warn_ignored(estimator, config)
     if config is None:
         return None
     peft = _peft()
@@ -337,6 +340,8 @@ def apply(estimator, module, head, frozen):
     given = getattr(config, "target_modules", None)
     if given is None or isinstance(estimator.adapter, str):
         names = resolve_targets(module, estimator.lora_targets, head, held)
+        if isinstance(estimator.adapter, str):
+            check_groups(module, names, estimator.lora_rank)
         config = _targeted(config, names)
     arrived = {name: p.requires_grad for name, p in module.named_parameters()}
     try:
@@ -370,8 +375,20 @@ def summary(module, head):
     )
     n_total = sum(p.numel() for p in module.parameters()) - n_adapter
     n_trainable = n_adapter + n_head
+    scales = {}
+    for key in ("r", "lora_alpha", "scaling"):
+        found = {
+            name: getattr(module.get_submodule(name), key)[_ADAPTER_NAME]
+            for name in layers
+            if _ADAPTER_NAME in getattr(module.get_submodule(name), key, {})
+        }
+        distinct = set(found.values())
+        scales[key] = distinct.pop() if len(distinct) == 1 else (found or None)
     return {
         "layers": layers,
+        "lora_rank": scales["r"],
+        "lora_alpha": scales["lora_alpha"],
+        "scaling": scales["scaling"],
         "n_adapter_parameters": n_adapter,
         "n_head_parameters": n_head,
         "n_trainable_parameters": n_trainable,
