@@ -371,8 +371,9 @@ def make_transfer_search(
         pipeline (``best_estimator_[-1]`` the chosen model),
         ``best_params_`` names it, and ``cv_results_`` holds every score.
         As for any ``GridSearchCV``, ``search.score(X, y)`` is ``scoring``
-        (the log-loss by default, accuracy on texts); ``search.best_estimator_.score(X, y)`` is
-        the chosen model's accuracy or R².
+        (the log-loss by default, accuracy on texts);
+        ``search.best_estimator_.score(X, y)`` is the chosen model's accuracy
+        or R².
 
     Raises
     ------
