@@ -37,6 +37,7 @@ from skorch.utils import to_tensor
 
 from .._common import install_callback, warn_at_user
 from .._skorch._finetune import L2SPLoss
+from .._torch import _hf
 from .._torch._probe import evaluating
 from ._outputs import SOFTMAX, output_kind
 from ._progress import reporting, why_stopped
@@ -451,11 +452,16 @@ def training(estimator, net, phase, sample_shape=None, fitted=None, probe=None):
         and not diverged
         and _early_stopping_never_triggered(net, epochs_before)
     ):
+        # A Hugging Face net has no skorch parameters of its own to set.
+        where = (
+            "max_epochs"
+            if _hf.as_spec(estimator.net) is not None
+            else "max_epochs or net__max_epochs"
+        )
         msg = (
             f"{what.capitalize()} ran all max_epochs={net.max_epochs} epochs and "
             "early stopping did not trigger: the loss it monitors was still "
-            "improving, so the network may not have converged. Allow more epochs "
-            "(max_epochs or net__max_epochs, or source_params={'max_epochs': ...} for "
-            "pretraining)."
+            f"improving, so the network may not have converged. Allow more epochs "
+            f"({where}, or source_params={{'max_epochs': ...}} for pretraining)."
         )
         warn_at_user(msg, ConvergenceWarning)

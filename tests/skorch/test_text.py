@@ -970,3 +970,16 @@ def test_bad_optimizer_settings_are_refused(tiny_dir, params, match):
     with pytest.raises(ValueError, match=match):
         clf.fit(TEXTS, Y)
     assert not hasattr(clf, "net_")
+
+
+def test_the_convergence_warning_names_a_setting_a_text_estimator_has(tiny_dir):
+    # It advised "max_epochs or net__max_epochs"; a Hugging Face net has no
+    # max_epochs, so following the advice raised.
+    from sklearn.exceptions import ConvergenceWarning
+
+    clf = _clf(tiny_dir, max_epochs=1)
+    with pytest.warns(ConvergenceWarning, match=r"more epochs \(max_epochs, or") as w:
+        clf.fit(TEXTS, Y)
+    assert all("net__max_epochs" not in str(r.message) for r in w)
+    with pytest.raises(ValueError, match="max_epochs"):
+        clf.set_params(net__max_epochs=2).fit(TEXTS, Y)
