@@ -335,8 +335,8 @@ def make_transfer_search(
         with all-MiniLM-L6-v2 (``benchmarks/text.py``, 5 seeds), accuracy's
         pick was as good or better in every setting (e.g. 66.9% against 54.6%
         at 4 labelled tweets per class), while on the array tasks of
-        ``benchmarks/transfer_quality.py`` the log-loss's pick was as good or
-        better.
+        ``benchmarks/transfer_quality.py`` the log-loss's pick was better on
+        average (by 0.4 points over 9 settings, by 2.1 on one).
     cv : int or cross-validation generator, default=5
         An int is the number of folds of a shuffled
         :class:`~sklearn.model_selection.StratifiedKFold` (classifier) or
