@@ -36,9 +36,12 @@ class TokenNet(nn.Module):
     ``state_dict`` keys, so ``frozen`` patterns, ``head="auto"`` and saved
     weights use the module's own names), cuts each packed batch to its
     longest text and calls ``module(input_ids=ids, attention_mask=mask)``
-    when ``module.forward`` has an ``attention_mask`` parameter, else
-    ``module(ids)``: int64 tensors of shape (batch, length), padded on the
-    right with the tokenizer's padding id (the mask is 1 on tokens).
+    when ``module.forward`` has an ``attention_mask`` parameter: int64
+    tensors of shape (batch, length), padded on the right with the
+    tokenizer's padding id (the mask is 1 on tokens). Otherwise it calls
+    ``module(ids)`` with every text padded to ``max_length``: a network that
+    cannot see the mask sees the padding, so its output for a text must not
+    depend on how long the other texts of its batch are.
 
     ``torch.fx`` traces it through to the user's layers (:func:`unpack` is
     one call, the module's ``forward`` is traced as the module's own), so a
@@ -76,21 +79,19 @@ class TokenNet(nn.Module):
 
     def forward(self, X):
         """Return the module's outputs for packed tokens ``X`` (batch, 2, length)."""
-        ids, mask = unpack(X)
         inner = self.__dict__["inner"]
+        if not self.with_mask:
+            # A network that cannot see the mask sees the padding: every text
+            # padded to max_length, so that its output does not depend on the
+            # other texts of its batch (as a batch cut to its longest would).
+            ids = X[:, 0].long()
+            return inner.forward(ids) if isinstance(ids, fx.Proxy) else inner(ids)
+        ids, mask = unpack(X)
         # Traced by torch.fx: the module's forward, whose layers are this
         # module's own (a call of the module itself is not in the module tree).
         if not isinstance(ids, fx.Proxy):
-            return (
-                inner(input_ids=ids, attention_mask=mask)
-                if self.with_mask
-                else inner(ids)
-            )
-        out = (
-            inner.forward(input_ids=ids, attention_mask=mask)
-            if self.with_mask
-            else inner.forward(ids)
-        )
+            return inner(input_ids=ids, attention_mask=mask)
+        out = inner.forward(input_ids=ids, attention_mask=mask)
         if not mask.node.users:  # a mask the network does not read: no input
             mask.node.graph.erase_node(mask.node)  # read past the frozen stage
         return out

@@ -868,6 +868,37 @@ def test_own_network_takes_raw_texts_with_a_tokenizer(tiny_dir):
         TransferClassifier(HuggingFaceNet(module)).fit(TEXTS, Y)
 
 
+class MeanTextNet(nn.Module):
+    """forward(input_ids) only: the mean embedding over every position."""
+
+    def __init__(self, vocab_size=120):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, 8)
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, input_ids):
+        return self.fc(self.embedding(input_ids).mean(1))
+
+
+def test_a_network_without_a_mask_sees_every_text_padded_alike(tiny_dir):
+    # A network that cannot see the mask sees the padding: with each batch
+    # cut to its longest text, a text's output depended on the other texts
+    # of its batch. Every text is now padded to max_length.
+    tok = transformers.AutoTokenizer.from_pretrained(tiny_dir, local_files_only=True)
+    torch.manual_seed(0)
+    net = HuggingFaceNet(MeanTextNet(tok.vocab_size), tokenizer=tok, max_length=12)
+    clf = TransferClassifier(net, random_state=0, max_epochs=2).fit(TEXTS, Y)
+    together = clf.predict_proba(TEXTS)
+    alone = np.vstack([clf.predict_proba(TEXTS[i : i + 1]) for i in range(len(TEXTS))])
+    np.testing.assert_allclose(together, alone, atol=1e-6)
+    # By hand: the tokenizer's ids padded to max_length through the module.
+    enc = tok(list(TEXTS), padding="max_length", max_length=12, return_tensors="pt")
+    inner = clf.net_.module_.__dict__["inner"].eval()
+    with torch.no_grad():
+        expected = torch.softmax(inner(enc["input_ids"]), 1).numpy()
+    np.testing.assert_allclose(together, expected, atol=1e-6)
+
+
 def test_prediction_groups_texts_by_length(tiny_dir, fitted):
     # Batches of texts of similar lengths, each cut to its longest text: the
     # encoder sees the token count of the sorted batches, and the outputs
