@@ -57,11 +57,14 @@ class _AtMostKFold(StratifiedKFold):
         labels, counts = np.unique(np.asarray(y), return_counts=True)
         if counts.max() < 2:
             msg = (
-                "The linear probe chooses its L2 strength by cross-validation on "
-                "its training labels and needs 2 samples of some class, got one "
-                f"sample of each of the {len(labels)} classes. Give it more labels, "
-                "or leave the probe out (compare_transfer(..., linear_probe=False), "
-                "make_transfer_search(..., probe=False))."
+                "The linear probe (and, on texts, the TF-IDF baseline) chooses its "
+                "L2 strength by cross-validation on its training labels and needs "
+                "2 samples of some class, got one sample of each of the "
+                f"{len(labels)} classes. Give it more labels, leave the probe out "
+                "(compare_transfer(..., linear_probe=False), "
+                "make_transfer_search(..., probe=False) on arrays), or let such "
+                "candidates rank last (make_transfer_search(..., "
+                "error_score=np.nan))."
             )
             raise ValueError(msg)
         k = int(min(self.n_splits, max(2, counts.max())))
