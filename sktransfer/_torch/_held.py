@@ -154,3 +154,13 @@ def _all_frozen(module, name, layer, frozen, all_params):
     """Whether a layer counts as frozen: its governing parameters all are."""
     params = _governing_params(module, name, layer, all_params)
     return bool(params) and all(p in frozen for p in params)
+
+
+def eval_frozen(module):
+    """Put each largest submodule whose parameters are all frozen in eval mode."""
+    params = list(module.parameters())
+    if params and not any(param.requires_grad for param in params):
+        module.eval()
+        return
+    for child in module.children():
+        eval_frozen(child)

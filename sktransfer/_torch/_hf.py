@@ -24,6 +24,7 @@ from sklearn.base import BaseEstimator
 from torch import nn
 
 from .._compat import StrOptions
+from ._held import eval_frozen
 from ._hf_files import _load
 from ._hf_inputs import model_inputs, not_a_skorch_net, resolve_max_length
 from ._hf_settings import check_spec, enable_checkpointing, refuse_own_network
@@ -351,6 +352,8 @@ class TransformerNet(nn.Module):
         self.pooling = pooling
         self.sequence_classifier = _is_sequence_classifier(model)
         self.layout = classifier_layout(model) if self.sequence_classifier else None
+        # Submodules no output reads: a base model's pooler (mean or first pooling).
+        self.unread = () if self.sequence_classifier else ("pooler",)
         if not self.sequence_classifier:
             self.head = nn.Linear(model.config.hidden_size, 2)
 
@@ -367,7 +370,7 @@ class TransformerNet(nn.Module):
         if mode:
             for name, child in self.named_children():
                 if name != "head":
-                    _eval_frozen(child)
+                    eval_frozen(child)
         return self
 
     def encode(self, X):
@@ -443,7 +446,7 @@ class TransformerNet(nn.Module):
         for name, param in self.named_parameters():
             if is_under(name, head):
                 continue
-            if not self.sequence_classifier and is_under(name, ("pooler",)):
+            if is_under(name, getattr(self, "unread", ())):
                 unread.append(id(param))
                 continue
             match = pattern.search(name)
@@ -456,16 +459,6 @@ class TransformerNet(nn.Module):
         depth = {key: len(order) - i for i, key in enumerate(order)}
         depths = {pid: depth[key] for pid, key in position.items()}
         return {**depths, **dict.fromkeys(unread, 1)}
-
-
-def _eval_frozen(module):
-    """Put each largest submodule whose parameters are all frozen in eval mode."""
-    params = list(module.parameters())
-    if params and not any(param.requires_grad for param in params):
-        module.eval()
-        return
-    for child in module.children():
-        _eval_frozen(child)
 
 
 def as_spec(net):

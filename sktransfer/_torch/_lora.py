@@ -149,7 +149,9 @@ def resolve_targets(module, targets, head, frozen):
     targets : str, sequence of str or None
         The estimator's ``lora_targets``: glob patterns over submodule names
         (``fnmatch``, ``*`` also matches dots). None: every ``nn.Linear`` and
-        ``nn.Conv2d`` of the shared layers that ``frozen`` does not hold.
+        ``nn.Conv2d`` of the shared layers that ``frozen`` does not hold and
+        the output reads (a language model's pooler is not, under mean or
+        first-token pooling).
     head : sequence of str
         The head's submodule names: never adapted (the head trains in full).
     frozen : list of str
@@ -178,11 +180,14 @@ def resolve_targets(module, targets, head, frozen):
         for name, layer in layers.items()
         if not _layers.is_under(name, head)
     }
-    if targets is None:
+    if targets is None:  # (not a layer no output reads, as a base model's pooler)
+        unread = getattr(module, "unread", ())
         names = [
             name
             for name, layer in shared.items()
-            if isinstance(layer, _DEFAULT_KINDS) and name not in held
+            if isinstance(layer, _DEFAULT_KINDS)
+            and name not in held
+            and not _layers.is_under(name, unread)
         ]
         if not names:
             others = [

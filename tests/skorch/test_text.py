@@ -1014,3 +1014,21 @@ def test_the_convergence_warning_names_a_setting_a_text_estimator_has(tiny_dir):
     assert all("net__max_epochs" not in str(r.message) for r in w)
     with pytest.raises(ValueError, match="max_epochs"):
         clf.set_params(net__max_epochs=2).fit(TEXTS, Y)
+
+
+def test_lora_leaves_out_the_pooler_no_output_reads(tiny_dir):
+    # Mean pooling never reads a base model's pooler: its adapters got no
+    # gradient, yet were counted, trained and saved.
+    pytest.importorskip("peft")
+    clf = _clf(tiny_dir, adapter="lora", max_epochs=1).fit(TEXTS, Y)
+    layers = clf.adapter_["layers"]
+    assert "encoder.layer.1.output.dense" in layers
+    assert not [name for name in layers if name.startswith("pooler")]
+    # Every adapted layer is read: each got a gradient in training.
+    module = clf.net_.module_
+    module.train()
+    loss = module(torch.as_tensor(_text.encode_inputs(clf, TEXTS))).sum()
+    loss.backward()
+    for name, param in module.named_parameters():
+        if "lora_" in name:
+            assert param.grad is not None, name
