@@ -30,8 +30,11 @@ with each seed, and every method is scored on the same held-out texts:
 - ``finetune``: full fine-tuning (AdamW, lr 1e-4); ``layer_decay``: with
   layer decay 0.8; ``l2sp``: with L2-SP (alpha 0.01);
 - ``search``: what :func:`sktransfer.make_transfer_search` picks among
-  fine-tuning, the probe and TF-IDF (3-fold CV by log-loss), refit on all K
-  labels;
+  fine-tuning, the probe and TF-IDF (3-fold CV, ``--search-cv`` to change it;
+  its default scoring: accuracy on texts), refit on all K labels; the rows
+  ``search:<rule>`` give what each scoring rule (log-loss, accuracy, the Brier
+  score, accuracy with ties broken by the log-loss) picks on the same folds,
+  and ``--dump FILE`` writes every candidate's fold scores and test accuracy;
 - ``hand_loop``: the same fine-tuning written by hand with ``transformers``
   and a plain PyTorch loop (same pooling, head, optimizer, lr, batches and
   epochs), the reference for accuracy and time.
