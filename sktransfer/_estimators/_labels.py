@@ -7,6 +7,7 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import column_or_1d
 
 from .._common import warn_at_user
+from .._torch import _hf, _hf_files
 from ._partial import encode_partial_classes
 
 
@@ -77,13 +78,19 @@ def check_kept_head(estimator, pretrained, classes):
     """Warn when a kept pretrained head maps shared labels to other classes.
 
     With ``head=None`` every weight is transferred, the head's included, so
-    the source's output ``i`` becomes the target's ``i``-th class (both in
-    sorted order): a label that both tasks have, at different positions,
-    would silently be predicted as another class.
+    the source's output ``i`` becomes the target's ``i``-th class (sorted):
+    a label that both tasks have, at different positions, would silently be
+    predicted as another class. The source's labels are those of
+    ``fit_source``, or a Hugging Face classifier's ``config.id2label``.
     """
     if estimator.head or not estimator.pretrained or classes is None:
         return
     source = None if pretrained is None else pretrained.classes
+    spec = _hf.as_spec(estimator.net)
+    if source is None and spec is not None and not spec.tokenizer:
+        # A Hugging Face classifier's outputs carry names (config.id2label).
+        names = _hf_files.output_labels(spec.model)
+        source = None if names is None else np.asarray(names, dtype=object)
     if source is None or len(source) != len(classes):
         return  # (unknown, or refused with the widths named)
     targets = classes.tolist()
@@ -100,7 +107,7 @@ def check_kept_head(estimator, pretrained, classes):
     )
     msg = (
         f"head=None keeps the pretrained head, whose outputs map to the target's "
-        f"classes by position (each sorted): source {source.tolist()!r} become "
+        f"classes by position (the target's sorted): source {source.tolist()!r} become "
         f"target {targets!r}, so labels of both tasks change outputs: {pairs}. "
         "Label the target's classes as the source does, or name the head "
         "(head='auto' or a submodule) to rebuild it for the target."

@@ -87,3 +87,28 @@ def _load(what, path, local_files_only):
         raise error(msg) from exc
     _LOADED[key] = loaded  # kept once; every build copies a model (never shared)
     return copy.deepcopy(loaded) if what == "model" else loaded
+
+
+def output_labels(model):
+    """Return the class names of a ``...ForSequenceClassification`` model's outputs.
+
+    ``model`` is a ``save_pretrained`` directory or a model instance; its
+    ``config.id2label``, in output order, unless the names are the defaults
+    (``LABEL_0``, ...) or the model is not a sequence classifier. None then.
+    """
+    if isinstance(model, (str, os.PathLike)):
+        try:
+            with open(os.path.join(os.fspath(model), "config.json")) as file:
+                config = json.load(file)
+        except (OSError, ValueError):
+            return None
+    else:
+        config = getattr(getattr(model, "config", None), "to_dict", dict)()
+    architectures = config.get("architectures") or [type(model).__name__]
+    if not any(a.endswith("ForSequenceClassification") for a in architectures):
+        return None
+    id2label = {int(k): v for k, v in (config.get("id2label") or {}).items()}
+    names = [id2label.get(i) for i in range(len(id2label))]
+    if not names or names == [f"LABEL_{i}" for i in range(len(names))]:
+        return None
+    return names

@@ -1032,3 +1032,27 @@ def test_lora_leaves_out_the_pooler_no_output_reads(tiny_dir):
     for name, param in module.named_parameters():
         if "lora_" in name:
             assert param.grad is not None, name
+
+
+def test_head_none_on_a_classifier_reads_its_label_names(tiny_dir, tmp_path):
+    # head=None keeps a ...ForSequenceClassification model's head, whose
+    # outputs carry names (config.id2label): target labels sorted otherwise
+    # were predicted as the other class, in silence.
+    tok = transformers.AutoTokenizer.from_pretrained(tiny_dir, local_files_only=True)
+    model = transformers.BertForSequenceClassification.from_pretrained(
+        tiny_dir, num_labels=2, local_files_only=True
+    )
+    model.config.id2label = {0: "pos", 1: "neg"}
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    labels = np.where(Y == 1, "pos", "neg")
+    clf = _clf(str(tmp_path), head=None, max_epochs=1)
+    with pytest.warns(UserWarning, match="head=None keeps the pretrained head") as w:
+        clf.fit(TEXTS, labels)
+    said = [str(r.message) for r in w if "head=None" in str(r.message)]
+    assert "the output that predicted 'pos' now predicts 'neg'" in said[0]
+    model.config.id2label = {0: "neg", 1: "pos"}  # as the target sorts them
+    model.save_pretrained(tmp_path)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="head=None")
+        _clf(str(tmp_path), head=None, max_epochs=1).fit(TEXTS, labels)
