@@ -170,7 +170,10 @@ class TransformMixin:
         ValueError
             If the estimator has ``head=None`` (no head).
         """
-        X = self._validate_X(X)
+        return self._features(self._validate_X(X))
+
+    def _features(self, X):
+        """:meth:`transform` of validated rows (unwrapped by ``set_output``)."""
         net = self.net_
         head = _layers.resolve_head(net.module_, self.head)
         return head_input(
@@ -212,7 +215,9 @@ class TransformMixin:
             scikit-learn names the outputs of a learnt transformation.
         """
         check_is_fitted(self)
-        width = self.transform(_blank_rows(self)).shape[1]
+        # Not transform: under set_output(transform="pandas") it asks for the
+        # feature names, which would ask transform again.
+        width = self._features(_blank_rows(self)).shape[1]
         prefix = type(self).__name__.lower()
         return np.asarray([f"{prefix}{i}" for i in range(width)], dtype=object)
 
@@ -379,7 +384,10 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
             The input of the pretrained network's head, one row per sample.
         """
         X = _text.encode_inputs(self.estimator, X)  # texts: _text.py
-        X = _inputs.validated_rows(self, X)
+        return self._features(_inputs.validated_rows(self, X))
+
+    def _features(self, X):
+        """:meth:`transform` of validated rows (unwrapped by ``set_output``)."""
         return head_input(
             self.module_,
             self.head_,
@@ -403,7 +411,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
             case, one per output feature.
         """
         check_is_fitted(self)
-        width = self.transform(_blank_rows(self)).shape[1]
+        width = self._features(_blank_rows(self)).shape[1]  # (see TransformMixin)
         return np.asarray(
             [f"pretrainedfeatures{i}" for i in range(width)], dtype=object
         )

@@ -99,6 +99,22 @@ def test_transform_is_the_heads_input_computed_by_hand(pretrained, digits):
     assert len(names) == 16
 
 
+def test_features_as_pandas_frames(pretrained, digits):
+    # set_output(transform="pandas") asks get_feature_names_out, which ran
+    # transform, which asked the names again: a RecursionError.
+    pytest.importorskip("pandas")
+    X, y = digits.X_target, digits.y_target
+    features = PretrainedFeatures(pretrained).set_output(transform="pandas").fit(X)
+    frame = features.transform(X[:5])
+    assert list(frame.columns) == list(features.get_feature_names_out())
+    assert frame.columns[0] == "pretrainedfeatures0"
+    np.testing.assert_allclose(
+        frame.to_numpy(), relu_features(X[:5], pretrained.source_weights_), atol=1e-5
+    )
+    probe = sktransfer.linear_probe(pretrained).set_output(transform="pandas")
+    assert probe.fit(X, y).score(X, y) > 0.5
+
+
 def test_pretrained_features_are_the_source_networks_before_any_target_fit(
     pretrained, digits
 ):
