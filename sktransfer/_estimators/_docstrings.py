@@ -48,7 +48,8 @@ pretrained : bool, default=True
     Start :meth:`fit` from the pretrained weights (``True``) or from fresh
     ones (``False``: every layer initialised as the module's constructor
     does; a module instance's weights are re-initialised with
-    ``reset_parameters``). The pretrained weights are kept either way, so
+    ``reset_parameters``, a Hugging Face model's as a model built from its
+    config, with Hugging Face's own initialisation). The pretrained weights are kept either way, so
     ``GridSearchCV(est, {"pretrained": [True, False], ...})`` chooses between
     transfer and scratch (the name timm and torchvision use). See
     :ref:`few_labels`.
