@@ -255,6 +255,15 @@ class _BaseTransfer(TransformMixin, _PartialFit, _SourceTask, _Adapters, BaseEst
             pretrained = getattr(self, "_pretrained", None)
             _inputs.check_feature_names(self, pretrained)
             _labels.check_kept_head(self, pretrained, fitted.get("classes_"))
+            if self.adapter is not None and not self.pretrained:
+                msg = (
+                    f"adapter={self.adapter!r} trains a small update of the "
+                    "pretrained weights and freezes them, but pretrained=False "
+                    "starts from fresh ones: the random base would stay frozen. "
+                    "Set adapter=None with pretrained=False (in a grid search, put "
+                    "them in separate sub-grids)."
+                )
+                raise ValueError(msg)
             if self.l2sp and not self._has_source_weights():
                 if not self.pretrained:
                     msg = (

@@ -233,3 +233,17 @@ def test_rank_a_grouped_convolution_cannot_take_is_named():
         GroupedNet(), X, y, adapter="lora", lora_rank=3, frozen="features.2.*"
     )
     assert odd.adapter_["layers"] == ["features.0"]
+
+
+def test_an_adapter_on_fresh_weights_is_refused_and_nothing_changes(data, pretrained):
+    # pretrained=False with adapter="lora" froze a random base and trained a
+    # low-rank update of it, in silence.
+    X, y = data
+    clf, _ = fitted(pretrained, X, y, adapter="lora")
+    before = clf.predict_proba(X)
+    with pytest.raises(ValueError, match=r"adapter='lora'.*pretrained=False"):
+        clf.set_params(pretrained=False).fit(X, y)
+    np.testing.assert_array_equal(clf.predict_proba(X), before)
+    search = make_transfer_search(clf.set_params(pretrained=True), cv=2)
+    search.fit(X, y)  # its scratch candidate drops the adapter
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
