@@ -45,7 +45,7 @@ from .._common import (
 from .._skorch import _finetune, _frozen, _step
 from .._skorch._data import ArrayLoader
 from .._skorch._finetune import UNFREEZE_CALLBACK
-from .._torch import _layers, _lora, _probe, _transfer
+from .._torch import _hf, _layers, _lora, _probe, _transfer
 from . import _guard, _inputs, _outputs, _settings, _stopping
 
 # skorch settings with other names that skorch reads first, and their defaults.
@@ -98,6 +98,11 @@ def build_net(estimator, X, n_outputs, *, phase):
     frozen = _layers.match_parameters(
         module, _layers.check_patterns(estimator.frozen, "frozen"), layers=True
     )
+    hf_base = isinstance(module, _hf.TransformerNet) and not module.sequence_classifier
+    if not head and hf_base:
+        # head=None keeps the whole network, but a base model's head is the
+        # package's own (two outputs when built): it has the task's width.
+        _transfer.resize_head(module, ("head",), n_outputs)
     if phase == "target":
         load_weights(estimator, net, head, n_outputs)
     resized = _transfer.resize_head(module, head, n_outputs)

@@ -1056,3 +1056,15 @@ def test_head_none_on_a_classifier_reads_its_label_names(tiny_dir, tmp_path):
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message="head=None")
         _clf(str(tmp_path), head=None, max_epochs=1).fit(TEXTS, labels)
+
+
+def test_head_none_keeps_a_three_class_head_of_a_base_model(tiny_dir):
+    # The package's own head of a base model was built with 2 outputs and
+    # never resized under head=None: fit_source and fit failed on 3 classes.
+    y3 = np.arange(len(TEXTS)) % 3
+    clf = _clf(tiny_dir, head=None, max_epochs=1).fit_source(TEXTS, y3)
+    assert clf.source_weights_["head.weight"].shape == (3, 16)
+    clf.fit(TEXTS, y3)
+    module = clf.net_.module_
+    assert module.head.out_features == 3
+    assert clf.predict_proba(TEXTS).shape == (len(TEXTS), 3)
