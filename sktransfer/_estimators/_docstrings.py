@@ -49,7 +49,8 @@ pretrained : bool, default=True
     ones (``False``: every layer initialised as the module's constructor
     does; a module instance's weights are re-initialised with
     ``reset_parameters``, a Hugging Face model's as a model built from its
-    config, with Hugging Face's own initialisation). The pretrained weights are kept either way, so
+    config, with Hugging Face's own initialisation). The pretrained weights
+    are kept either way, so
     ``GridSearchCV(est, {"pretrained": [True, False], ...})`` chooses between
     transfer and scratch (the name timm and torchvision use). See
     :ref:`few_labels`.
