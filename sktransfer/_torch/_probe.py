@@ -145,10 +145,25 @@ def failed_on(module: nn.Module, X: torch.Tensor, exc: BaseException) -> str:
     with an embedding layer, that such a layer takes integer indices.
     """
     shape, dtype = tuple(X.shape[1:]), str(X.dtype).removeprefix("torch.")
+    # A network of one's own on texts is named, not the package's wrapper.
+    name = getattr(module, "network_name", type(module).__name__)
     msg = (
-        f"{type(module).__name__} failed on a batch of {len(X)} training samples "
+        f"{name} failed on a batch of {len(X)} training samples "
         f"of shape {shape} and dtype {dtype} ({type(exc).__name__}: {exc})."
     )
+    sizes = [
+        layer.num_embeddings
+        for layer in module.modules()
+        if isinstance(layer, (nn.Embedding, nn.EmbeddingBag))
+    ]
+    if hasattr(module, "network_name") and sizes and len(X):
+        top = int(X[:, 0].max())  # the token ids of packed texts
+        if top >= min(sizes):
+            msg += (
+                f" The texts' largest token id is {top}, but the network's "
+                f"nn.Embedding takes ids below {min(sizes)}: build it with the "
+                "tokenizer's vocabulary size (len(tokenizer))."
+            )
     if X.dtype.is_floating_point and takes_indices(module):
         msg += (
             " The network holds an nn.Embedding or nn.EmbeddingBag, whose input is "

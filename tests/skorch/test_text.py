@@ -1068,3 +1068,14 @@ def test_head_none_keeps_a_three_class_head_of_a_base_model(tiny_dir):
     module = clf.net_.module_
     assert module.head.out_features == 3
     assert clf.predict_proba(TEXTS).shape == (len(TEXTS), 3)
+
+
+def test_an_embedding_smaller_than_the_vocabulary_is_named(tiny_dir):
+    # The error named the package's wrapper (TokenNet) and said nothing of the
+    # vocabulary: torch's bare "index out of range in self".
+    tok = transformers.AutoTokenizer.from_pretrained(tiny_dir, local_files_only=True)
+    net = HuggingFaceNet(MeanTextNet(vocab_size=20), tokenizer=tok, max_length=12)
+    with pytest.raises(ValueError, match="MeanTextNet failed") as info:
+        TransferClassifier(net, random_state=0, max_epochs=1).fit(TEXTS, Y)
+    assert "nn.Embedding takes ids below 20" in str(info.value)
+    assert "TokenNet" not in str(info.value)
