@@ -112,7 +112,7 @@ class FrozenStage:
 
 
 def _numpy(X):
-    return X.numpy() if torch.is_tensor(X) else X
+    return X.detach().cpu().numpy() if torch.is_tensor(X) else X
 
 
 def cache_device(device, nbytes):
