@@ -322,7 +322,7 @@ def methods(model_dir, *, max_length, epochs, seed, search_cv=3):
                 rule: [
                     [
                         float(grid.cv_results_[f"split{f}_test_{rule}"][i])
-                        for f in range(search_cv)
+                        for f in range(grid.n_splits_)
                     ]
                     for i in range(len(names))
                 ]
