@@ -69,12 +69,8 @@ def _load(what, path, local_files_only):
             )
         else:
             auto = transformers.AutoModel
-            config_file = os.path.join(path, "config.json")
-            if os.path.isfile(config_file):
-                with open(config_file) as file:
-                    architectures = json.load(file).get("architectures") or []
-                if any(a.endswith("ForSequenceClassification") for a in architectures):
-                    auto = transformers.AutoModelForSequenceClassification
+            if _is_sequence_classifier(_config(path)):
+                auto = transformers.AutoModelForSequenceClassification
             loaded = auto.from_pretrained(path, local_files_only=local_files_only)
     except (OSError, ValueError) as exc:
         msg = (
@@ -89,6 +85,21 @@ def _load(what, path, local_files_only):
     return copy.deepcopy(loaded) if what == "model" else loaded
 
 
+def _config(path):
+    """Return the ``config.json`` of a ``save_pretrained`` directory, or {}."""
+    try:
+        with open(os.path.join(os.fspath(path), "config.json")) as file:
+            return json.load(file)
+    except (OSError, ValueError):
+        return {}
+
+
+def _is_sequence_classifier(config, default=()):
+    """Whether ``architectures`` (else ``default``) name a sequence classifier."""
+    architectures = config.get("architectures") or list(default)
+    return any(a.endswith("ForSequenceClassification") for a in architectures)
+
+
 def output_labels(model):
     """Return the class names of a ``...ForSequenceClassification`` model's outputs.
 
@@ -97,15 +108,10 @@ def output_labels(model):
     (``LABEL_0``, ...) or the model is not a sequence classifier. None then.
     """
     if isinstance(model, (str, os.PathLike)):
-        try:
-            with open(os.path.join(os.fspath(model), "config.json")) as file:
-                config = json.load(file)
-        except (OSError, ValueError):
-            return None
+        config = _config(model)
     else:
         config = getattr(getattr(model, "config", None), "to_dict", dict)()
-    architectures = config.get("architectures") or [type(model).__name__]
-    if not any(a.endswith("ForSequenceClassification") for a in architectures):
+    if not _is_sequence_classifier(config, default=[type(model).__name__]):
         return None
     id2label = {int(k): v for k, v in (config.get("id2label") or {}).items()}
     names = [id2label.get(i) for i in range(len(id2label))]
