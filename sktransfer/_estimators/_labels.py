@@ -94,6 +94,9 @@ def check_kept_head(estimator, pretrained, classes):
     if source is None or len(source) != len(classes):
         return  # (unknown, or refused with the widths named)
     targets = classes.tolist()
+    if pretrained is None or pretrained.classes is None:
+        # config.json names are strings: "1" is the target's label 1.
+        targets = [str(label) for label in targets]
     moved = [
         (label, s, targets[s])
         for s, label in enumerate(source.tolist())

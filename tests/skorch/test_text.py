@@ -1056,6 +1056,11 @@ def test_head_none_on_a_classifier_reads_its_label_names(tiny_dir, tmp_path):
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message="head=None")
         _clf(str(tmp_path), head=None, max_epochs=1).fit(TEXTS, labels)
+    # config.json holds names as strings: "1" at output 0 is the target's 1.
+    model.config.id2label = {0: "1", 1: "0"}
+    model.save_pretrained(tmp_path)
+    with pytest.warns(UserWarning, match="the output that predicted '1' now predicts"):
+        _clf(str(tmp_path), head=None, max_epochs=1).fit(TEXTS, Y)
 
 
 def test_head_none_keeps_a_three_class_head_of_a_base_model(tiny_dir):
